@@ -1,0 +1,2 @@
+//! Gemma's SentencePiece-BPE tokenizer, built from plain vocabulary data.
+#![deny(missing_docs)]

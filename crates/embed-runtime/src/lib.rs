@@ -1,0 +1,2 @@
+//! The public embedding API: Embedder, options, worker pool.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! Convert the sentence-transformers EmbeddingGemma folder to GGUF.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! The EmbeddingGemma forward pass over GGUF weights.
+#![deny(missing_docs)]

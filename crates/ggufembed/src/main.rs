@@ -1,0 +1,2 @@
+//! The ggufembed command-line tool.
+fn main() {}

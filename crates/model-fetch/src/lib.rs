@@ -1,0 +1,2 @@
+//! Fetch, verify and cache the default EmbeddingGemma model.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! GGUF block formats: dequantize, quantize, dot products and GEMM with runtime CPU dispatch.
+#![deny(missing_docs)]
