@@ -286,6 +286,12 @@ impl<W: Write> TensorDataWriter<W> {
             .map(|t| (t.name.as_str(), t.n_bytes))
     }
 
+    /// The sink, as written so far (right after [`GgufWriter::write_header`]: exactly the
+    /// header, metadata, tensor infos and padding).
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
     /// Writes the current tensor's data in one piece (`data` must be all of it).
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<(), GgufError> {
         let t = self.current_tensor()?;

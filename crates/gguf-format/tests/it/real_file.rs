@@ -1,0 +1,1 @@
+//! The real llama.cpp file.
