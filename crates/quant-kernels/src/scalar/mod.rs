@@ -1,0 +1,7 @@
+//! The portable specification: simple safe Rust, each function naming the ggml function whose
+//! numerics it reproduces. Every ISA module is tested against these.
+
+pub mod dequant;
+pub mod dot;
+
+pub mod quant;

@@ -1,0 +1,3 @@
+//! The crate's one integration-test binary: API-boundary tests against reference data.
+
+mod reference_blocks;
