@@ -253,7 +253,7 @@ impl<'a> Value<'a> {
 ///
 /// Elements were fully validated when the file was parsed; visiting them only decodes.
 /// Fixed-size elements are reached in O(1), strings and nested arrays by walking.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct Array<'a> {
     elem_type: ValueType,
     len: usize,
@@ -366,6 +366,17 @@ impl<'a> Array<'a> {
                 _ => None,
             })),
         }
+    }
+}
+
+/// Shows type and length only: a vocabulary's raw bytes are megabytes.
+impl std::fmt::Debug for Array<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Array")
+            .field("elem_type", &self.elem_type)
+            .field("len", &self.len)
+            .field("offset", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
