@@ -11,7 +11,7 @@ use crate::scalar::{dequant, quant};
 use crate::types::{QK_K, QK8_0, QuantType};
 
 /// Runs `f` on `bytes` viewed as blocks of `B`, copying through an aligned buffer if needed.
-fn with_blocks<B: Pod, R>(bytes: &[u8], mut f: impl FnMut(&[B], usize) -> R) -> Vec<R> {
+pub(crate) fn with_blocks<B: Pod, R>(bytes: &[u8], mut f: impl FnMut(&[B], usize) -> R) -> Vec<R> {
     match bytemuck::try_cast_slice::<u8, B>(bytes) {
         Ok(blocks) => vec![f(blocks, 0)],
         Err(_) => bytes
@@ -82,7 +82,7 @@ pub fn dequantize_tensor_row(
         return Err(KernelError::Length { what: "dst", expected: n_cols, actual: dst.len() });
     }
     let rows = data.len().checked_div(row_bytes).unwrap_or(0);
-    if row_bytes == 0 || data.len() % row_bytes != 0 {
+    if row_bytes == 0 || !data.len().is_multiple_of(row_bytes) {
         return Err(KernelError::ByteLength { ty, expected: rows * row_bytes, actual: data.len() });
     }
     if row >= rows {
@@ -92,7 +92,7 @@ pub fn dequantize_tensor_row(
 }
 
 fn check_quant(ty: QuantType, src: usize, blocks: usize, be: usize) -> Result<(), KernelError> {
-    if src % be != 0 {
+    if !src.is_multiple_of(be) {
         return Err(KernelError::RaggedRow { ty, elems: src, block: be });
     }
     if blocks != src / be {

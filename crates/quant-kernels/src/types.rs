@@ -189,7 +189,7 @@ impl QuantType {
     /// Bytes of a row of `elems` elements, or an error if `elems` is not a whole number of blocks.
     pub fn row_bytes(self, elems: usize) -> Result<usize, KernelError> {
         let block = self.block_elems();
-        if elems % block != 0 {
+        if !elems.is_multiple_of(block) {
             return Err(KernelError::RaggedRow { ty: self, elems, block });
         }
         Ok(elems / block * self.block_bytes())

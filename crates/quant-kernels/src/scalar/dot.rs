@@ -75,6 +75,7 @@ pub fn dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
 /// The shared tail of ggml's K-quant generic dots: eight lane sums of `scale * q * a`, folded
 /// with `d` into eight f32 partial sums, and the min term subtracted from the total.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn k_dot(
     quant: impl Fn(usize) -> i32,
     scale: impl Fn(usize) -> i32,
@@ -88,13 +89,13 @@ fn k_dot(
     let mut aux32 = [0i32; 8];
     for e0 in (0..256).step_by(8) {
         let sc = scale(e0 / group);
-        for l in 0..8 {
-            aux32[l] += sc * (quant(e0 + l) * i32::from(y.qs[e0 + l]));
+        for (l, acc) in aux32.iter_mut().enumerate() {
+            *acc += sc * (quant(e0 + l) * i32::from(y.qs[e0 + l]));
         }
     }
     let d = d * y.d;
-    for l in 0..8 {
-        sums[l] += d * aux32[l] as f32;
+    for (s, &a) in sums.iter_mut().zip(&aux32) {
+        *s += d * a as f32;
     }
     if let Some((dmin, sumi)) = dmin_sumi {
         *sumf -= dmin * y.d * sumi as f32;

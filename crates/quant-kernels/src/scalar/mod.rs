@@ -5,3 +5,4 @@ pub mod dequant;
 pub mod dot;
 
 pub mod quant;
+pub mod gemm;

@@ -1,0 +1,481 @@
+//! GEMM `C[m×n] = A[m×k] · W[n×k]^T` with f32 activations and weights of any format.
+//!
+//! Weights are repacked once at load ([`PackedMatrix`]); each call quantizes the activations
+//! once into [`GemmScratch`] and then runs a Goto-style blocked loop nest (row chunks × K chunks
+//! × column panels × row tiles) around the ISA's register-tiled microkernel. Tiling, packing
+//! and the loop nest are generic; only the microkernel differs per ISA.
+//!
+//! **Determinism:** every output element is one sequential reduction over K in a fixed order
+//! (see `tile`), and work is split over tasks only along M and N, never along K. So a row of C
+//! is bit-identical whatever the batch size, its neighbours, the thread count or the ISA.
+
+pub(crate) mod act;
+pub(crate) mod pack;
+pub(crate) mod tile;
+
+use crate::aligned::AlignedBuf;
+use crate::dispatch::Kernels;
+use crate::parallel::{ParallelFor, SyncPtr};
+use crate::{KernelError, QuantType};
+use act::ActFormat;
+use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
+
+/// Rows per cache block (a multiple of every kernel's MR).
+const MC: usize = 96;
+/// K elements per cache block for the int8 kernels: a 32-column weight tile is 16 KiB + scales.
+const KC_INT8: usize = 512;
+/// K elements per cache block for the f32 kernels: a 32-column weight tile is 32 KiB.
+const KC_F32: usize = 256;
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Int8 { lay: Int8Layout, act: ActFormat },
+    F32,
+}
+
+/// A weight matrix `W` (`n` rows × `k` columns, row-major as GGUF stores it) repacked for the
+/// GEMM kernels of one [`Kernels`] table.
+///
+/// Memory: quantized formats become int8 panels of 16 columns with an f32 scale (and for Q4_1,
+/// Q5_1, Q4_K, Q5_K an f32 min) per 16 columns × block: 1.125 bytes/weight for 32-element
+/// symmetric blocks (Q8_0, Q4_0, Q5_0; Q8_0 on disk is 1.0625), 1.25 for affine formats and
+/// Q6_K. F32/F16/BF16 weights and [`PackedMatrix::new_f32`] hold f32 panels: 4 bytes/weight.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    kernels: &'static Kernels,
+    ty: QuantType,
+    n: usize,
+    k: usize,
+    repr: Repr,
+    data: AlignedBuf,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("isa", &self.kernels.isa())
+            .field("ty", &self.ty)
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .field("repr", &self.repr)
+            .field("packed_bytes", &self.data.len())
+            .finish()
+    }
+}
+
+fn check_shape(ty: QuantType, n: usize, k: usize, bytes: usize) -> Result<(), KernelError> {
+    if !ty.is_weight_format() {
+        return Err(KernelError::Unsupported { ty, op: "matmul weights" });
+    }
+    if n == 0 || k == 0 {
+        return Err(KernelError::Shape { rows: n, cols: k });
+    }
+    let expected = ty
+        .row_bytes(k)?
+        .checked_mul(n)
+        .ok_or(KernelError::Shape { rows: n, cols: k })?;
+    if bytes != expected {
+        return Err(KernelError::ByteLength { ty, expected, actual: bytes });
+    }
+    Ok(())
+}
+
+impl PackedMatrix {
+    /// Packs `W` (`n_rows` × `k_cols` elements of format `ty`, GGUF's `ne1` × `ne0`) for fast
+    /// GEMM: quantized formats run the int8 kernels against activations quantized to the
+    /// format's `vec_dot_type`; F32, F16 and BF16 run the f32 kernels.
+    pub fn new(
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, KernelError> {
+        check_shape(ty, n_rows, k_cols, bytes.len())?;
+        match pack::int8_format(ty, k_cols) {
+            Some((lay, act)) => Ok(PackedMatrix {
+                kernels,
+                ty,
+                n: n_rows,
+                k: k_cols,
+                data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
+                repr: Repr::Int8 { lay, act },
+            }),
+            None => Self::new_f32(kernels, ty, n_rows, k_cols, bytes),
+        }
+    }
+
+    /// Packs `W` dequantized to f32: the GEMM then runs in f32 on f32 activations (the accuracy
+    /// reference mode; 4 bytes per weight).
+    pub fn new_f32(
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, KernelError> {
+        check_shape(ty, n_rows, k_cols, bytes.len())?;
+        Ok(PackedMatrix {
+            kernels,
+            ty,
+            n: n_rows,
+            k: k_cols,
+            data: pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
+            repr: Repr::F32,
+        })
+    }
+
+    /// Packs an f32 matrix given as values (`n_rows` × `k_cols`, row-major).
+    pub fn from_f32(
+        kernels: &'static Kernels,
+        n_rows: usize,
+        k_cols: usize,
+        w: &[f32],
+    ) -> Result<Self, KernelError> {
+        Self::new_f32(kernels, QuantType::F32, n_rows, k_cols, bytemuck::cast_slice(w))
+    }
+
+    /// Output columns (`W`'s rows).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Reduction length (`W`'s columns).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The source format.
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+    /// Whether this matrix multiplies in f32 (float formats and [`PackedMatrix::new_f32`]).
+    pub fn is_f32(&self) -> bool {
+        matches!(self.repr, Repr::F32)
+    }
+    /// The kernel table this matrix was packed for.
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+    /// Bytes of packed weights held.
+    pub fn packed_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// `C = A · W^T` for `a` (`m` × `k`, row-major) into `c` (`m` × `n`, row-major, overwritten).
+    pub fn matmul(
+        &self,
+        a: &[f32],
+        m: usize,
+        c: &mut [f32],
+        scratch: &mut GemmScratch,
+        par: &dyn ParallelFor,
+    ) -> Result<(), KernelError> {
+        check_len("a", m * self.k, a.len())?;
+        check_len("c", m * self.n, c.len())?;
+        if m == 0 {
+            return Ok(());
+        }
+        match &self.repr {
+            Repr::Int8 { lay, act } => {
+                scratch.quantize(self.kernels, *act, lay, a, m, self.k, par);
+                run_int8(self.kernels, lay, self.data.bytes(), scratch, m, self.n, self.k, c, par);
+            }
+            Repr::F32 => run_f32(self.kernels, self.data.as_f32(), a, m, self.n, self.k, c, par),
+        }
+        Ok(())
+    }
+}
+
+fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), KernelError> {
+    if expected != actual {
+        return Err(KernelError::Length { what, expected, actual });
+    }
+    Ok(())
+}
+
+/// Reusable per-caller buffers for [`PackedMatrix::matmul`] and the unpacked f32 GEMMs: the
+/// quantized activations and a weight pack. Grows to the largest call seen, then stops
+/// allocating.
+#[derive(Clone, Default)]
+pub struct GemmScratch {
+    q: AlignedBuf,
+    ad: AlignedBuf,
+    ac: AlignedBuf,
+    asum: AlignedBuf,
+    wpack: AlignedBuf,
+}
+
+impl std::fmt::Debug for GemmScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmScratch").field("bytes", &self.allocated_bytes()).finish()
+    }
+}
+
+impl GemmScratch {
+    /// Empty scratch; the first calls size it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes currently reserved.
+    pub fn allocated_bytes(&self) -> usize {
+        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack]
+            .iter()
+            .map(|b| b.capacity_bytes())
+            .sum()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn quantize(
+        &mut self,
+        kernels: &Kernels,
+        fmt: ActFormat,
+        lay: &Int8Layout,
+        a: &[f32],
+        m: usize,
+        k: usize,
+        par: &dyn ParallelFor,
+    ) {
+        let nb = lay.nb;
+        self.q.ensure(m * k);
+        self.ad.ensure(m * nb * 4);
+        self.ac.ensure(m * nb * 4);
+        self.asum.ensure(m * nb * 4);
+        let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
+        let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
+        let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
+        let asum = SyncPtr(self.asum.as_f32_mut().as_mut_ptr());
+        let rows_per_task = if par.num_threads() <= 1 { m } else { m.div_ceil(4 * par.num_threads()).max(8) };
+        let n_tasks = m.div_ceil(rows_per_task);
+        par.run(n_tasks, &|t| {
+            let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
+            for r in r0..r1 {
+                // SAFETY: the buffers were sized for m rows above; tasks own disjoint row ranges,
+                // so these mutable views never alias.
+                let (qr, adr, acr, asr) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(q.ptr().add(r * k), k),
+                        std::slice::from_raw_parts_mut(ad.ptr().add(r * nb), nb),
+                        std::slice::from_raw_parts_mut(ac.ptr().add(r * nb), nb),
+                        std::slice::from_raw_parts_mut(asum.ptr().add(r * nb), nb),
+                    )
+                };
+                act::quantize_row(kernels, fmt, lay, &a[r * k..(r + 1) * k], qr, adr, acr, asr);
+            }
+        });
+    }
+}
+
+/// How a GEMM is cut into tasks: row chunks × column chunks.
+struct Plan {
+    rows_per_task: usize,
+    cols_per_task: usize,
+    row_tasks: usize,
+    col_tasks: usize,
+}
+
+impl Plan {
+    fn new(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
+        if threads <= 1 {
+            return Plan { rows_per_task: m, cols_per_task: n, row_tasks: 1, col_tasks: 1 };
+        }
+        // Prefer splitting columns (each task then streams its own weights); split rows too
+        // when there are not enough column tiles for a few tasks per thread.
+        let target = 4 * threads;
+        let col_units = n.div_ceil(nr);
+        let col_tasks = col_units.min(target);
+        let cols_per_task = col_units.div_ceil(col_tasks) * nr;
+        let col_tasks = n.div_ceil(cols_per_task);
+        let row_units = m.div_ceil(mr);
+        let row_tasks = target.div_ceil(col_tasks).min(row_units).max(1);
+        let rows_per_task = row_units.div_ceil(row_tasks) * mr;
+        let row_tasks = m.div_ceil(rows_per_task);
+        Plan { rows_per_task, cols_per_task, row_tasks, col_tasks }
+    }
+    fn n_tasks(&self) -> usize {
+        self.row_tasks * self.col_tasks
+    }
+    /// Row range and column range of task `t`.
+    fn task(&self, t: usize, m: usize, n: usize) -> (usize, usize, usize, usize) {
+        let (rt, ct) = (t / self.col_tasks, t % self.col_tasks);
+        let r0 = rt * self.rows_per_task;
+        let c0 = ct * self.cols_per_task;
+        (r0, (r0 + self.rows_per_task).min(m), c0, (c0 + self.cols_per_task).min(n))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_int8(
+    kernels: &Kernels,
+    lay: &Int8Layout,
+    w: &[u8],
+    scratch: &GemmScratch,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    par: &dyn ParallelFor,
+) {
+    let kern = kernels.int8_kernel();
+    let plan = Plan::new(m, n, kern.mr, kern.nr, par.num_threads());
+    let kcb = (KC_INT8 / lay.kb).max(1);
+    let nb = lay.nb;
+    let cp = SyncPtr(c.as_mut_ptr());
+    let q = scratch.q.bytes().as_ptr().cast::<i8>();
+    let (ad, ac, asum) = (
+        scratch.ad.as_f32().as_ptr(),
+        scratch.ac.bytes().as_ptr().cast::<i32>(),
+        scratch.asum.as_f32().as_ptr(),
+    );
+    let (qp, adp, acp, asp) =
+        (SyncPtr(q.cast_mut()), SyncPtr(ad.cast_mut()), SyncPtr(ac.cast_mut()), SyncPtr(asum.cast_mut()));
+    let wp = SyncPtr(w.as_ptr().cast_mut());
+    par.run(plan.n_tasks(), &|t| {
+        let (r0, r1, c0, c1) = plan.task(t, m, n);
+        for ic in (r0..r1).step_by(MC) {
+            let ic1 = (ic + MC).min(r1);
+            for kc in (0..nb).step_by(kcb) {
+                let nblocks = kcb.min(nb - kc);
+                for jc in (c0..c1).step_by(kern.nr) {
+                    for ir in (ic..ic1).step_by(kern.mr) {
+                        // SAFETY: rows ir..ir+mr < m, blocks kc..kc+nblocks < nb and columns
+                        // jc..jc+ncols < n are inside the scratch, packed and output buffers
+                        // (packed panels are padded to whole panels); this task alone writes
+                        // rows r0..r1 × columns c0..c1 of C.
+                        unsafe {
+                            let tile = Int8Tile {
+                                a: qp.ptr().add(ir * k + kc * lay.kb),
+                                lda: k,
+                                ad: adp.ptr().add(ir * nb + kc),
+                                ac: acp.ptr().add(ir * nb + kc),
+                                asum: asp.ptr().add(ir * nb + kc),
+                                lds: nb,
+                                w: wp.ptr().add((jc / PANEL) * lay.panel_stride + kc * lay.block_stride),
+                                nblocks,
+                                c: cp.ptr().add(ir * n + jc),
+                                ldc: n,
+                                mr: kern.mr.min(ic1 - ir),
+                                ncols: kern.nr.min(c1 - jc),
+                                accumulate: kc > 0,
+                            };
+                            (kern.tile)(&tile, lay);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_f32(
+    kernels: &Kernels,
+    w: &[f32],
+    a: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    par: &dyn ParallelFor,
+) {
+    let kern = kernels.f32_kernel();
+    let plan = Plan::new(m, n, kern.mr, kern.nr, par.num_threads());
+    let panel_stride = k * PANEL;
+    let cp = SyncPtr(c.as_mut_ptr());
+    let ap = SyncPtr(a.as_ptr().cast_mut());
+    let wp = SyncPtr(w.as_ptr().cast_mut());
+    par.run(plan.n_tasks(), &|t| {
+        let (r0, r1, c0, c1) = plan.task(t, m, n);
+        for ic in (r0..r1).step_by(MC) {
+            let ic1 = (ic + MC).min(r1);
+            for kc in (0..k).step_by(KC_F32) {
+                let kcl = KC_F32.min(k - kc);
+                for jc in (c0..c1).step_by(kern.nr) {
+                    for ir in (ic..ic1).step_by(kern.mr) {
+                        // SAFETY: as in `run_int8`: every pointer stays inside A (m × k), the
+                        // packed panels (padded to whole panels) and this task's part of C.
+                        unsafe {
+                            let tile = F32Tile {
+                                a: ap.ptr().add(ir * k + kc),
+                                lda: k,
+                                w: wp.ptr().add((jc / PANEL) * panel_stride + kc * PANEL),
+                                panel_stride,
+                                kc: kcl,
+                                c: cp.ptr().add(ir * n + jc),
+                                ldc: n,
+                                mr: kern.mr.min(ic1 - ir),
+                                ncols: kern.nr.min(c1 - jc),
+                                accumulate: kc > 0,
+                            };
+                            (kern.tile)(&tile);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `C = A · W^T` in f32 for unpacked operands: `a` is `m × k`, `w` is `n × k` (both row-major),
+/// `c` is `m × n`. W is packed into `scratch` on every call (O(n·k), small next to the O(m·n·k)
+/// product). Same reduction order, hence same bits, as a [`PackedMatrix`] of the same W.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_nt(
+    kernels: &Kernels,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+    par: &dyn ParallelFor,
+) -> Result<(), KernelError> {
+    check_len("a", m * k, a.len())?;
+    check_len("w", n * k, w.len())?;
+    check_len("c", m * n, c.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    pack::pack_f32_rows_into(&mut scratch.wpack, n, k, &mut |j, out| {
+        out.copy_from_slice(&w[j * k..(j + 1) * k]);
+        Ok(())
+    })?;
+    run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
+    Ok(())
+}
+
+/// `C = A · B` in f32 for unpacked operands: `a` is `m × k`, `b` is `k × n` (both row-major),
+/// `c` is `m × n`. B is packed into `scratch` on every call.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_nn(
+    kernels: &Kernels,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: &[f32],
+    n: usize,
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+    par: &dyn ParallelFor,
+) -> Result<(), KernelError> {
+    check_len("a", m * k, a.len())?;
+    check_len("b", k * n, b.len())?;
+    check_len("c", m * n, c.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    pack::pack_f32_nn_into(&mut scratch.wpack, b, k, n);
+    run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

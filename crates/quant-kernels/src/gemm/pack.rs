@@ -1,0 +1,219 @@
+//! Load-time repacking of weight matrices into the microkernels' panel layouts (`gemm::tile`).
+//!
+//! Every quantized format is repacked *losslessly* into the int8 layout: each weight is
+//! `dw * (u - 128)` (symmetric) or `dw * u + mw` (affine) exactly, since `dw` and `mw` are
+//! products of an f16 and an integer of at most 8 bits, which f32 represents exactly. So all
+//! formats share one int8 microkernel per ISA.
+
+use crate::KernelError;
+use crate::aligned::AlignedBuf;
+use crate::blocks::*;
+use crate::codec::{dequantize_row, with_blocks};
+use crate::fp16::f16_to_f32;
+use crate::gemm::act::ActFormat;
+use crate::gemm::tile::{Int8Layout, PANEL};
+use crate::scalar::dequant::{q4k_quant, q5_quant, q5k_quant, q6k_quant};
+use crate::types::QuantType;
+
+/// One source row decoded to unsigned quants plus per-kernel-block scale and min.
+struct RowDecode<'a> {
+    u: &'a mut [u8],
+    dw: &'a mut [f32],
+    mw: &'a mut [f32],
+}
+
+/// The int8 layout and activation format for a weight format, or `None` for float formats.
+pub fn int8_format(ty: QuantType, k: usize) -> Option<(Int8Layout, ActFormat)> {
+    Some(match ty {
+        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q5_0 => {
+            (Int8Layout::new(32, false, k), ActFormat::Q8_0)
+        }
+        QuantType::Q4_1 | QuantType::Q5_1 => (Int8Layout::new(32, true, k), ActFormat::Q8_1),
+        QuantType::Q4K | QuantType::Q5K => (Int8Layout::new(32, true, k), ActFormat::Q8K),
+        QuantType::Q6K => (Int8Layout::new(16, false, k), ActFormat::Q8K),
+        _ => return None,
+    })
+}
+
+fn decode_row(ty: QuantType, src: &[u8], out: RowDecode<'_>) {
+    let RowDecode { u, dw, mw } = out;
+    macro_rules! each {
+        ($b:ty, $per:expr, |$blk:ident, $bi:ident| $body:block) => {{
+            with_blocks::<$b, ()>(src, |blocks, first| {
+                for (off, $blk) in blocks.iter().enumerate() {
+                    let $bi = (first + off) * $per;
+                    $body
+                }
+            });
+        }};
+    }
+    match ty {
+        QuantType::Q8_0 => each!(BlockQ8_0, 1, |b, i| {
+            dw[i] = f16_to_f32(b.d);
+            for (e, &q) in b.qs.iter().enumerate() {
+                u[i * 32 + e] = (i32::from(q) + 128) as u8;
+            }
+        }),
+        QuantType::Q4_0 => each!(BlockQ4_0, 1, |b, i| {
+            dw[i] = f16_to_f32(b.d);
+            for (j, &q) in b.qs.iter().enumerate() {
+                u[i * 32 + j] = (q & 0x0F) + 120;
+                u[i * 32 + j + 16] = (q >> 4) + 120;
+            }
+        }),
+        QuantType::Q5_0 => each!(BlockQ5_0, 1, |b, i| {
+            dw[i] = f16_to_f32(b.d);
+            let qh = u32::from_le_bytes(b.qh);
+            for e in 0..32 {
+                u[i * 32 + e] = q5_quant(&b.qs, qh, e) + 112;
+            }
+        }),
+        QuantType::Q4_1 => each!(BlockQ4_1, 1, |b, i| {
+            dw[i] = f16_to_f32(b.d);
+            mw[i] = f16_to_f32(b.m);
+            for (j, &q) in b.qs.iter().enumerate() {
+                u[i * 32 + j] = q & 0x0F;
+                u[i * 32 + j + 16] = q >> 4;
+            }
+        }),
+        QuantType::Q5_1 => each!(BlockQ5_1, 1, |b, i| {
+            dw[i] = f16_to_f32(b.d);
+            mw[i] = f16_to_f32(b.m);
+            let qh = u32::from_le_bytes(b.qh);
+            for e in 0..32 {
+                u[i * 32 + e] = q5_quant(&b.qs, qh, e);
+            }
+        }),
+        QuantType::Q4K => each!(BlockQ4K, 8, |b, i| {
+            let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
+            for s in 0..8 {
+                let (sc, m) = scale_min_k4(s, &b.scales);
+                dw[i + s] = d * f32::from(sc);
+                mw[i + s] = -(dmin * f32::from(m));
+            }
+            for e in 0..256 {
+                u[i * 32 + e] = q4k_quant(b, e);
+            }
+        }),
+        QuantType::Q5K => each!(BlockQ5K, 8, |b, i| {
+            let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
+            for s in 0..8 {
+                let (sc, m) = scale_min_k4(s, &b.scales);
+                dw[i + s] = d * f32::from(sc);
+                mw[i + s] = -(dmin * f32::from(m));
+            }
+            for e in 0..256 {
+                u[i * 32 + e] = q5k_quant(b, e);
+            }
+        }),
+        QuantType::Q6K => each!(BlockQ6K, 16, |b, i| {
+            let d = f16_to_f32(b.d);
+            for s in 0..16 {
+                dw[i + s] = d * f32::from(b.scales[s]);
+            }
+            for e in 0..256 {
+                u[i * 16 + e] = (i32::from(q6k_quant(b, e)) + 128) as u8;
+            }
+        }),
+        _ => unreachable!("int8_format admits only quantized formats"),
+    }
+}
+
+/// Repacks an `n × k` matrix of a quantized format into the int8 panel layout.
+pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layout) -> AlignedBuf {
+    let npanels = n.div_ceil(PANEL);
+    let row_bytes = bytes.len() / n.max(1);
+    let mut buf = AlignedBuf::zeroed(npanels * lay.panel_stride);
+    let out = buf.bytes_mut();
+    let mut u = vec![0u8; k];
+    let mut dw = vec![0f32; lay.nb];
+    let mut mw = vec![0f32; lay.nb];
+    for j in 0..n {
+        let src = &bytes[j * row_bytes..(j + 1) * row_bytes];
+        decode_row(ty, src, RowDecode { u: &mut u, dw: &mut dw, mw: &mut mw });
+        let (p, cc) = (j / PANEL, j % PANEL);
+        for b in 0..lay.nb {
+            let cell = p * lay.panel_stride + b * lay.block_stride;
+            for s in 0..lay.kb / 4 {
+                let dst = cell + s * 64 + cc * 4;
+                out[dst..dst + 4].copy_from_slice(&u[b * lay.kb + s * 4..b * lay.kb + s * 4 + 4]);
+            }
+            let d = cell + lay.dw_offset() + cc * 4;
+            out[d..d + 4].copy_from_slice(&dw[b].to_le_bytes());
+            if lay.affine {
+                let m = cell + lay.mw_offset() + cc * 4;
+                out[m..m + 4].copy_from_slice(&mw[b].to_le_bytes());
+            }
+        }
+    }
+    buf
+}
+
+/// Packs an `n × k` matrix given row by row into f32 panels: `row(j, out)` fills row `j`.
+pub fn pack_f32_rows(
+    n: usize,
+    k: usize,
+    mut row: impl FnMut(usize, &mut [f32]) -> Result<(), KernelError>,
+) -> Result<AlignedBuf, KernelError> {
+    let mut buf = AlignedBuf::zeroed(n.div_ceil(PANEL) * k * PANEL * 4);
+    pack_f32_rows_into(&mut buf, n, k, &mut row)?;
+    Ok(buf)
+}
+
+/// Fills one row of an f32 matrix being packed.
+pub type RowFn<'a> = dyn FnMut(usize, &mut [f32]) -> Result<(), KernelError> + 'a;
+
+/// As [`pack_f32_rows`], into an existing buffer (grown as needed).
+pub fn pack_f32_rows_into(
+    buf: &mut AlignedBuf,
+    n: usize,
+    k: usize,
+    row: &mut RowFn<'_>,
+) -> Result<(), KernelError> {
+    let npanels = n.div_ceil(PANEL);
+    buf.ensure(npanels * k * PANEL * 4);
+    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
+    // Padding columns of the last panel must be zero (they are multiplied, never stored).
+    if !n.is_multiple_of(PANEL) {
+        let p = npanels - 1;
+        for kk in 0..k {
+            out[p * k * PANEL + kk * PANEL + n % PANEL..p * k * PANEL + (kk + 1) * PANEL].fill(0.0);
+        }
+    }
+    let mut tmp = vec![0f32; k];
+    for j in 0..n {
+        row(j, &mut tmp)?;
+        let (p, cc) = (j / PANEL, j % PANEL);
+        let base = p * k * PANEL + cc;
+        for (kk, &v) in tmp.iter().enumerate() {
+            out[base + kk * PANEL] = v;
+        }
+    }
+    Ok(())
+}
+
+/// Packs `B` (`k × n`, row-major) for `C = A · B`: panel rows are contiguous slices of B's rows.
+pub fn pack_f32_nn_into(buf: &mut AlignedBuf, b: &[f32], k: usize, n: usize) {
+    let npanels = n.div_ceil(PANEL);
+    buf.ensure(npanels * k * PANEL * 4);
+    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
+    for p in 0..npanels {
+        let (c0, c1) = (p * PANEL, ((p + 1) * PANEL).min(n));
+        for kk in 0..k {
+            let dst = &mut out[(p * k + kk) * PANEL..(p * k + kk + 1) * PANEL];
+            dst[..c1 - c0].copy_from_slice(&b[kk * n + c0..kk * n + c1]);
+            dst[c1 - c0..].fill(0.0);
+        }
+    }
+}
+
+/// Packs any weight format into f32 panels by dequantizing each row.
+pub fn pack_f32_from(
+    ty: QuantType,
+    n: usize,
+    k: usize,
+    bytes: &[u8],
+) -> Result<AlignedBuf, KernelError> {
+    let row_bytes = ty.row_bytes(k)?;
+    pack_f32_rows(n, k, |j, out| dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], out))
+}

@@ -1,0 +1,230 @@
+//! GEMM correctness: the packed reduction against independent references, determinism across
+//! batch size and threads, and every ISA against the scalar specification.
+
+use super::*;
+use crate::codec::dequantize_row;
+use crate::dispatch::Kernels;
+use crate::parallel::Serial;
+use crate::testutil::{Threads, random_f32, random_weights, rng};
+
+/// Packed int8 GEMM vs ggml's `vec_dot` on the same quantized operands: the integer block sums
+/// are identical, only the f32 accumulation differs (fused vs unfused, scale product order), so
+/// the difference is bounded by a few ulps of the running sum of |terms|.
+const VEC_DOT_REL: f32 = 4e-6;
+/// f32 GEMM (sequential fma) vs an f64 reference: k roundings of at most 2^-24 relative each.
+const F32_REL_PER_K: f64 = 6e-8;
+
+fn quantize_act_blocks(ty: QuantType, x: &[f32]) -> Vec<u8> {
+    use crate::blocks::*;
+    match ty.vec_dot_type() {
+        QuantType::Q8_0 => {
+            let mut b = vec![BlockQ8_0::zeroed(); x.len() / 32];
+            crate::quantize_row_q8_0(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        QuantType::Q8_1 => {
+            let mut b = vec![BlockQ8_1::zeroed(); x.len() / 32];
+            crate::quantize_row_q8_1(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        QuantType::Q8K => {
+            let mut b = vec![BlockQ8K::zeroed(); x.len() / 256];
+            crate::quantize_row_q8k(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        _ => bytemuck::cast_slice(x).to_vec(),
+    }
+}
+use bytemuck::Zeroable;
+
+const QUANTIZED: [QuantType; 8] = [
+    QuantType::Q8_0,
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q4K,
+    QuantType::Q5K,
+    QuantType::Q6K,
+];
+
+#[test]
+fn int8_gemm_matches_vec_dot_for_every_format() {
+    let scalar = Kernels::for_isa(crate::Isa::Scalar).unwrap();
+    let mut r = rng(1);
+    for ty in QUANTIZED {
+        let (m, n, k) = (5, 37, 512);
+        let w = random_weights(&mut r, ty, n, k);
+        let a = random_f32(&mut r, m * k, 1.0);
+        let pm = PackedMatrix::new(scalar, ty, n, k, &w).unwrap();
+        assert!(!pm.is_f32());
+        let mut c = vec![f32::NAN; m * n];
+        pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+        let row_bytes = ty.row_bytes(k).unwrap();
+        for i in 0..m {
+            let act = quantize_act_blocks(ty, &a[i * k..(i + 1) * k]);
+            // |terms| bound: |w| · |a_q| summed, from dequantized operands.
+            let mut wf = vec![0f32; k];
+            for j in 0..n {
+                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+                let want = scalar.vec_dot(ty, wrow, &act).unwrap();
+                dequantize_row(ty, wrow, &mut wf).unwrap();
+                let mag: f32 = wf.iter().zip(&a[i * k..]).map(|(x, y)| (x * y).abs()).sum::<f32>()
+                    + 1e-6;
+                let got = c[i * n + j];
+                assert!(
+                    (got - want).abs() <= VEC_DOT_REL * mag * 8.0,
+                    "{ty:?} ({i},{j}): gemm {got} vs vec_dot {want} (mag {mag})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_paths_match_f64_reference() {
+    let mut r = rng(2);
+    for kern in Kernels::all_supported() {
+        for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (13, 33, 300), (7, 48, 513)] {
+            let a = random_f32(&mut r, m * k, 1.0);
+            let w = random_f32(&mut r, n * k, 1.0);
+            let mut want = vec![0f64; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    want[i * n + j] =
+                        (0..k).map(|t| f64::from(a[i * k + t]) * f64::from(w[j * k + t])).sum();
+                }
+            }
+            let tol = |i: usize, j: usize| {
+                let mag: f64 = (0..k).map(|t| f64::from((a[i * k + t] * w[j * k + t]).abs())).sum();
+                mag * F32_REL_PER_K * k as f64 + 1e-30
+            };
+            let pm = PackedMatrix::from_f32(kern, n, k, &w).unwrap();
+            let mut c1 = vec![f32::NAN; m * n];
+            pm.matmul(&a, m, &mut c1, &mut GemmScratch::new(), &Serial).unwrap();
+            let mut c2 = vec![f32::NAN; m * n];
+            gemm_f32_nt(kern, &a, m, k, &w, n, &mut c2, &mut GemmScratch::new(), &Serial).unwrap();
+            let mut wt = vec![0f32; n * k];
+            for j in 0..n {
+                for t in 0..k {
+                    wt[t * n + j] = w[j * k + t];
+                }
+            }
+            let mut c3 = vec![f32::NAN; m * n];
+            gemm_f32_nn(kern, &a, m, k, &wt, n, &mut c3, &mut GemmScratch::new(), &Serial).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let e = want[i * n + j];
+                    assert!((f64::from(c1[i * n + j]) - e).abs() <= tol(i, j), "{:?} {m}x{n}x{k}", kern.isa());
+                }
+            }
+            assert_eq!(c1, c2, "packed and nt agree bit for bit");
+            assert_eq!(c1, c3, "nt and nn agree bit for bit");
+        }
+    }
+}
+
+/// The same matrix multiplied on every ISA, every batch size and thread count: one row's bits.
+#[test]
+fn rows_are_bit_identical_across_isa_batch_and_threads() {
+    let mut r = rng(3);
+    let (n, k) = (80, 1024);
+    for ty in QUANTIZED.iter().copied().chain([QuantType::F32, QuantType::F16, QuantType::BF16]) {
+        let w = random_weights(&mut r, ty, n, k);
+        let big = 77;
+        let a = random_f32(&mut r, big * k, 2.0);
+        let mut reference: Option<Vec<f32>> = None;
+        for kern in Kernels::all_supported() {
+            let pm = PackedMatrix::new(kern, ty, n, k, &w).unwrap();
+            let mut scratch = GemmScratch::new();
+            for (m, threads) in [(big, 1), (big, 3), (1, 1), (6, 2), (13, 1)] {
+                let mut c = vec![f32::NAN; m * n];
+                if threads == 1 {
+                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Serial).unwrap();
+                } else {
+                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Threads(threads)).unwrap();
+                }
+                let want = reference.get_or_insert_with(|| c.clone());
+                assert_eq!(&c[..], &want[..m * n], "{ty:?} {:?} m={m} threads={threads}", kern.isa());
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_gemm_is_close_to_f32_gemm() {
+    // Activation quantization error: each activation moves by at most half its block's step
+    // (amax/254), so |error| <= sum |w| * amax_block / 254 (plus f32 rounding).
+    let kern = Kernels::get();
+    let mut r = rng(4);
+    let (m, n, k) = (4, 24, 768);
+    for ty in QUANTIZED {
+        let w = random_weights(&mut r, ty, n, k);
+        let a = random_f32(&mut r, m * k, 1.0);
+        let q = PackedMatrix::new(kern, ty, n, k, &w).unwrap();
+        let f = PackedMatrix::new_f32(kern, ty, n, k, &w).unwrap();
+        let (mut cq, mut cf) = (vec![0f32; m * n], vec![0f32; m * n]);
+        let mut s = GemmScratch::new();
+        q.matmul(&a, m, &mut cq, &mut s, &Serial).unwrap();
+        f.matmul(&a, m, &mut cf, &mut s, &Serial).unwrap();
+        let row_bytes = ty.row_bytes(k).unwrap();
+        let mut wf = vec![0f32; k];
+        for j in 0..n {
+            dequantize_row(ty, &w[j * row_bytes..(j + 1) * row_bytes], &mut wf).unwrap();
+            for i in 0..m {
+                let ar = &a[i * k..(i + 1) * k];
+                let bs = if ty.vec_dot_type() == QuantType::Q8K { 256 } else { 32 };
+                let bound: f32 = wf
+                    .chunks(bs)
+                    .zip(ar.chunks(bs))
+                    .map(|(wb, ab)| {
+                        let amax = ab.iter().fold(0f32, |x, y| x.max(y.abs()));
+                        wb.iter().map(|x| x.abs()).sum::<f32>() * amax / 254.0 * 1.01
+                    })
+                    .sum::<f32>()
+                    + 1e-4;
+                let (x, y) = (cq[i * n + j], cf[i * n + j]);
+                assert!((x - y).abs() <= bound, "{ty:?} ({i},{j}): {x} vs {y}, bound {bound}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let kern = Kernels::get();
+    let w = vec![0u8; 34 * 4];
+    assert!(PackedMatrix::new(kern, QuantType::Q8_0, 2, 64, &w).is_ok());
+    assert!(matches!(
+        PackedMatrix::new(kern, QuantType::Q8_0, 3, 64, &w),
+        Err(KernelError::ByteLength { .. })
+    ));
+    assert!(PackedMatrix::new(kern, QuantType::Q8_0, 2, 60, &w).is_err());
+    assert!(PackedMatrix::new(kern, QuantType::Q8K, 1, 256, &[0; 292]).is_err());
+    assert!(PackedMatrix::new(kern, QuantType::Q8_0, 0, 64, &[]).is_err());
+    let pm = PackedMatrix::new(kern, QuantType::Q8_0, 2, 64, &w).unwrap();
+    let mut c = vec![0f32; 2];
+    let mut s = GemmScratch::new();
+    assert!(pm.matmul(&[0.0; 63], 1, &mut c, &mut s, &Serial).is_err());
+    assert!(pm.matmul(&[0.0; 64], 1, &mut c[..1], &mut s, &Serial).is_err());
+    pm.matmul(&[0.0; 64], 1, &mut c, &mut s, &Serial).unwrap();
+    assert_eq!(c, [0.0, 0.0]);
+    pm.matmul(&[], 0, &mut [], &mut s, &Serial).unwrap();
+}
+
+#[test]
+fn scratch_stops_growing() {
+    let kern = Kernels::get();
+    let mut r = rng(5);
+    let w = random_weights(&mut r, QuantType::Q8_0, 64, 256);
+    let pm = PackedMatrix::new(kern, QuantType::Q8_0, 64, 256, &w).unwrap();
+    let a = random_f32(&mut r, 32 * 256, 1.0);
+    let mut c = vec![0f32; 32 * 64];
+    let mut s = GemmScratch::new();
+    pm.matmul(&a, 32, &mut c, &mut s, &Serial).unwrap();
+    let size = s.allocated_bytes();
+    for m in [1, 7, 32, 16] {
+        pm.matmul(&a[..m * 256], m, &mut c[..m * 64], &mut s, &Serial).unwrap();
+        assert_eq!(s.allocated_bytes(), size);
+    }
+}
