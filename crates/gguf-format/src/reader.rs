@@ -212,7 +212,7 @@ impl<S: Storage> Gguf<S> {
     fn value_of(&self, kv: &KvEntry) -> Value<'_> {
         let bytes = &self.bytes()[kv.value.clone()];
         let mut cur = Cursor::with_base(bytes, kv.value.start as u64);
-        match parse_value(&mut cur, kv.ty, 0) {
+        match parse_value(&mut cur, kv.ty, 0, false) {
             Ok(v) => v,
             Err(e) => {
                 unreachable!("metadata was validated at parse time, yet re-decoding failed: {e}")
@@ -433,7 +433,7 @@ impl Index {
                 offset: type_offset,
             })?;
             let start = cur.position();
-            parse_value(&mut cur, ty, 0)?;
+            parse_value(&mut cur, ty, 0, true)?;
             keys.insert(key.to_owned(), kvs.len());
             kvs.push(KvEntry {
                 key: key.to_owned(),

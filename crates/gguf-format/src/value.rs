@@ -441,18 +441,20 @@ impl ExactSizeIterator for StrIter<'_> {}
 
 /// Decodes a value the parser has already validated; failure would be a bug in this crate.
 fn decode_validated<'a>(cursor: &mut Cursor<'a>, ty: ValueType, depth: u32) -> Value<'a> {
-    match parse_value(cursor, ty, depth) {
+    match parse_value(cursor, ty, depth, false) {
         Ok(v) => v,
         Err(e) => unreachable!("metadata was validated at parse time, yet re-decoding failed: {e}"),
     }
 }
 
 /// Reads one value of type `ty`; `depth` is the nesting level of the array holding it
-/// (0 at top level).
+/// (0 at top level). With `check` false, strings inside arrays are skipped by length without
+/// UTF-8 validation: for re-decoding what an earlier checked pass accepted.
 pub(crate) fn parse_value<'a>(
     cur: &mut Cursor<'a>,
     ty: ValueType,
     depth: u32,
+    check: bool,
 ) -> Result<Value<'a>, GgufError> {
     Ok(match ty {
         ValueType::U8 => Value::U8(cur.u8("u8 value")?),
@@ -467,11 +469,11 @@ pub(crate) fn parse_value<'a>(
         ValueType::U64 => Value::U64(cur.u64("u64 value")?),
         ValueType::I64 => Value::I64(i64::from_le_bytes(cur.array("i64 value")?)),
         ValueType::F64 => Value::F64(f64::from_le_bytes(cur.array("f64 value")?)),
-        ValueType::Array => Value::Array(parse_array(cur, depth + 1)?),
+        ValueType::Array => Value::Array(parse_array(cur, depth + 1, check)?),
     })
 }
 
-fn parse_array<'a>(cur: &mut Cursor<'a>, depth: u32) -> Result<Array<'a>, GgufError> {
+fn parse_array<'a>(cur: &mut Cursor<'a>, depth: u32, check: bool) -> Result<Array<'a>, GgufError> {
     let type_offset = cur.offset();
     if depth > MAX_ARRAY_DEPTH {
         return Err(GgufError::NestingTooDeep {
@@ -492,9 +494,10 @@ fn parse_array<'a>(cur: &mut Cursor<'a>, depth: u32) -> Result<Array<'a>, GgufEr
         Some(size) => {
             cur.take(len * size as u64, "array elements")?;
         }
+        None if elem_type == ValueType::String => cur.skip_strings(len, check)?,
         None => {
             for _ in 0..len {
-                parse_value(cur, elem_type, depth)?;
+                parse_value(cur, elem_type, depth, check)?;
             }
         }
     }
@@ -710,7 +713,7 @@ mod tests {
             "\u{2581}".as_bytes(),
         ]);
         let mut c = Cursor::with_base(&bytes, 100);
-        let a = parse_array(&mut c, 1).unwrap();
+        let a = parse_array(&mut c, 1, true).unwrap();
         assert_eq!(a.len(), 2);
         let s: Vec<&str> = a.strings().unwrap().collect();
         assert_eq!(s, ["ab", "\u{2581}"]);
@@ -729,7 +732,7 @@ mod tests {
             &(-2f32).to_le_bytes(),
             &0f32.to_le_bytes(),
         ]);
-        let a = parse_array(&mut Cursor::with_base(&bytes, 0), 1).unwrap();
+        let a = parse_array(&mut Cursor::with_base(&bytes, 0), 1, true).unwrap();
         assert_eq!(a.get(1), Some(Value::F32(-2.0)));
         assert_eq!(a.to_owned_array(), OwnedArray::F32(vec![1.5, -2.0, 0.0]));
     }
@@ -743,7 +746,8 @@ mod tests {
             bytes.extend_from_slice(&1u64.to_le_bytes());
         }
         bytes.extend_from_slice(&[0; 64]);
-        let err = parse_value(&mut Cursor::with_base(&bytes, 0), ValueType::Array, 0).unwrap_err();
+        let err =
+            parse_value(&mut Cursor::with_base(&bytes, 0), ValueType::Array, 0, true).unwrap_err();
         assert!(
             matches!(err, GgufError::NestingTooDeep { offset, .. } if offset == 12 * u64::from(MAX_ARRAY_DEPTH)),
             "{err}"
@@ -753,7 +757,7 @@ mod tests {
     #[test]
     fn absurd_array_length_is_rejected_before_work() {
         let bytes = le(&[&0u32.to_le_bytes(), &(1u64 << 40).to_le_bytes(), &[0; 16]]);
-        let err = parse_array(&mut Cursor::with_base(&bytes, 50), 1).unwrap_err();
+        let err = parse_array(&mut Cursor::with_base(&bytes, 50), 1, true).unwrap_err();
         assert!(
             matches!(err, GgufError::TooLong { offset: 54, count, available: 16, .. } if count == 1 << 40),
             "{err}"
