@@ -1,0 +1,256 @@
+//! The forward pass over a group of texts whose tokens fit the scratch budget.
+//!
+//! All tokens of all texts are rows of one activation matrix, so each weight is applied in one
+//! GEMM per layer; only attention and pooling look at text boundaries. Every per-row operation
+//! (norms, RoPE, GELU) reads only its own row, attention reads only its own text, pooling sums
+//! a text's rows in order, and the GEMM's rows are independent of each other: a text's vector
+//! is the same bit for bit whatever else is in the batch.
+
+use crate::linear::ParallelFor;
+
+use crate::activation::gelu_tanh_mul;
+use crate::attention::{self, AttnShape};
+use crate::config::LayerKind;
+use crate::linear::Exec;
+use crate::model::{GemmaModel, Layer};
+use crate::norm::{rms_norm_add, rms_norm_in_place, rms_norm_into};
+use crate::pooling::{l2_normalize, mean_rows};
+use crate::scratch::{HEAD_CHUNK, ModelScratch};
+use crate::trace::{MaybeTrace, TracePoint};
+
+/// Runs `texts` (all non-empty, valid ids, total tokens within the scratch budget) and writes
+/// one unit-length embedding per text to `out`.
+pub(crate) fn forward_group<T: MaybeTrace>(
+    model: &GemmaModel,
+    texts: &[&[u32]],
+    s: &mut ModelScratch,
+    par: &dyn ParallelFor,
+    out: &mut [f32],
+    tr: &mut T,
+) {
+    let c = model.config();
+    let d = c.embedding_length;
+    s.offsets.clear();
+    let mut total = 0;
+    for t in texts {
+        s.offsets.push(total);
+        total += t.len();
+    }
+    s.offsets.push(total);
+    let m = total;
+
+    let ModelScratch { x, h, q, k, v, gate, up, scores, offsets, pooled, dense_mid, acc, gemm, .. } =
+        s;
+    let mut exec = Exec { par, gemm };
+
+    // Token embeddings, scaled by sqrt(d) in f32 as the reference does.
+    let scale = (d as f32).sqrt();
+    for (row, &id) in x[..m * d].chunks_exact_mut(d).zip(texts.iter().flat_map(|t| t.iter())) {
+        model.embedding.row(id, row);
+        for v in row.iter_mut() {
+            *v *= scale;
+        }
+    }
+    tr.record(TracePoint::Embedding, &x[..m * d]);
+
+    let bufs = LayerBufs {
+        m,
+        x: &mut x[..m * d],
+        h: &mut h[..m * d],
+        q: &mut q[..m * c.q_dim()],
+        k: &mut k[..m * c.key_length],
+        v: &mut v[..m * c.value_length],
+        gate: &mut gate[..m * c.feed_forward_length],
+        up: &mut up[..m * c.feed_forward_length],
+        scores,
+        offsets,
+    };
+    let mut bufs = bufs;
+    for (l, layer) in model.layers.iter().enumerate() {
+        layer_forward(model, l, layer, &mut bufs, &mut exec, tr);
+    }
+
+    let x = &mut x[..m * d];
+    for row in x.chunks_exact_mut(d) {
+        rms_norm_in_place(row, &model.output_norm, c.rms_norm_eps);
+    }
+    tr.record(TracePoint::FinalNorm, x);
+
+    // Dense head, HEAD_CHUNK texts at a time.
+    let dim = c.embedding_dim;
+    let hidden = c.dense_hidden;
+    for (chunk_idx, out_chunk) in out.chunks_mut(HEAD_CHUNK * dim).enumerate() {
+        let n = out_chunk.len() / dim;
+        let first = chunk_idx * HEAD_CHUNK;
+        for i in 0..n {
+            let (a, b) = (offsets[first + i], offsets[first + i + 1]);
+            mean_rows(&x[a * d..b * d], d, &mut pooled[i * d..(i + 1) * d], acc);
+        }
+        tr.record(TracePoint::Pooled, &pooled[..n * d]);
+        model.dense2.forward(&pooled[..n * d], n, &mut dense_mid[..n * hidden], &mut exec);
+        tr.record(TracePoint::Dense2, &dense_mid[..n * hidden]);
+        model.dense3.forward(&dense_mid[..n * hidden], n, out_chunk, &mut exec);
+        tr.record(TracePoint::Dense3, out_chunk);
+        for e in out_chunk.chunks_exact_mut(dim) {
+            l2_normalize(e);
+        }
+        tr.record(TracePoint::Normalized, out_chunk);
+    }
+}
+
+/// The activation buffers of one group, cut to its token count.
+struct LayerBufs<'a> {
+    m: usize,
+    x: &'a mut [f32],
+    h: &'a mut [f32],
+    q: &'a mut [f32],
+    k: &'a mut [f32],
+    v: &'a mut [f32],
+    gate: &'a mut [f32],
+    up: &'a mut [f32],
+    scores: &'a mut [f32],
+    offsets: &'a [usize],
+}
+
+fn layer_forward<T: MaybeTrace>(
+    model: &GemmaModel,
+    l: usize,
+    layer: &Layer,
+    b: &mut LayerBufs<'_>,
+    exec: &mut Exec<'_>,
+    tr: &mut T,
+) {
+    let c = model.config();
+    let d = c.embedding_length;
+    let eps = c.rms_norm_eps;
+    let hd = c.key_length;
+    let qd = c.q_dim();
+    let m = b.m;
+
+    // Attention block.
+    for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+        rms_norm_into(xr, &layer.attn_norm, eps, hr);
+    }
+    tr.record(TracePoint::AttnNorm(l), b.h);
+    layer.wq.forward(b.h, m, b.q, exec);
+    layer.wk.forward(b.h, m, b.k, exec);
+    layer.wv.forward(b.h, m, b.v, exec);
+    tr.record(TracePoint::Q(l), b.q);
+    tr.record(TracePoint::K(l), b.k);
+    tr.record(TracePoint::V(l), b.v);
+
+    let rope = match c.layer_kind(l) {
+        LayerKind::Sliding => &model.rope_swa,
+        LayerKind::Full => &model.rope_full,
+    };
+    if T::ON {
+        // Traced runs split norm and rotation to observe both.
+        norm_heads(b.q, hd, &layer.q_norm, eps);
+        norm_heads(b.k, hd, &layer.k_norm, eps);
+        tr.record(TracePoint::QNormed(l), b.q);
+        tr.record(TracePoint::KNormed(l), b.k);
+        rotate_rows(b.q, qd, b.offsets, rope);
+        rotate_rows(b.k, hd, b.offsets, rope);
+    } else {
+        for w in b.offsets.windows(2) {
+            for (p, (qr, kr)) in b.q[w[0] * qd..w[1] * qd]
+                .chunks_exact_mut(qd)
+                .zip(b.k[w[0] * hd..w[1] * hd].chunks_exact_mut(hd))
+                .enumerate()
+            {
+                for head in qr.chunks_exact_mut(hd) {
+                    rms_norm_in_place(head, &layer.q_norm, eps);
+                }
+                rms_norm_in_place(kr, &layer.k_norm, eps);
+                rope.rotate(qr, p);
+                rope.rotate(kr, p);
+            }
+        }
+    }
+    tr.record(TracePoint::QRope(l), b.q);
+    tr.record(TracePoint::KRope(l), b.k);
+
+    let shape = AttnShape {
+        n_head: c.head_count,
+        head_dim: hd,
+        half_window: match c.layer_kind(l) {
+            LayerKind::Sliding => Some(c.half_window()),
+            LayerKind::Full => None,
+        },
+        scale: c.attention_scale,
+    };
+    for w in b.offsets.windows(2) {
+        let (t0, t1) = (w[0], w[1]);
+        let t = t1 - t0;
+        let k = &b.k[t0 * hd..t1 * hd];
+        let v = &b.v[t0 * hd..t1 * hd];
+        for (blk, q_block) in b.q[t0 * qd..t1 * qd]
+            .chunks_mut(attention::QUERY_BLOCK * qd)
+            .enumerate()
+        {
+            let first_key =
+                attention::attend_block(model.dense_gemm(), &shape, q_block, k, v, t, blk, b.scores);
+            if T::ON {
+                let rows = q_block.len() / hd;
+                let (j0, j1) = attention::key_span(&shape, t, blk);
+                let keys = j1 - j0;
+                tr.record(
+                    TracePoint::AttnProbs { layer: l, block: blk, first_key },
+                    &b.scores[..rows * keys],
+                );
+            }
+        }
+    }
+    tr.record(TracePoint::AttnOut(l), b.q);
+
+    layer.wo.forward(b.q, m, b.h, exec);
+    tr.record(TracePoint::OProj(l), b.h);
+    if T::ON {
+        for (hr, gr) in b.h.chunks_exact(d).zip(b.gate.chunks_exact_mut(d)) {
+            rms_norm_into(hr, &layer.post_attn_norm, eps, gr);
+        }
+        tr.record(TracePoint::PostAttnNorm(l), &b.gate[..m * d]);
+    }
+    for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
+        rms_norm_add(hr, &layer.post_attn_norm, eps, xr);
+    }
+    tr.record(TracePoint::ResidualAfterAttn(l), b.x);
+
+    // Feed-forward block.
+    for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+        rms_norm_into(xr, &layer.ffn_norm, eps, hr);
+    }
+    tr.record(TracePoint::FfnNorm(l), b.h);
+    layer.gate.forward(b.h, m, b.gate, exec);
+    layer.up.forward(b.h, m, b.up, exec);
+    tr.record(TracePoint::Gate(l), b.gate);
+    tr.record(TracePoint::Up(l), b.up);
+    gelu_tanh_mul(b.gate, b.up);
+    tr.record(TracePoint::DownIn(l), b.gate);
+    layer.down.forward(b.gate, m, b.h, exec);
+    tr.record(TracePoint::Down(l), b.h);
+    if T::ON {
+        for (hr, ur) in b.h.chunks_exact(d).zip(b.up.chunks_exact_mut(d)) {
+            rms_norm_into(hr, &layer.post_ffw_norm, eps, ur);
+        }
+        tr.record(TracePoint::PostFfwNorm(l), &b.up[..m * d]);
+    }
+    for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
+        rms_norm_add(hr, &layer.post_ffw_norm, eps, xr);
+    }
+    tr.record(TracePoint::LayerOut(l), b.x);
+}
+
+fn norm_heads(rows: &mut [f32], hd: usize, w: &[f32], eps: f32) {
+    for head in rows.chunks_exact_mut(hd) {
+        rms_norm_in_place(head, w, eps);
+    }
+}
+
+fn rotate_rows(rows: &mut [f32], width: usize, offsets: &[usize], rope: &crate::rope::RopeTable) {
+    for w in offsets.windows(2) {
+        for (p, r) in rows[w[0] * width..w[1] * width].chunks_exact_mut(width).enumerate() {
+            rope.rotate(r, p);
+        }
+    }
+}

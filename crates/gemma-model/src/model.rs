@@ -1,0 +1,419 @@
+//! The loaded model: hyper-parameters, typed weights bound to the GGUF file, RoPE tables.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gguf_format::{GgufError, GgufFile, TensorView};
+use quant_kernels::QuantType;
+use crate::linear::ParallelFor;
+
+use crate::attention::DenseGemm;
+use crate::config::ModelConfig;
+use crate::error::{InputError, ModelError};
+use crate::forward::forward_group;
+use crate::linear::{Linear, TokenEmbedding};
+use crate::rope::RopeTable;
+use crate::scratch::ModelScratch;
+use crate::trace::{NoTrace, On, Tracer};
+
+/// Which arithmetic the matrix products use; chosen at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NumericPath {
+    /// Weights dequantized to `f32` once at load, `f32` GEMM: the accuracy reference. Holds
+    /// every matrix as `f32` (about 1.2 GB for this model besides the embedding table).
+    F32,
+    /// Weights kept in their file format; activations quantized per block to the format's
+    /// partner (Q8_0, Q8_1 or Q8_K) and multiplied with integer dot products, as llama.cpp does.
+    #[default]
+    Quantized,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// The arithmetic of the matrix products.
+    pub path: NumericPath,
+}
+
+/// One transformer block's weights. Norm weights are as stored in GGUF (`1 + w`).
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub q_norm: Vec<f32>,
+    pub k_norm: Vec<f32>,
+    pub wo: Linear,
+    pub post_attn_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    pub post_ffw_norm: Vec<f32>,
+}
+
+/// EmbeddingGemma loaded from a GGUF file, ready to embed token ids.
+///
+/// Immutable after load and `Sync`: several workers may call [`GemmaModel::embed_batch`] at
+/// once, each with its own [`ModelScratch`].
+#[derive(Debug)]
+pub struct GemmaModel {
+    config: ModelConfig,
+    path: NumericPath,
+    pub(crate) embedding: TokenEmbedding,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) dense2: Linear,
+    pub(crate) dense3: Linear,
+    pub(crate) rope_full: RopeTable,
+    pub(crate) rope_swa: RopeTable,
+    gemm: crate::attention::PortableGemm,
+}
+
+const ARCH: &str = "gemma-embedding";
+
+/// Longest context this implementation accepts from a file (RoPE tables are `O(context)`).
+const MAX_CONTEXT: u32 = 1 << 16;
+
+impl GemmaModel {
+    /// Opens and loads the GGUF file at `path`.
+    pub fn open(path: impl AsRef<Path>, options: LoadOptions) -> Result<GemmaModel, ModelError> {
+        let file = GgufFile::open(path).map_err(ModelError::Gguf)?;
+        GemmaModel::load(Arc::new(file), options)
+    }
+
+    /// Loads the model from an opened GGUF file, checking every key, shape and type.
+    pub fn load(file: Arc<GgufFile>, options: LoadOptions) -> Result<GemmaModel, ModelError> {
+        let arch = file.get_str("general.architecture").map_err(|e| key_error("general.architecture", e))?;
+        if arch != ARCH {
+            return Err(ModelError::WrongArchitecture { found: arch.to_owned() });
+        }
+        let config = read_config(&file)?;
+        let c = &config;
+        let d = c.embedding_length as u64;
+        let ff = c.feed_forward_length as u64;
+        let qd = c.q_dim() as u64;
+        let kd = c.key_length as u64;
+
+        let emb = tensor(&file, "token_embd.weight")?;
+        let vocab = match emb.shape {
+            [n0, n1] if *n0 == d => *n1,
+            _ => return Err(shape_error(&emb, &[d, 0])),
+        };
+        let emb_ty = weight_type(&emb)?;
+        let row_bytes = emb_ty
+            .row_bytes(c.embedding_length)
+            .map_err(|e| ModelError::Kernel { name: emb.name.to_owned(), source: e })?;
+        let vocab_usize = usize::try_from(vocab).map_err(|_| shape_error(&emb, &[d, u32::MAX as u64]))?;
+        let embedding = TokenEmbedding::new(
+            Arc::clone(&file),
+            emb.data_range().start,
+            emb_ty,
+            c.embedding_length,
+            vocab_usize,
+            row_bytes,
+        );
+        let mut config = config.clone();
+        config.vocab_size = vocab_usize;
+
+        let mut layers = Vec::with_capacity(config.block_count);
+        for l in 0..config.block_count {
+            let name = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vector(&file, &name("attn_norm"), d)?,
+                wq: matrix(&file, &name("attn_q"), d, qd, options.path)?,
+                wk: matrix(&file, &name("attn_k"), d, kd, options.path)?,
+                wv: matrix(&file, &name("attn_v"), d, kd, options.path)?,
+                q_norm: vector(&file, &name("attn_q_norm"), kd)?,
+                k_norm: vector(&file, &name("attn_k_norm"), kd)?,
+                wo: matrix(&file, &name("attn_output"), qd, d, options.path)?,
+                post_attn_norm: vector(&file, &name("post_attention_norm"), d)?,
+                ffn_norm: vector(&file, &name("ffn_norm"), d)?,
+                gate: matrix(&file, &name("ffn_gate"), d, ff, options.path)?,
+                up: matrix(&file, &name("ffn_up"), d, ff, options.path)?,
+                down: matrix(&file, &name("ffn_down"), ff, d, options.path)?,
+                post_ffw_norm: vector(&file, &name("post_ffw_norm"), d)?,
+            });
+        }
+        let output_norm = vector(&file, "output_norm.weight", d)?;
+        let hidden = config.dense_hidden as u64;
+        let dense2 = matrix(&file, "dense_2.weight", d, hidden, options.path)?;
+        let dense3 = matrix(&file, "dense_3.weight", hidden, config.embedding_dim as u64, options.path)?;
+
+        let rope_full = RopeTable::new(config.rope_freq_base, config.key_length, config.context_length);
+        let rope_swa = RopeTable::new(config.rope_freq_base_swa, config.key_length, config.context_length);
+        Ok(GemmaModel {
+            config,
+            path: options.path,
+            embedding,
+            layers,
+            output_norm,
+            dense2,
+            dense3,
+            rope_full,
+            rope_swa,
+            gemm: crate::attention::PortableGemm,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The numeric path chosen at load.
+    pub fn numeric_path(&self) -> NumericPath {
+        self.path
+    }
+
+    /// Width of the embeddings this model returns.
+    pub fn embedding_dim(&self) -> usize {
+        self.config.embedding_dim
+    }
+
+    pub(crate) fn dense_gemm(&self) -> &dyn DenseGemm {
+        &self.gemm
+    }
+
+    /// Embeds a batch of tokenised texts (each with its `<bos>` and `<eos>`), writing one
+    /// unit-length vector of [`GemmaModel::embedding_dim`] values per text to `out`
+    /// (`texts.len() × dim`, row-major).
+    ///
+    /// `par` splits each matrix product over the caller's threads; pass
+    /// [`quant_kernels::Serial`] to stay on the calling thread. Each text's vector is
+    /// bit-identical whatever the other texts of the batch and whatever `par`.
+    ///
+    /// The only errors are the caller's inputs (checked before any work); the computation
+    /// itself cannot fail.
+    pub fn embed_batch(
+        &self,
+        texts: &[&[u32]],
+        scratch: &mut ModelScratch,
+        par: &dyn ParallelFor,
+        out: &mut [f32],
+    ) -> Result<(), InputError> {
+        self.check_inputs(texts, out)?;
+        let dim = self.config.embedding_dim;
+        let mut start = 0;
+        while start < texts.len() {
+            // The longest run of texts from `start` that fits the budget; a text longer than
+            // the budget alone grows the scratch.
+            let mut end = start;
+            let mut tokens = 0;
+            while end < texts.len() && (end == start || tokens + texts[end].len() <= scratch.tokens)
+            {
+                tokens += texts[end].len();
+                end += 1;
+            }
+            scratch.ensure(self, tokens);
+            forward_group(self, &texts[start..end], scratch, par, &mut out[start * dim..end * dim], &mut NoTrace);
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Runs one text serially and hands every intermediate value to `tracer`
+    /// (see [`crate::TracePoint`]). Writes the embedding to `out` (`dim` values).
+    pub fn trace_text(
+        &self,
+        ids: &[u32],
+        scratch: &mut ModelScratch,
+        out: &mut [f32],
+        tracer: &mut dyn Tracer,
+    ) -> Result<(), InputError> {
+        self.check_inputs(&[ids], out)?;
+        scratch.ensure(self, ids.len());
+        forward_group(self, &[ids], scratch, &crate::linear::Serial, out, &mut On(tracer));
+        Ok(())
+    }
+
+    fn check_inputs(&self, texts: &[&[u32]], out: &[f32]) -> Result<(), InputError> {
+        let expected = texts.len() * self.config.embedding_dim;
+        if out.len() != expected {
+            return Err(InputError::OutputLength { expected, got: out.len() });
+        }
+        let vocab = self.embedding.vocab();
+        for (i, t) in texts.iter().enumerate() {
+            if t.is_empty() {
+                return Err(InputError::EmptyText { text: i });
+            }
+            if t.len() > self.config.context_length {
+                return Err(InputError::TextTooLong {
+                    text: i,
+                    tokens: t.len(),
+                    max: self.config.context_length,
+                });
+            }
+            if let Some((p, &id)) = t.iter().enumerate().find(|(_, id)| **id as usize >= vocab) {
+                return Err(InputError::TokenOutOfRange { text: i, position: p, id, vocab });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_error(key: &str, e: GgufError) -> ModelError {
+    if e.is_missing_key() {
+        ModelError::MissingKey { key: key.to_owned() }
+    } else {
+        ModelError::InvalidKey { key: key.to_owned(), source: e }
+    }
+}
+
+fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
+    let key = |s: &str| format!("{ARCH}.{s}");
+    let u32_key = |s: &str| -> Result<u32, ModelError> {
+        let k = key(s);
+        file.get_u32(&k).map_err(|e| key_error(&k, e))
+    };
+    let opt_u32 = |s: &str| -> Result<Option<u32>, ModelError> {
+        let k = key(s);
+        match file.get_u32(&k) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_missing_key() => Ok(None),
+            Err(e) => Err(key_error(&k, e)),
+        }
+    };
+    let f32_key = |s: &str| -> Result<f32, ModelError> {
+        let k = key(s);
+        file.get_f32(&k).map_err(|e| key_error(&k, e))
+    };
+    let opt_f32 = |s: &str| -> Result<Option<f32>, ModelError> {
+        let k = key(s);
+        match file.get_f32(&k) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_missing_key() => Ok(None),
+            Err(e) => Err(key_error(&k, e)),
+        }
+    };
+    let unsupported = |key: &'static str, value: String, reason: &'static str| {
+        Err(ModelError::UnsupportedConfig { key, value, reason })
+    };
+
+    let d = u32_key("embedding_length")?;
+    let blocks = u32_key("block_count")?;
+    let ff = u32_key("feed_forward_length")?;
+    let heads = u32_key("attention.head_count")?;
+    let heads_kv = u32_key("attention.head_count_kv")?;
+    let context = u32_key("context_length")?;
+    let eps = f32_key("attention.layer_norm_rms_epsilon")?;
+    let base = f32_key("rope.freq_base")?;
+    // llama.cpp's default for Gemma 3 when the SWA base is absent.
+    let base_swa = opt_f32("rope.freq_base_swa")?.unwrap_or(10_000.0);
+    let window = u32_key("attention.sliding_window")?;
+    if heads == 0 {
+        return unsupported("attention.head_count", "0".into(), "no heads");
+    }
+    let key_length = opt_u32("attention.key_length")?.unwrap_or(d / heads);
+    let value_length = opt_u32("attention.value_length")?.unwrap_or(key_length);
+    if heads_kv != 1 {
+        return unsupported(
+            "attention.head_count_kv",
+            heads_kv.to_string(),
+            "only one key/value head (EmbeddingGemma) is implemented",
+        );
+    }
+    if value_length != key_length || key_length == 0 || key_length % 2 != 0 {
+        return unsupported(
+            "attention.value_length",
+            format!("{value_length} (key_length {key_length})"),
+            "key and value heads must have the same even width",
+        );
+    }
+    if context == 0 || context > MAX_CONTEXT {
+        return unsupported("context_length", context.to_string(), "must be in 1..=65536");
+    }
+    if d == 0 || ff == 0 || blocks == 0 {
+        return unsupported("embedding_length", d.to_string(), "dimensions must be non-zero");
+    }
+    if !(eps.is_finite() && eps > 0.0) || !(base.is_finite() && base > 0.0) || !(base_swa.is_finite() && base_swa > 0.0) {
+        return unsupported("rope.freq_base", format!("{base}/{base_swa}, eps {eps}"), "must be positive and finite");
+    }
+    if let Some(p) = opt_u32("pooling_type")? {
+        if p != 1 {
+            return unsupported("pooling_type", p.to_string(), "EmbeddingGemma pools by mean (1)");
+        }
+    }
+    let dense_hidden = opt_u32("dense_2_feat_out")?.unwrap_or(3072);
+    let embedding_dim = opt_u32("dense_3_feat_out")?.unwrap_or(d);
+    if let Some(v) = opt_u32("dense_2_feat_in")? {
+        if v != d {
+            return unsupported("dense_2_feat_in", v.to_string(), "must equal embedding_length");
+        }
+    }
+    if let Some(v) = opt_u32("dense_3_feat_in")? {
+        if v != dense_hidden {
+            return unsupported("dense_3_feat_in", v.to_string(), "must equal dense_2_feat_out");
+        }
+    }
+    Ok(ModelConfig {
+        vocab_size: 0,
+        embedding_length: d as usize,
+        block_count: blocks as usize,
+        feed_forward_length: ff as usize,
+        head_count: heads as usize,
+        head_count_kv: heads_kv as usize,
+        key_length: key_length as usize,
+        value_length: value_length as usize,
+        context_length: context as usize,
+        rms_norm_eps: eps,
+        rope_freq_base: base,
+        rope_freq_base_swa: base_swa,
+        sliding_window: window as usize,
+        // Not stored in GGUF: llama.cpp hard-codes this pattern for the architecture.
+        swa_period: 6,
+        attention_scale: 1.0 / (key_length as f32).sqrt(),
+        dense_hidden: dense_hidden as usize,
+        embedding_dim: embedding_dim as usize,
+    })
+}
+
+fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<TensorView<'a>, ModelError> {
+    file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })
+}
+
+fn shape_error(t: &TensorView<'_>, expected: &[u64]) -> ModelError {
+    ModelError::ShapeMismatch {
+        name: t.name.to_owned(),
+        expected: expected.to_vec(),
+        got: t.shape.to_vec(),
+    }
+}
+
+fn weight_type(t: &TensorView<'_>) -> Result<QuantType, ModelError> {
+    QuantType::from_ggml_id(t.ggml_type.id())
+        .filter(|ty| ty.is_weight_format())
+        .ok_or_else(|| ModelError::UnsupportedType { name: t.name.to_owned(), ty: t.ggml_type.name().to_owned() })
+}
+
+/// A 1-D weight (a norm), dequantized to f32 whatever its stored type.
+fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError> {
+    let t = tensor(file, name)?;
+    if t.shape != [len] {
+        return Err(shape_error(&t, &[len]));
+    }
+    let ty = weight_type(&t)?;
+    let mut out = vec![0.0f32; len as usize];
+    quant_kernels::dequantize_row(ty, t.data, &mut out)
+        .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    Ok(out)
+}
+
+/// A 2-D weight of ggml shape `[cols, rows]`, prepared for the chosen numeric path.
+fn matrix(file: &GgufFile, name: &str, cols: u64, rows: u64, path: NumericPath) -> Result<Linear, ModelError> {
+    let t = tensor(file, name)?;
+    if t.shape != [cols, rows] {
+        return Err(shape_error(&t, &[cols, rows]));
+    }
+    let ty = weight_type(&t)?;
+    let (rows, cols) = (rows as usize, cols as usize);
+    let _ = path;
+    let row_bytes = ty.row_bytes(cols).map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    let mut data = vec![0.0f32; rows * cols];
+    for (r, out) in data.chunks_exact_mut(cols).enumerate() {
+        quant_kernels::dequantize_row(ty, &t.data[r * row_bytes..(r + 1) * row_bytes], out)
+            .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    }
+    Ok(Linear::from_f32(rows, cols, data))
+}

@@ -1,0 +1,105 @@
+//! Per-worker working memory for the forward pass, sized once and reused.
+
+use crate::linear::GemmScratch;
+
+use crate::attention::{self, AttnShape};
+use crate::model::GemmaModel;
+
+/// Texts whose pooled vectors go through the Dense head together. The head's buffers are this
+/// many rows whatever the batch size, and results do not depend on it (GEMM rows are
+/// independent).
+pub(crate) const HEAD_CHUNK: usize = 32;
+
+/// Working memory of one worker: activations for a token budget, attention scores, the Dense
+/// head's rows and the GEMM's packing buffers.
+///
+/// Create one per worker with [`ModelScratch::new`] and pass it to every call; after the first
+/// call of a given shape nothing is allocated. A batch with more tokens than the budget is
+/// processed in consecutive groups of texts; a single text longer than the budget grows the
+/// buffers once.
+#[derive(Debug)]
+pub struct ModelScratch {
+    pub(crate) tokens: usize,
+    /// Residual stream, `tokens × d`.
+    pub(crate) x: Vec<f32>,
+    /// Normalised input of a projection, then its output, `tokens × d`.
+    pub(crate) h: Vec<f32>,
+    /// Queries, then (in place) the attention output, `tokens × q_dim`.
+    pub(crate) q: Vec<f32>,
+    /// Keys, `tokens × key_length`.
+    pub(crate) k: Vec<f32>,
+    /// Values, `tokens × value_length`.
+    pub(crate) v: Vec<f32>,
+    /// Gate projection, then `gelu(gate)·up`, `tokens × ff`.
+    pub(crate) gate: Vec<f32>,
+    /// Up projection, `tokens × ff`.
+    pub(crate) up: Vec<f32>,
+    /// Attention scores of one query block.
+    pub(crate) scores: Vec<f32>,
+    /// Start of each text of the current group in the token rows, plus the end.
+    pub(crate) offsets: Vec<usize>,
+    /// Pooled vectors, `HEAD_CHUNK × d`.
+    pub(crate) pooled: Vec<f32>,
+    /// Dense 2 output, `HEAD_CHUNK × dense_hidden`.
+    pub(crate) dense_mid: Vec<f32>,
+    /// Pooling accumulator.
+    pub(crate) acc: Vec<f64>,
+    pub(crate) gemm: GemmScratch,
+}
+
+impl ModelScratch {
+    /// Scratch for batches of up to `max_tokens` tokens in total (at least one token).
+    pub fn new(model: &GemmaModel, max_tokens: usize) -> ModelScratch {
+        let mut s = ModelScratch {
+            tokens: 0,
+            x: Vec::new(),
+            h: Vec::new(),
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            gate: Vec::new(),
+            up: Vec::new(),
+            scores: Vec::new(),
+            offsets: Vec::with_capacity(HEAD_CHUNK + 1),
+            pooled: Vec::new(),
+            dense_mid: Vec::new(),
+            acc: Vec::new(),
+            gemm: GemmScratch::new(),
+        };
+        s.ensure(model, max_tokens.max(1));
+        s
+    }
+
+    /// The token budget.
+    pub fn max_tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Grows the buffers to hold `tokens` tokens (never shrinks).
+    pub(crate) fn ensure(&mut self, model: &GemmaModel, tokens: usize) {
+        if tokens <= self.tokens {
+            return;
+        }
+        let c = model.config();
+        let d = c.embedding_length;
+        let longest = tokens.min(c.context_length);
+        let shape = AttnShape {
+            n_head: c.head_count,
+            head_dim: c.key_length,
+            half_window: None,
+            scale: c.attention_scale,
+        };
+        self.x.resize(tokens * d, 0.0);
+        self.h.resize(tokens * d, 0.0);
+        self.q.resize(tokens * c.q_dim(), 0.0);
+        self.k.resize(tokens * c.key_length, 0.0);
+        self.v.resize(tokens * c.value_length, 0.0);
+        self.gate.resize(tokens * c.feed_forward_length, 0.0);
+        self.up.resize(tokens * c.feed_forward_length, 0.0);
+        self.scores.resize(attention::scores_len(&shape, longest), 0.0);
+        self.pooled.resize(HEAD_CHUNK * d, 0.0);
+        self.dense_mid.resize(HEAD_CHUNK * c.dense_hidden, 0.0);
+        self.acc.resize(d, 0.0);
+        self.tokens = tokens;
+    }
+}

@@ -1,0 +1,240 @@
+//! The forward pass against the reference data of `shared/reference`: every intermediate of
+//! layer 0 and the later checkpoints of `trace-flute.npz`, and every `emb-*.npy` set.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use gemma_model::{
+    GemmaModel, LoadOptions, ModelScratch, NumericPath, Serial, TracePoint, matryoshka,
+};
+
+// ---- tolerances -------------------------------------------------------------------------------
+
+/// Largest |ours − reference| / max|reference| for layer-0 intermediates (F32 GGUF).
+const TRACE_L0_REL: f32 = 2e-6;
+/// The same for layer outputs 0, 5 and 23, the final norm and the head.
+const TRACE_DEEP_REL: f32 = 1e-5;
+/// Cosine of the final vector against the reference (F32 GGUF).
+const TRACE_FINAL_COS: f64 = 0.999_999_9;
+/// Per text, F32 GGUF against sentence-transformers.
+const F32_MIN_COS: f64 = 0.999_99;
+/// Per text, Q8_0 GGUF on the quantized path.
+const Q8_MIN_COS: f64 = 0.9993;
+/// Mean over a set, Q8_0 GGUF on the quantized path.
+const Q8_MEAN_COS: f64 = 0.9996;
+
+// ---- fixtures ---------------------------------------------------------------------------------
+
+fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+}
+
+fn model_path(var: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+    assert!(p.exists(), "model file {} not found (set {var})", p.display());
+    p
+}
+
+fn f32_model() -> &'static GemmaModel {
+    static M: OnceLock<GemmaModel> = OnceLock::new();
+    M.get_or_init(|| {
+        let p = model_path("GGUFEMBED_TEST_F32", "/work/dl/embeddinggemma-300m-f32.gguf");
+        GemmaModel::open(p, LoadOptions { path: NumericPath::F32 }).expect("load F32 model")
+    })
+}
+
+fn q8_model() -> &'static GemmaModel {
+    static M: OnceLock<GemmaModel> = OnceLock::new();
+    M.get_or_init(|| {
+        let p = model_path("GGUFEMBED_TEST_Q8_0", "/work/dl/embeddinggemma-300m-Q8_0.gguf");
+        GemmaModel::open(p, LoadOptions { path: NumericPath::Quantized }).expect("load Q8_0 model")
+    })
+}
+
+struct Npz(npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>);
+
+impl Npz {
+    fn get(&mut self, name: &str) -> (Vec<u64>, Vec<f32>) {
+        let arr = self.0.by_name(name).expect("read npz").unwrap_or_else(|| panic!("{name} missing"));
+        let shape = arr.shape().to_vec();
+        (shape, arr.into_vec::<f32>().expect("f32 array"))
+    }
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let f = std::fs::File::open(path).expect("open npy");
+    let arr = npyz::NpyFile::new(std::io::BufReader::new(f)).expect("parse npy");
+    let shape = arr.shape().to_vec();
+    (shape, arr.into_vec::<f32>().expect("f32 npy"))
+}
+
+fn read_ids(path: &Path) -> Vec<Vec<u32>> {
+    std::fs::read_to_string(path)
+        .expect("read jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v["ids"]
+                .as_array()
+                .expect("ids array")
+                .iter()
+                .map(|x| u32::try_from(x.as_u64().expect("id")).expect("id fits u32"))
+                .collect()
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+    let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length");
+    let scale = b.iter().fold(0.0f32, |m, &x| m.max(x.abs())).max(1e-30);
+    a.iter().zip(b).fold(0.0f32, |m, (&x, &y)| m.max((x - y).abs())) / scale
+}
+
+// ---- the flute trace --------------------------------------------------------------------------
+
+/// `(heads, T, D)` reference layout to our `(T, heads·D)` rows.
+fn heads_to_rows(x: &[f32], heads: usize, t: usize, d: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for h in 0..heads {
+        for i in 0..t {
+            out[(i * heads + h) * d..(i * heads + h + 1) * d]
+                .copy_from_slice(&x[(h * t + i) * d..(h * t + i + 1) * d]);
+        }
+    }
+    out
+}
+
+#[test]
+fn flute_trace_matches_layer_by_layer() {
+    let model = f32_model();
+    let mut npz = Npz(npyz::npz::NpzArchive::open(reference_dir().join("trace-flute.npz")).expect("npz"));
+    let ids_f = {
+        let arr = npz.0.by_name("input_ids").expect("read").expect("input_ids");
+        arr.into_vec::<i64>().expect("i64 ids")
+    };
+    let ids: Vec<u32> = ids_f.iter().map(|&x| u32::try_from(x).expect("id")).collect();
+    let t = ids.len();
+    let mut seen: HashMap<TracePoint, Vec<f32>> = HashMap::new();
+    let mut out = vec![0.0f32; model.embedding_dim()];
+    let mut scratch = ModelScratch::new(model, t);
+    model
+        .trace_text(&ids, &mut scratch, &mut out, &mut |p: TracePoint, v: &[f32]| {
+            seen.insert(p, v.to_vec());
+        })
+        .expect("trace");
+
+    let mut worst: Vec<(String, f32)> = Vec::new();
+    let mut check = |name: &str, ours: &[f32], want: &[f32], tol: f32| {
+        let e = rel_err(ours, want);
+        worst.push((name.to_owned(), e));
+        assert!(e <= tol, "{name}: relative error {e} > {tol}");
+    };
+    let mut get = |name: &str| npz.get(name).1;
+    let at = |p: TracePoint| seen.get(&p).unwrap_or_else(|| panic!("{p:?} not traced")).clone();
+
+    check("embed_scaled", &at(TracePoint::Embedding), &get("embed_scaled"), TRACE_L0_REL);
+    check("l0_input_layernorm", &at(TracePoint::AttnNorm(0)), &get("l0_input_layernorm"), TRACE_L0_REL);
+    check("l0_q_proj", &at(TracePoint::Q(0)), &get("l0_q_proj"), TRACE_L0_REL);
+    check("l0_k_proj", &at(TracePoint::K(0)), &get("l0_k_proj"), TRACE_L0_REL);
+    check("l0_v_proj", &at(TracePoint::V(0)), &get("l0_v_proj"), TRACE_L0_REL);
+    check("l0_q_normed", &at(TracePoint::QNormed(0)), &heads_to_rows(&get("l0_q_normed"), 3, t, 256), TRACE_L0_REL);
+    check("l0_k_normed", &at(TracePoint::KNormed(0)), &get("l0_k_normed"), TRACE_L0_REL);
+    check("l0_q_rope", &at(TracePoint::QRope(0)), &heads_to_rows(&get("l0_q_rope"), 3, t, 256), TRACE_L0_REL);
+    check("l0_k_rope", &at(TracePoint::KRope(0)), &get("l0_k_rope"), TRACE_L0_REL);
+    let probs = at(TracePoint::AttnProbs { layer: 0, block: 0, first_key: 0 });
+    check("l0_attn_probs", &probs, &heads_to_rows(&get("l0_attn_probs"), 3, t, t), TRACE_L0_REL);
+    check("l0_attn_out_pre_oproj", &at(TracePoint::AttnOut(0)), &get("l0_attn_out_pre_oproj"), TRACE_L0_REL);
+    check("l0_o_proj_out", &at(TracePoint::OProj(0)), &get("l0_o_proj_out"), TRACE_L0_REL);
+    check("l0_post_attention_layernorm", &at(TracePoint::PostAttnNorm(0)), &get("l0_post_attention_layernorm"), TRACE_L0_REL);
+    check("l0_residual_after_attn", &at(TracePoint::ResidualAfterAttn(0)), &get("l0_residual_after_attn"), TRACE_L0_REL);
+    check("l0_pre_feedforward_layernorm", &at(TracePoint::FfnNorm(0)), &get("l0_pre_feedforward_layernorm"), TRACE_L0_REL);
+    check("l0_mlp_gate_proj", &at(TracePoint::Gate(0)), &get("l0_mlp_gate_proj"), TRACE_L0_REL);
+    check("l0_mlp_up_proj", &at(TracePoint::Up(0)), &get("l0_mlp_up_proj"), TRACE_L0_REL);
+    check("l0_mlp_down_in", &at(TracePoint::DownIn(0)), &get("l0_mlp_down_in"), TRACE_L0_REL);
+    check("l0_mlp_out", &at(TracePoint::Down(0)), &get("l0_mlp_out"), TRACE_L0_REL);
+    check("l0_post_feedforward_layernorm", &at(TracePoint::PostFfwNorm(0)), &get("l0_post_feedforward_layernorm"), TRACE_L0_REL);
+    check("layer0_out", &at(TracePoint::LayerOut(0)), &get("layer0_out"), TRACE_L0_REL);
+    check("layer5_out", &at(TracePoint::LayerOut(5)), &get("layer5_out"), TRACE_DEEP_REL);
+    let layers = get("layers_out");
+    let per = t * 768;
+    for l in 0..24 {
+        check(&format!("layers_out[{l}]"), &at(TracePoint::LayerOut(l)), &layers[l * per..(l + 1) * per], TRACE_DEEP_REL);
+    }
+    check("last_hidden_state", &at(TracePoint::FinalNorm), &get("last_hidden_state"), TRACE_DEEP_REL);
+    check("pooled_mean", &at(TracePoint::Pooled), &get("pooled_mean"), TRACE_DEEP_REL);
+    check("dense2_out", &at(TracePoint::Dense2), &get("dense2_out"), TRACE_DEEP_REL);
+    check("dense3_out", &at(TracePoint::Dense3), &get("dense3_out"), TRACE_DEEP_REL);
+    check("normalized", &at(TracePoint::Normalized), &get("normalized"), TRACE_DEEP_REL);
+    let c = cosine(&out, &get("st_encode"));
+    for (n, e) in &worst {
+        println!("{n:32} rel err {e:.3e}");
+    }
+    println!("final cosine vs st_encode: {c:.9}");
+    assert!(c >= TRACE_FINAL_COS, "final cosine {c}");
+}
+
+// ---- the embedding sets -----------------------------------------------------------------------
+
+/// `(file stem, dim, renormalise the prefix)`.
+const SETS: &[(&str, usize, bool)] = &[
+    ("emb-dev-en", 768, false),
+    ("emb-dev-multi", 768, false),
+    ("emb-dev-en-query", 768, false),
+    ("emb-dev-en-document", 768, false),
+    ("emb-dev-en-dim256", 256, false),
+    ("emb-dev-en-dim256-renorm", 256, true),
+    ("emb-long", 768, false),
+    ("emb-edge", 768, false),
+];
+
+/// Per-text cosines of one set against its `.npy`.
+fn set_cosines(model: &GemmaModel, stem: &str, dim: usize, renorm: bool) -> Vec<f64> {
+    let dir = reference_dir();
+    let ids = read_ids(&dir.join(format!("{stem}.jsonl")));
+    let (shape, want) = read_npy(&dir.join(format!("{stem}.npy")));
+    assert_eq!(shape, [ids.len() as u64, dim as u64], "{stem} shape");
+    let texts: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let full = model.embedding_dim();
+    let mut out = vec![0.0f32; texts.len() * full];
+    let mut scratch = ModelScratch::new(model, 4096);
+    model.embed_batch(&texts, &mut scratch, &Serial, &mut out).expect("embed");
+    let mut prefix = Vec::new();
+    out.chunks_exact(full)
+        .zip(want.chunks_exact(dim))
+        .map(|(ours, want)| {
+            matryoshka(ours, dim, renorm, &mut prefix);
+            cosine(&prefix, want)
+        })
+        .collect()
+}
+
+fn min_mean(c: &[f64]) -> (f64, f64) {
+    (c.iter().cloned().fold(f64::INFINITY, f64::min), c.iter().sum::<f64>() / c.len() as f64)
+}
+
+#[test]
+fn f32_gguf_matches_every_set() {
+    let model = f32_model();
+    let mut failures = Vec::new();
+    for &(stem, dim, renorm) in SETS {
+        let c = set_cosines(model, stem, dim, renorm);
+        let (min, mean) = min_mean(&c);
+        println!("F32  {stem:28} n={:4} min {min:.7} mean {mean:.7}", c.len());
+        for (i, &x) in c.iter().enumerate() {
+            if x < F32_MIN_COS {
+                failures.push(format!("{stem}[{i}] cosine {x}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "below {F32_MIN_COS}: {failures:?}");
+}
