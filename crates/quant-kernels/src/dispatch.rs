@@ -155,7 +155,12 @@ impl Kernels {
         }
         match isa {
             Isa::Scalar => Some(&SCALAR),
-            // SIMD_TABLES
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(&crate::x86_64::avx2::KERNELS),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(&crate::x86_64::avx512::KERNELS),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => Some(&crate::x86_64::avx512::KERNELS_VNNI),
             _ => None,
         }
     }

@@ -28,6 +28,10 @@ mod gemm;
 mod parallel;
 pub mod scalar;
 mod types;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(test)]
+mod isa_tests;
 #[cfg(test)]
 mod testutil;
 

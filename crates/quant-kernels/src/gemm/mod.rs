@@ -478,4 +478,4 @@ pub fn gemm_f32_nn(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

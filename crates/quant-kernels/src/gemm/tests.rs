@@ -14,7 +14,7 @@ const VEC_DOT_REL: f32 = 4e-6;
 /// f32 GEMM (sequential fma) vs an f64 reference: k roundings of at most 2^-24 relative each.
 const F32_REL_PER_K: f64 = 6e-8;
 
-fn quantize_act_blocks(ty: QuantType, x: &[f32]) -> Vec<u8> {
+pub(crate) fn quantize_act_blocks(ty: QuantType, x: &[f32]) -> Vec<u8> {
     use crate::blocks::*;
     match ty.vec_dot_type() {
         QuantType::Q8_0 => {

@@ -1,0 +1,183 @@
+//! One runner that checks every ISA this host supports against the scalar specification, on
+//! random data with ragged shapes, and proves the requested path actually ran.
+
+use std::sync::atomic::Ordering;
+
+use crate::dispatch::{Isa, Kernels};
+use crate::gemm::act::quant_act_q8_0;
+use crate::testutil::{random_f32, random_weights, rng};
+use crate::{GemmScratch, PackedMatrix, QuantType, Serial};
+
+/// SIMD f32 dots keep 8–64 partial sums: bounded by a few ulps of sum |a_i b_i| per lane level.
+const DOT_F32_REL: f32 = 1e-6;
+/// SIMD Q8_0 dots spread a block's integer sum over lanes before scaling: rounding of each
+/// per-lane product and of the final lane sum, relative to sum |terms|.
+const DOT_Q8_REL: f32 = 1e-6;
+
+fn simd_tables() -> Vec<&'static Kernels> {
+    Kernels::all_supported().into_iter().filter(|k| k.isa() != Isa::Scalar).collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn hits(isa: Isa) -> usize {
+    crate::x86_64::ISA_HITS[isa as usize].load(Ordering::Relaxed)
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn hits(_isa: Isa) -> usize {
+    0
+}
+
+#[test]
+fn this_host_runs_every_x86_level() {
+    // The development and CI machines have AVX-512 VNNI; if this fails on another host, the
+    // SIMD comparisons below silently cover less, which is what this test guards against.
+    if cfg!(target_arch = "x86_64") && std::env::var_os("QK_ALLOW_MISSING_ISA").is_none() {
+        for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
+            assert!(isa.is_supported(), "{isa} not supported here; set QK_ALLOW_MISSING_ISA=1 to skip");
+        }
+    }
+    assert_eq!(Kernels::get().isa(), *Kernels::all_supported().iter().map(|k| k.isa()).collect::<Vec<_>>().last().unwrap());
+}
+
+#[test]
+fn int8_gemm_is_bit_identical_to_scalar_on_every_isa() {
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    let mut r = rng(10);
+    let formats = [
+        QuantType::Q8_0,
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q5_1,
+        QuantType::Q4K,
+        QuantType::Q5K,
+        QuantType::Q6K,
+    ];
+    for kern in simd_tables() {
+        let int8_isa = if kern.isa() == Isa::Avx512Vnni { Isa::Avx512Vnni } else { kern.isa() };
+        for ty in formats {
+            let kmul = ty.block_elems();
+            for &(m, n, kblocks) in &[(1, 1, 1), (7, 33, 3), (13, 48, 2), (2, 17, 5), (6, 64, 1)] {
+                let k = kmul * kblocks * if kmul == 32 { 9 } else { 1 };
+                let w = random_weights(&mut r, ty, n, k);
+                let a = random_f32(&mut r, m * k, 3.0);
+                let want = {
+                    let pm = PackedMatrix::new(scalar, ty, n, k, &w).unwrap();
+                    let mut c = vec![0f32; m * n];
+                    pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+                    c
+                };
+                let before = hits(int8_isa);
+                let pm = PackedMatrix::new(kern, ty, n, k, &w).unwrap();
+                let mut c = vec![f32::NAN; m * n];
+                pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+                assert!(
+                    c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{} {ty:?} {m}x{n}x{k}",
+                    kern.isa()
+                );
+                assert!(hits(int8_isa) > before, "{} int8 kernel did not run", kern.isa());
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_gemm_is_bit_identical_to_scalar_on_every_isa() {
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    let mut r = rng(11);
+    for kern in simd_tables() {
+        let f32_isa = if kern.isa() == Isa::Avx2 { Isa::Avx2 } else { Isa::Avx512 };
+        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (25, 47, 300), (3, 16, 600)] {
+            let w = random_f32(&mut r, n * k, 1.0);
+            let a = random_f32(&mut r, m * k, 1.0);
+            let mut want = vec![0f32; m * n];
+            PackedMatrix::from_f32(scalar, n, k, &w)
+                .unwrap()
+                .matmul(&a, m, &mut want, &mut GemmScratch::new(), &Serial)
+                .unwrap();
+            let before = hits(f32_isa);
+            let mut c = vec![f32::NAN; m * n];
+            PackedMatrix::from_f32(kern, n, k, &w)
+                .unwrap()
+                .matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial)
+                .unwrap();
+            assert!(c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{} {m}x{n}x{k}", kern.isa());
+            assert!(hits(f32_isa) > before, "{} f32 kernel did not run", kern.isa());
+        }
+    }
+}
+
+#[test]
+fn q8_0_activation_quantizer_is_bit_identical() {
+    let mut r = rng(12);
+    let mut x = random_f32(&mut r, 32 * 64, 5.0);
+    // Crafted blocks: exact .5 ties after scaling (amax 127 gives id = 1), zeros, one huge value.
+    for (j, v) in x[..32].iter_mut().enumerate() {
+        *v = j as f32 - 15.5;
+    }
+    x[31] = 127.0;
+    x[32..64].fill(0.0);
+    for (j, v) in x[64..96].iter_mut().enumerate() {
+        *v = (j as f32 * 0.37).sin() * 1e-30;
+    }
+    x[96] = 3e38;
+    let nb = x.len() / 32;
+    let (mut q0, mut d0, mut c0) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
+    quant_act_q8_0(&x, &mut q0, &mut d0, &mut c0);
+    let mut blocks = vec![bytemuck::Zeroable::zeroed(); nb];
+    crate::quantize_row_q8_0(&x, &mut blocks).unwrap();
+    for (b, blk) in blocks.iter().enumerate() {
+        let blk: &crate::BlockQ8_0 = blk;
+        assert_eq!(&q0[b * 32..(b + 1) * 32], &blk.qs[..], "scalar act quantizer vs ggml ref, block {b}");
+        assert_eq!(d0[b], blk.d.to_f32());
+    }
+    for kern in simd_tables() {
+        let (mut q, mut d, mut c) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
+        kern.quant_act_q8_0(&x, &mut q, &mut d, &mut c);
+        assert_eq!(q, q0, "{}", kern.isa());
+        assert_eq!(d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), d0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(c, c0, "{}", kern.isa());
+    }
+}
+
+#[test]
+fn f32_dot_and_axpy_match_scalar() {
+    let mut r = rng(13);
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    for kern in simd_tables() {
+        for n in [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 100, 1000] {
+            let a = random_f32(&mut r, n, 1.0);
+            let b = random_f32(&mut r, n, 1.0);
+            let mag: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+            let (x, y) = (kern.dot_f32(&a, &b), scalar.dot_f32(&a, &b));
+            assert!((x - y).abs() <= DOT_F32_REL * mag * 8.0 + f32::MIN_POSITIVE, "{} n={n}: {x} vs {y}", kern.isa());
+            let mut y1 = b.clone();
+            let mut y2 = b.clone();
+            kern.axpy_f32(0.37, &a, &mut y1);
+            scalar.axpy_f32(0.37, &a, &mut y2);
+            assert_eq!(y1, y2, "{} axpy n={n}", kern.isa());
+        }
+    }
+}
+
+#[test]
+fn quantized_dots_match_scalar() {
+    let mut r = rng(14);
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    for kern in simd_tables() {
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
+            for blocks in [1, 2, 3, 8, 24] {
+                let k = ty.block_elems() * blocks;
+                let w = random_weights(&mut r, ty, 1, k);
+                let x = random_f32(&mut r, k, 1.0);
+                let act = crate::gemm::tests::quantize_act_blocks(ty, &x);
+                let (got, want) = (kern.vec_dot(ty, &w, &act).unwrap(), scalar.vec_dot(ty, &w, &act).unwrap());
+                let mut wf = vec![0f32; k];
+                crate::dequantize_row(ty, &w, &mut wf).unwrap();
+                let mag: f32 = wf.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() * 1.1 + 1e-6;
+                assert!((got - want).abs() <= DOT_Q8_REL * mag * 8.0, "{} {ty:?} blocks={blocks}: {got} vs {want}", kern.isa());
+            }
+        }
+    }
+}

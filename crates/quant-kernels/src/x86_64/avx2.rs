@@ -1,0 +1,330 @@
+//! AVX2 + FMA kernels.
+//!
+//! Without VNNI there is no exact 4-byte u8×i8 dot (`vpmaddubsw` saturates for u8 up to 255),
+//! so the int8 microkernel widens weights to i16 (`vpmovzxbw`, shared by the tile's rows) and
+//! uses `vpmaddwd` against activations sign-extended to i16: exact, and the same integer block
+//! sums as every other ISA.
+
+// Register tiles are indexed [row][vector] in lockstep; index loops read clearer than zips.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::blocks::BlockQ8_0;
+use crate::dispatch::{Dots, Isa, Kernels, SCALAR_DOTS};
+use crate::fp16::{f16_to_f32, f32_to_f16};
+use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PANEL};
+
+pub(crate) static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx2,
+    int8: Int8Kernel { mr: INT8_MR, nr: 16, tile: int8_tile },
+    f32k: F32Kernel { mr: F32_MR, nr: 16, tile: f32_tile },
+    quant_q8_0: quant_act_q8_0,
+    dots: Dots { q8_0: dot_q8_0_q8_0, f32: dot_f32, ..SCALAR_DOTS },
+    axpy: axpy_f32,
+};
+
+/// Rows per int8 tile: 2 rows × 4 column groups of i32 pair accumulators, 4 f32 accumulators,
+/// one widened weight vector and two activation broadcasts fill the 16 ymm registers.
+pub(crate) const INT8_MR: usize = 2;
+/// Rows per f32 tile: 6 × 2 ymm accumulators, 2 weight vectors, one broadcast.
+const F32_MR: usize = 6;
+
+/// # Safety
+/// AVX2 and FMA must be available; the tile must be valid (see `Int8Kernel`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
+    super::hit(Isa::Avx2);
+    // SAFETY: features enabled above; the tile contract is the caller's.
+    unsafe { int8_tile_impl_entry(t, lay) }
+}
+
+/// The AVX2 int8 microkernel, also used by the AVX-512 table without VNNI.
+///
+/// # Safety
+/// AVX2 and FMA must be available; the tile must be valid (see `Int8Kernel`), with `ncols <= 16`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn int8_tile_impl_entry(t: &Int8Tile, lay: &Int8Layout) {
+    // SAFETY: features enabled above; the tile contract is the caller's.
+    unsafe {
+        match (t.mr, lay.kb, lay.affine) {
+            (1, 32, false) => int8_impl::<1, 8, false>(t, lay),
+            (1, 32, true) => int8_impl::<1, 8, true>(t, lay),
+            (1, _, _) => int8_impl::<1, 4, false>(t, lay),
+            (_, 32, false) => int8_impl::<2, 8, false>(t, lay),
+            (_, 32, true) => int8_impl::<2, 8, true>(t, lay),
+            (_, _, _) => int8_impl::<2, 4, false>(t, lay),
+        }
+    }
+}
+
+#[inline(always)]
+fn lane_mask(ncols: usize, h: usize) -> __m256i {
+    let valid = ncols.saturating_sub(h * 8).min(8) as i32;
+    // SAFETY: AVX is implied by every caller's target features (AVX2).
+    unsafe {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+}
+
+/// # Safety
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
+    t: &Int8Tile,
+    lay: &Int8Layout,
+) {
+    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
+    // `vphaddd` leaves columns in the order 0 1 4 5 2 3 6 7; this restores 0..8.
+    let unshuffle = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    // SAFETY: rows < MR, blocks < nblocks, one panel, columns masked to ncols: all inside the
+    // tile the caller vouched for.
+    unsafe {
+        if t.accumulate {
+            for (r, row) in facc.iter_mut().enumerate() {
+                for (h, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm256_maskload_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h));
+                }
+            }
+        }
+        for b in 0..t.nblocks {
+            let cell = t.w.add(b * lay.block_stride);
+            let mut iacc = [[_mm256_setzero_si256(); 4]; MR];
+            for s in 0..STEPS {
+                let mut av = [_mm256_setzero_si256(); MR];
+                for (r, a) in av.iter_mut().enumerate() {
+                    let bytes = t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned();
+                    *a = _mm256_cvtepi8_epi16(_mm_set1_epi32(bytes));
+                }
+                for g in 0..4 {
+                    let w = _mm256_cvtepu8_epi16(_mm_load_si128(cell.add(s * 64 + g * 16).cast()));
+                    for r in 0..MR {
+                        iacc[r][g] = _mm256_add_epi32(iacc[r][g], _mm256_madd_epi16(w, av[r]));
+                    }
+                }
+            }
+            let dw = [
+                _mm256_load_ps(cell.add(lay.dw_offset()).cast()),
+                _mm256_load_ps(cell.add(lay.dw_offset() + 32).cast()),
+            ];
+            for r in 0..MR {
+                let s = r * t.lds + b;
+                let da = _mm256_set1_ps(*t.ad.add(s));
+                for h in 0..2 {
+                    let mut isum = _mm256_permutevar8x32_epi32(
+                        _mm256_hadd_epi32(iacc[r][2 * h], iacc[r][2 * h + 1]),
+                        unshuffle,
+                    );
+                    if !AFFINE {
+                        isum = _mm256_add_epi32(isum, _mm256_set1_epi32(*t.ac.add(s)));
+                    }
+                    let scale = _mm256_mul_ps(dw[h], da);
+                    facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, facc[r][h]);
+                }
+                if AFFINE {
+                    let sa = _mm256_set1_ps(*t.asum.add(s));
+                    for h in 0..2 {
+                        let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
+                        facc[r][h] = _mm256_fmadd_ps(mw, sa, facc[r][h]);
+                    }
+                }
+            }
+        }
+        for (r, row) in facc.iter().enumerate() {
+            for (h, acc) in row.iter().enumerate() {
+                _mm256_maskstore_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h), *acc);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 and FMA must be available; the tile must be valid (see `F32Kernel`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_tile(t: &F32Tile) {
+    super::hit(Isa::Avx2);
+    // SAFETY: features enabled above; the tile contract is the caller's.
+    unsafe {
+        match t.mr {
+            1 => f32_impl::<1>(t),
+            2 => f32_impl::<2>(t),
+            3 => f32_impl::<3>(t),
+            4 => f32_impl::<4>(t),
+            5 => f32_impl::<5>(t),
+            _ => f32_impl::<6>(t),
+        }
+    }
+}
+
+/// # Safety
+/// As `f32_tile`, with `t.mr == MR` and `t.ncols <= 16`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn f32_impl<const MR: usize>(t: &F32Tile) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // SAFETY: rows < MR, k < kc, one panel, columns masked to ncols: inside the caller's tile.
+    unsafe {
+        if t.accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (h, a) in row.iter_mut().enumerate() {
+                    *a = _mm256_maskload_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h));
+                }
+            }
+        }
+        for k in 0..t.kc {
+            let w0 = _mm256_load_ps(t.w.add(k * PANEL));
+            let w1 = _mm256_load_ps(t.w.add(k * PANEL + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*t.a.add(r * t.lda + k));
+                row[0] = _mm256_fmadd_ps(a, w0, row[0]);
+                row[1] = _mm256_fmadd_ps(a, w1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (h, a) in row.iter().enumerate() {
+                _mm256_maskstore_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h), *a);
+            }
+        }
+    }
+}
+
+/// C's `roundf` on 8 lanes (see the AVX-512 version).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn round_half_away(v: __m256) -> __m256 {
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(v, t));
+    let away = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(v, sign_bit));
+    _mm256_add_ps(t, _mm256_and_ps(away, one))
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hmax(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)))
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+/// Q8_0 activation row (bit-identical to `gemm::act::quant_act_q8_0` for finite inputs).
+///
+/// # Safety
+/// AVX2 and FMA must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (b, xb) in x.chunks_exact(32).enumerate() {
+        // SAFETY: `xb` has 32 elements; `q`, `d`, `corr` have room for block `b`.
+        unsafe {
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
+            let m01 = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[0]), _mm256_andnot_ps(sign_bit, v[1]));
+            let m23 = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[2]), _mm256_andnot_ps(sign_bit, v[3]));
+            let amax = hmax(_mm256_max_ps(m01, m23));
+            let dd = amax / 127.0;
+            let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+            let qi: [__m256i; 4] =
+                std::array::from_fn(|i| _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[i], id))));
+            let p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+            _mm256_storeu_si256(q.as_mut_ptr().add(b * 32).cast(), _mm256_permutevar8x32_epi32(p, order));
+            let sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+            *d.get_unchecked_mut(b) = f16_to_f32(f32_to_f16(dd));
+            *corr.get_unchecked_mut(b) = -128 * hsum_epi32(sum);
+        }
+    }
+}
+
+/// f32 dot with four 8-lane partial sums.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` and `b` have the same length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: every load is within `0..n` of both slices.
+    unsafe {
+        while i + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let (x, y) = (a.as_ptr().add(i + 8 * j), b.as_ptr().add(i + 8 * j));
+                *s = _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(y), *s);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), acc[0]);
+            i += 8;
+        }
+    }
+    let mut s = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for j in i..n {
+        s = a[j].mul_add(b[j], s);
+    }
+    s
+}
+
+/// `y += alpha * x`, fused per element (bit-identical to the scalar `mul_add`).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x` and `y` have the same length.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    // SAFETY: every access is within `0..n` of both slices.
+    unsafe {
+        while i + 8 <= n {
+            let yv = _mm256_loadu_ps(y.as_ptr().add(i));
+            let r = _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), yv);
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), r);
+            i += 8;
+        }
+    }
+    for j in i..n {
+        y[j] = alpha.mul_add(x[j], y[j]);
+    }
+}
+
+/// Q8_0 × Q8_0 dot: `vpmaddubsw(|x|, sign(y, x))` (no saturation: |x| <= 128, |y| <= 127) and
+/// `vpmaddwd` per block (exact), then one f32 fma per block into eight lanes.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x` and `y` have the same length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let ones = _mm256_set1_epi16(1);
+    for (a, b) in x.iter().zip(y) {
+        // SAFETY: each block holds exactly 32 quant bytes.
+        unsafe {
+            let xa = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            let yb = _mm256_loadu_si256(b.qs.as_ptr().cast());
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(xa), _mm256_sign_epi8(yb, xa));
+            let s = _mm256_madd_epi16(p, ones);
+            let d = _mm256_set1_ps(f16_to_f32(a.d) * f16_to_f32(b.d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        }
+    }
+    hsum_ps(acc)
+}

@@ -1,0 +1,353 @@
+//! AVX-512 (F/BW/VL/DQ) kernels, with a `vpdpbusd` int8 microkernel when AVX512-VNNI is present.
+//! Without VNNI the int8 GEMM uses the AVX2 microkernel (512-bit `vpmaddwd` needs cross-lane
+//! shuffles per block that erase its advantage); f32 GEMM, quantization and dots use 512 bits.
+
+// Register tiles are indexed [row][vector] in lockstep; index loops read clearer than zips.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::blocks::BlockQ8_0;
+use crate::dispatch::{Dots, Isa, Kernels, SCALAR_DOTS};
+use crate::fp16::{f16_to_f32, f32_to_f16};
+use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PANEL};
+
+pub(crate) static KERNELS_VNNI: Kernels = Kernels {
+    isa: Isa::Avx512Vnni,
+    int8: Int8Kernel { mr: INT8_MR, nr: 32, tile: int8_tile_vnni },
+    f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
+    quant_q8_0: quant_act_q8_0,
+    dots: Dots { q8_0: dot_q8_0_q8_0_vnni, f32: dot_f32, ..SCALAR_DOTS },
+    axpy: axpy_f32,
+};
+
+pub(crate) static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx512,
+    int8: Int8Kernel { mr: super::avx2::INT8_MR, nr: 16, tile: int8_tile_avx2_fallback },
+    f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
+    quant_q8_0: quant_act_q8_0,
+    dots: Dots { q8_0: super::avx2::dot_q8_0_q8_0, f32: dot_f32, ..SCALAR_DOTS },
+    axpy: axpy_f32,
+};
+
+/// Rows per int8 tile: 6 rows × 2 panels = 12 independent `vpdpbusd` chains (latency 5,
+/// two per cycle) plus 12 f32 accumulators, 2 weight vectors and a broadcast: 27 of 32 zmm.
+const INT8_MR: usize = 6;
+/// Rows per f32 tile: 12 × 2 zmm accumulators, 2 weight vectors, broadcasts from memory.
+const F32_MR: usize = 12;
+
+/// # Safety
+/// AVX-512 F/BW/VL/DQ and AVX2 must be available; the tile must be valid (see `Int8Kernel`).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn int8_tile_avx2_fallback(t: &Int8Tile, lay: &Int8Layout) {
+    super::hit(Isa::Avx512);
+    // SAFETY: AVX-512 implies the AVX2 + FMA the callee needs; the tile is passed through.
+    unsafe { super::avx2::int8_tile_impl_entry(t, lay) }
+}
+
+#[inline(always)]
+fn col_mask(ncols: usize, v: usize) -> __mmask16 {
+    let valid = ncols.saturating_sub(v * PANEL).min(PANEL);
+    ((1u32 << valid) - 1) as __mmask16
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL/DQ and VNNI must be available; the tile must be valid (see `Int8Kernel`).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn int8_tile_vnni(t: &Int8Tile, lay: &Int8Layout) {
+    super::hit(Isa::Avx512Vnni);
+    macro_rules! go {
+        ($mr:literal) => {{
+            // SAFETY: features enabled above; the tile contract is the caller's.
+            unsafe {
+                match (t.ncols > PANEL, lay.kb, lay.affine) {
+                    (true, 32, false) => int8_vnni::<$mr, 2, 8, false>(t, lay),
+                    (true, 32, true) => int8_vnni::<$mr, 2, 8, true>(t, lay),
+                    (true, _, _) => int8_vnni::<$mr, 2, 4, false>(t, lay),
+                    (false, 32, false) => int8_vnni::<$mr, 1, 8, false>(t, lay),
+                    (false, 32, true) => int8_vnni::<$mr, 1, 8, true>(t, lay),
+                    (false, _, _) => int8_vnni::<$mr, 1, 4, false>(t, lay),
+                }
+            }
+        }};
+    }
+    match t.mr {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        _ => go!(6),
+    }
+}
+
+/// The VNNI microkernel: `MR` rows × `NV` panels, `STEPS` = kb/4 `vpdpbusd` per block.
+/// Rows 1 and 2 split each block's integer sum over two accumulators (even/odd steps) to keep
+/// enough independent chains in flight; integer addition is exact, so the result is unchanged.
+///
+/// # Safety
+/// As `int8_tile_vnni`; `lay.kb == 4 * STEPS` and `lay.affine == AFFINE`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+#[inline]
+unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const AFFINE: bool>(
+    t: &Int8Tile,
+    lay: &Int8Layout,
+) {
+    let split = MR <= 2;
+    let mut facc = [[_mm512_setzero_ps(); NV]; MR];
+    // SAFETY: all pointer arithmetic stays within the tile the caller vouched for: rows < MR,
+    // panels < NV (only when ncols > 16), blocks < nblocks, and columns masked to ncols.
+    unsafe {
+        if t.accumulate {
+            for (r, row) in facc.iter_mut().enumerate() {
+                for (v, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_maskz_loadu_ps(col_mask(t.ncols, v), t.c.add(r * t.ldc + v * PANEL));
+                }
+            }
+        }
+        for b in 0..t.nblocks {
+            let cell = t.w.add(b * lay.block_stride);
+            let mut iacc = [[_mm512_setzero_si512(); NV]; MR];
+            let mut iacc2 = [[_mm512_setzero_si512(); NV]; MR];
+            if !AFFINE {
+                for (r, row) in iacc.iter_mut().enumerate() {
+                    let corr = _mm512_set1_epi32(*t.ac.add(r * t.lds + b));
+                    for acc in row.iter_mut() {
+                        *acc = corr;
+                    }
+                }
+            }
+            for s in 0..STEPS {
+                let mut wv = [_mm512_setzero_si512(); NV];
+                for (v, w) in wv.iter_mut().enumerate() {
+                    *w = _mm512_load_si512(cell.add(v * lay.panel_stride + s * 64).cast());
+                }
+                for r in 0..MR {
+                    let a = _mm512_set1_epi32(
+                        t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned(),
+                    );
+                    for v in 0..NV {
+                        if split && s % 2 == 1 {
+                            iacc2[r][v] = _mm512_dpbusd_epi32(iacc2[r][v], wv[v], a);
+                        } else {
+                            iacc[r][v] = _mm512_dpbusd_epi32(iacc[r][v], wv[v], a);
+                        }
+                    }
+                }
+            }
+            let mut dw = [_mm512_setzero_ps(); NV];
+            for (v, d) in dw.iter_mut().enumerate() {
+                *d = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.dw_offset()).cast());
+            }
+            for r in 0..MR {
+                let da = _mm512_set1_ps(*t.ad.add(r * t.lds + b));
+                for v in 0..NV {
+                    let isum = if split { _mm512_add_epi32(iacc[r][v], iacc2[r][v]) } else { iacc[r][v] };
+                    let scale = _mm512_mul_ps(dw[v], da);
+                    facc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r][v]);
+                }
+            }
+            if AFFINE {
+                let mut mw = [_mm512_setzero_ps(); NV];
+                for (v, m) in mw.iter_mut().enumerate() {
+                    *m = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.mw_offset()).cast());
+                }
+                for (r, row) in facc.iter_mut().enumerate() {
+                    let sa = _mm512_set1_ps(*t.asum.add(r * t.lds + b));
+                    for (v, acc) in row.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(mw[v], sa, *acc);
+                    }
+                }
+            }
+        }
+        for (r, row) in facc.iter().enumerate() {
+            for (v, acc) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(t.c.add(r * t.ldc + v * PANEL), col_mask(t.ncols, v), *acc);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL/DQ must be available; the tile must be valid (see `F32Kernel`).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn f32_tile(t: &F32Tile) {
+    super::hit(Isa::Avx512);
+    macro_rules! go {
+        ($mr:literal) => {{
+            // SAFETY: features enabled above; the tile contract is the caller's.
+            unsafe {
+                if t.ncols > PANEL { f32_impl::<$mr, 2>(t) } else { f32_impl::<$mr, 1>(t) }
+            }
+        }};
+    }
+    match t.mr {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        8 => go!(8),
+        9 => go!(9),
+        10 => go!(10),
+        11 => go!(11),
+        _ => go!(12),
+    }
+}
+
+/// # Safety
+/// As `f32_tile`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+unsafe fn f32_impl<const MR: usize, const NV: usize>(t: &F32Tile) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    // SAFETY: rows < MR, k < kc, panels < NV (only when ncols > 16), columns masked to ncols:
+    // all inside the tile the caller vouched for.
+    unsafe {
+        if t.accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_maskz_loadu_ps(col_mask(t.ncols, v), t.c.add(r * t.ldc + v * PANEL));
+                }
+            }
+        }
+        for k in 0..t.kc {
+            let mut w = [_mm512_setzero_ps(); NV];
+            for (v, wv) in w.iter_mut().enumerate() {
+                *wv = _mm512_load_ps(t.w.add(v * t.panel_stride + k * PANEL));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*t.a.add(r * t.lda + k));
+                for (v, av) in row.iter_mut().enumerate() {
+                    *av = _mm512_fmadd_ps(a, w[v], *av);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(t.c.add(r * t.ldc + v * PANEL), col_mask(t.ncols, v), *a);
+            }
+        }
+    }
+}
+
+/// C's `roundf` on 16 lanes: truncate, then step away from zero when the dropped fraction is at
+/// least one half (`v - trunc(v)` is exact for |v| < 2^23).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+fn round_half_away(v: __m512) -> __m512 {
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+    let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+    let sign = _mm512_and_ps(v, _mm512_castsi512_ps(_mm512_set1_epi32(i32::MIN)));
+    let one = _mm512_or_ps(_mm512_set1_ps(1.0), sign);
+    _mm512_mask_add_ps(t, away, t, one)
+}
+
+/// Q8_0 activation row (bit-identical to `gemm::act::quant_act_q8_0` for finite inputs).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/DQ must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+    for (b, xb) in x.chunks_exact(32).enumerate() {
+        // SAFETY: `xb` has 32 elements; `q` has room for block `b` (caller contract).
+        unsafe {
+            let x0 = _mm512_loadu_ps(xb.as_ptr());
+            let x1 = _mm512_loadu_ps(xb.as_ptr().add(16));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+            let dd = amax / 127.0;
+            let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
+            let idv = _mm512_set1_ps(id);
+            let q0 = _mm512_cvtps_epi32(round_half_away(_mm512_mul_ps(x0, idv)));
+            let q1 = _mm512_cvtps_epi32(round_half_away(_mm512_mul_ps(x1, idv)));
+            let dst = q.as_mut_ptr().add(b * 32);
+            _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128(dst.add(16).cast(), _mm512_cvtepi32_epi8(q1));
+            *d.get_unchecked_mut(b) = f16_to_f32(f32_to_f16(dd));
+            *corr.get_unchecked_mut(b) = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        }
+    }
+}
+
+/// f32 dot with four 16-lane partial sums.
+///
+/// # Safety
+/// AVX-512 F must be available; `a` and `b` have the same length.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: every load is within `0..n` of both slices.
+    unsafe {
+        while i + 64 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let (x, y) = (a.as_ptr().add(i + 16 * j), b.as_ptr().add(i + 16 * j));
+                *s = _mm512_fmadd_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(y), *s);
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), acc[0]);
+            i += 16;
+        }
+        if i < n {
+            let m = ((1u32 << (n - i)) - 1) as __mmask16;
+            let x = _mm512_maskz_loadu_ps(m, a.as_ptr().add(i));
+            let y = _mm512_maskz_loadu_ps(m, b.as_ptr().add(i));
+            acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
+}
+
+/// `y += alpha * x`, fused per element (bit-identical to the scalar `mul_add`).
+///
+/// # Safety
+/// AVX-512 F must be available; `x` and `y` have the same length.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm512_set1_ps(alpha);
+    let mut i = 0;
+    // SAFETY: every access is within `0..n` of both slices (the tail is masked).
+    unsafe {
+        while i < n {
+            let m = if n - i >= 16 { 0xFFFF } else { ((1u32 << (n - i)) - 1) as __mmask16 };
+            let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+            let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(i));
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), m, _mm512_fmadd_ps(av, xv, yv));
+            i += 16;
+        }
+    }
+}
+
+/// Q8_0 × Q8_0 dot: per block `vpdpbusd(|x|, sign(y, x))` over 32 bytes (exact), then one
+/// f32 fma per block into eight lanes.
+///
+/// # Safety
+/// AVX-512 VL + VNNI must be available; `x` and `y` have the same length.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn dot_q8_0_q8_0_vnni(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (a, b) in x.iter().zip(y) {
+        // SAFETY: each block holds exactly 32 quant bytes.
+        unsafe {
+            let xa = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            let yb = _mm256_loadu_si256(b.qs.as_ptr().cast());
+            let ax = _mm256_abs_epi8(xa);
+            let sy = _mm256_sign_epi8(yb, xa);
+            let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+            let d = _mm256_set1_ps(f16_to_f32(a.d) * f16_to_f32(b.d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        }
+    }
+    let lo = _mm256_castps256_ps128(acc);
+    let hi = _mm256_extractf128_ps::<1>(acc);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}

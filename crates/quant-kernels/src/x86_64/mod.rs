@@ -1,0 +1,21 @@
+//! x86-64 kernels. Each module's entry points are `#[target_feature]` `unsafe fn`s; they are only
+//! reachable through a `Kernels` table handed out after detection (see `dispatch`).
+
+pub mod avx2;
+pub mod avx512;
+
+/// Bumped by each ISA's GEMM entry points in test builds, so tests can prove that the path they
+/// asked for actually ran (index: `Isa as usize`).
+#[cfg(test)]
+pub(crate) static ISA_HITS: [std::sync::atomic::AtomicUsize; 5] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 5];
+
+#[cfg(test)]
+#[inline(always)]
+pub(crate) fn hit(isa: crate::Isa) {
+    ISA_HITS[isa as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn hit(_isa: crate::Isa) {}
