@@ -1,2 +1,34 @@
 //! Gemma's SentencePiece-BPE tokenizer, built from plain vocabulary data.
+//!
+//! EmbeddingGemma's reference pipeline tokenizes with HF `tokenizers` on the model's
+//! `tokenizer.json`; a runtime loading a GGUF only has the `tokenizer.ggml.*` arrays
+//! (pieces, scores, token types). This crate rebuilds exactly the reference behaviour
+//! from those arrays:
+//!
+//! * text equal to an added token (control, user-defined and unknown pieces: `<bos>`,
+//!   `<start_of_turn>`, `<unused0>`, `\n\n`, `\t`, `<table>`, literal `▁▁`...) is split
+//!   out first, leftmost-longest, on the raw text;
+//! * the rest has spaces replaced by `▁` (no dummy prefix, no Unicode normalisation) and
+//!   each stretch between added tokens is one BPE word;
+//! * a character that is not a piece falls back to its UTF-8 bytes as `<0xNN>` pieces;
+//! * BPE merges the lowest-ranked adjacent pair first, leftmost on ties, with ranks
+//!   derived from the scores the way HF's converter derived `tokenizer.json`'s merges
+//!   (see [`TokenizerBuilder`] and `src/builder.rs`).
+//!
+//! The crate does not depend on a GGUF reader: the runtime passes the arrays to
+//! [`TokenizerBuilder`]. Encoding allocates nothing in the steady state: symbol lists
+//! and the merge queue live in a [`Scratch`] (pooled inside the tokenizer, or owned by
+//! the caller), and ids go into a caller's `Vec`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod bpe;
+mod builder;
+mod error;
+mod special;
+mod tokenizer;
+
+pub use bpe::Scratch;
+pub use builder::{TokenType, TokenizerBuilder};
+pub use error::TokenizerError;
+pub use tokenizer::{Encoded, Tokenizer};

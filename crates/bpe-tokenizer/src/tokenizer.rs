@@ -1,0 +1,372 @@
+//! The tokenizer: splitting out added tokens, BPE on what remains, decoding.
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::bpe::{MergeMap, NONE, Scratch};
+use crate::builder::{TokenType, TokenizerBuilder};
+use crate::error::TokenizerError;
+use crate::special::SpecialMatcher;
+
+/// What the encoder runs on, built once by [`TokenizerBuilder::build`].
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) merges: MergeMap,
+    /// Piece id of each ASCII character after normalisation, `NONE` if not a piece.
+    pub(crate) ascii: [u32; 128],
+    /// Piece id of every other single-character piece.
+    pub(crate) chars: FxHashMap<char, u32>,
+    /// Id of `<0xNN>` for each byte, `NONE` if missing.
+    pub(crate) byte_ids: [u32; 256],
+    pub(crate) specials: SpecialMatcher,
+    /// Tokens that belong to the BPE model (extra added tokens come after).
+    pub(crate) model_vocab: usize,
+}
+
+/// Most scratch buffers the pool keeps; more concurrent callers simply allocate.
+const POOL_LIMIT: usize = 64;
+
+/// A segment is BPE-encoded in pieces of at most this many bytes so that symbol
+/// positions and spans fit in `u32` (a span can be up to 3 units per input byte).
+const MAX_SEGMENT: usize = (u32::MAX / 4) as usize;
+
+/// Gemma's SentencePiece-BPE tokenizer, reproducing HF `tokenizers` on the model's
+/// `tokenizer.json` id for id.
+///
+/// Build it with [`Tokenizer::builder`] from the GGUF's `tokenizer.ggml.*` data. It is
+/// `Send + Sync`; share one behind an `Arc`.
+#[derive(Debug)]
+pub struct Tokenizer {
+    tables: Tables,
+    pieces: String,
+    offsets: Vec<u32>,
+    types: Vec<TokenType>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    pool: Mutex<Vec<Scratch>>,
+}
+
+/// Lengths reported by the truncating encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    /// Ids written, special ids included.
+    pub n_ids: usize,
+    /// Ids the text has without truncation, special ids included.
+    pub n_ids_untruncated: usize,
+}
+
+impl Encoded {
+    /// Whether content ids were dropped to respect the limit.
+    pub fn truncated(&self) -> bool {
+        self.n_ids_untruncated > self.n_ids
+    }
+}
+
+impl Tokenizer {
+    /// A builder taking the vocabulary data.
+    pub fn builder() -> TokenizerBuilder {
+        TokenizerBuilder::new()
+    }
+
+    pub(crate) fn from_parts(
+        tables: Tables,
+        pieces: String,
+        offsets: Vec<u32>,
+        types: Vec<TokenType>,
+        [bos, eos, unk, pad]: [Option<u32>; 4],
+        add_bos: bool,
+        add_eos: bool,
+    ) -> Self {
+        Self { tables, pieces, offsets, types, bos, eos, unk, pad, add_bos, add_eos, pool: Mutex::new(Vec::new()) }
+    }
+
+    /// Number of ids, extra added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.types.len()
+    }
+
+    /// The piece text of `id` as HF shows it (`▁the`, `<0x0A>`, `<bos>`, `▁▁`).
+    pub fn piece(&self, id: u32) -> Option<&str> {
+        let i = id as usize;
+        let (start, end) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
+        self.pieces.get(start as usize..end as usize)
+    }
+
+    /// The token type of `id`.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// `<bos>` id, if given.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// `<eos>` id, if given.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// `<unk>` id, if given.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.unk
+    }
+
+    /// `<pad>` id, if given.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad
+    }
+
+    /// Whether `<bos>` is put before every text.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Whether `<eos>` is put after every text.
+    pub fn adds_eos(&self) -> bool {
+        self.add_eos
+    }
+
+    /// Number of special ids added to every text (`<bos>`, `<eos>`).
+    pub fn n_special_ids(&self) -> usize {
+        usize::from(self.add_bos) + usize::from(self.add_eos)
+    }
+
+    /// The ids of `text`, with `<bos>`/`<eos>` as configured.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// Clears `out` and writes the ids of `text` into it, reusing its capacity.
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        self.with_scratch(|s| self.encode_into_with(text, out, s));
+    }
+
+    /// [`Self::encode_into`] with caller-owned scratch memory (no pool lock).
+    pub fn encode_into_with(&self, text: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
+        out.clear();
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            out.push(bos);
+        }
+        self.encode_content(text, scratch, |id| out.push(id));
+        if let (true, Some(eos)) = (self.add_eos, self.eos) {
+            out.push(eos);
+        }
+    }
+
+    /// Clears `out` and writes at most `max_ids` ids: `<bos>`, the first
+    /// `max_ids - n_special_ids()` content ids, `<eos>`, which is how the reference
+    /// truncates (2048 ids: `<bos>` + 2046 + `<eos>`). Reports the untruncated length.
+    pub fn encode_truncated_into(
+        &self,
+        text: &str,
+        max_ids: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<Encoded, TokenizerError> {
+        self.with_scratch(|s| self.encode_truncated_into_with(text, max_ids, out, s))
+    }
+
+    /// [`Self::encode_truncated_into`] with caller-owned scratch memory.
+    pub fn encode_truncated_into_with(
+        &self,
+        text: &str,
+        max_ids: usize,
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+    ) -> Result<Encoded, TokenizerError> {
+        let needed = self.n_special_ids();
+        if max_ids < needed {
+            return Err(TokenizerError::LimitTooSmall { max_ids, needed });
+        }
+        out.clear();
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            out.push(bos);
+        }
+        let head = out.len();
+        // BPE runs over the whole text (a late merge can change early ids), so the
+        // content is encoded in full and cut afterwards.
+        self.encode_content(text, scratch, |id| out.push(id));
+        let n_content = out.len() - head;
+        out.truncate(head + n_content.min(max_ids - needed));
+        if let (true, Some(eos)) = (self.add_eos, self.eos) {
+            out.push(eos);
+        }
+        Ok(Encoded { n_ids: out.len(), n_ids_untruncated: n_content + needed })
+    }
+
+    /// Number of ids `encode` would return, without building them.
+    pub fn count_ids(&self, text: &str) -> usize {
+        let mut n = self.n_special_ids();
+        self.with_scratch(|s| self.encode_content(text, s, |_| n += 1));
+        n
+    }
+
+    /// The text of `ids` as HF's decoder gives it: `▁` becomes a space, runs of
+    /// `<0xNN>` pieces become their UTF-8 text (each byte of an invalid run becomes
+    /// U+FFFD), every other piece, special or not, is written as its text.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut text = String::with_capacity(ids.len() * 4);
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let piece =
+                self.piece(id).ok_or(TokenizerError::UnknownId { id, vocab_size: self.vocab_size() })?;
+            if let Some(b) = byte_piece_value(piece) {
+                bytes.push(b);
+                continue;
+            }
+            flush_bytes(&mut bytes, &mut text);
+            for c in piece.chars() {
+                text.push(if c == '\u{2581}' { ' ' } else { c });
+            }
+        }
+        flush_bytes(&mut bytes, &mut text);
+        Ok(text)
+    }
+
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut scratch = self.pool.lock().pop().unwrap_or_default();
+        let r = f(&mut scratch);
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL_LIMIT {
+            pool.push(scratch);
+        }
+        r
+    }
+
+    /// Content ids of `text` (no `<bos>`/`<eos>`), passed to `emit` in order.
+    fn encode_content(&self, text: &str, scratch: &mut Scratch, mut emit: impl FnMut(u32)) {
+        let bytes = text.as_bytes();
+        let specials = &self.tables.specials;
+        let mut seg_start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if specials.may_start(bytes[i])
+                && let Some((id, len)) = specials.longest_at(bytes, i)
+            {
+                // Added-token texts are whole UTF-8 strings, so `i` and `i + len` are
+                // character boundaries.
+                self.encode_segment(&text[seg_start..i], scratch, &mut emit);
+                emit(id);
+                i += len;
+                seg_start = i;
+            } else {
+                i += 1;
+            }
+        }
+        self.encode_segment(&text[seg_start..], scratch, &mut emit);
+    }
+
+    /// BPE over one stretch of text free of added tokens. The pre-tokenizer of
+    /// Gemma's `tokenizer.json` splits on `' '` after spaces became `▁`, so it never
+    /// splits: the whole stretch is one word.
+    fn encode_segment(&self, mut seg: &str, scratch: &mut Scratch, emit: &mut impl FnMut(u32)) {
+        while seg.len() > MAX_SEGMENT {
+            let mut cut = MAX_SEGMENT;
+            while !seg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (head, tail) = seg.split_at(cut);
+            self.encode_word(head, scratch, emit);
+            seg = tail;
+        }
+        self.encode_word(seg, scratch, emit);
+    }
+
+    fn encode_word(&self, word: &str, scratch: &mut Scratch, emit: &mut impl FnMut(u32)) {
+        if word.is_empty() {
+            return;
+        }
+        let t = &self.tables;
+        scratch.clear();
+        // A run of characters that neither are pieces nor have all their bytes as
+        // `<0xNN>` pieces becomes one `<unk>`, emitted when the next character that is
+        // a piece arrives (HF's `fuse_unk`, including its placement after any byte
+        // pieces in between).
+        let mut pending_unk: u32 = 0;
+        for ch in word.chars() {
+            let c = if ch == ' ' { '\u{2581}' } else { ch };
+            let len = ch.len_utf8() as u32;
+            let id = if c.is_ascii() {
+                t.ascii[c as usize]
+            } else {
+                t.chars.get(&c).copied().unwrap_or(NONE)
+            };
+            if id != NONE {
+                if pending_unk > 0 {
+                    self.push_unk(scratch, pending_unk);
+                    pending_unk = 0;
+                }
+                scratch.push(id, len);
+                continue;
+            }
+            let mut buf = [0u8; 4];
+            let utf8 = c.encode_utf8(&mut buf).as_bytes();
+            if utf8.iter().all(|&b| t.byte_ids[usize::from(b)] != NONE) {
+                for &b in utf8 {
+                    scratch.push(t.byte_ids[usize::from(b)], 1);
+                }
+            } else if self.unk.is_some() {
+                pending_unk += len;
+            }
+        }
+        if pending_unk > 0 {
+            self.push_unk(scratch, pending_unk);
+        }
+        if scratch.len() == 1 {
+            // A single symbol has nothing to merge with.
+            if let Some(id) = scratch.last_id() {
+                emit(id);
+            }
+            return;
+        }
+        scratch.merge_and_emit(&t.merges, |id| emit(id));
+    }
+
+    fn push_unk(&self, scratch: &mut Scratch, len: u32) {
+        if let Some(unk) = self.unk {
+            scratch.push(unk, len);
+        }
+    }
+
+    /// The merge rule for the adjacent pair `(left, right)`: `(rank, merged id)`, lower
+    /// ranks merging first. Rank `r` is line `r` of `tokenizer.json`'s merge list.
+    pub fn merge_rule(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        self.tables.merges.get(&crate::bpe::pair_key(left, right)).map(|m| (m.rank, m.new_id))
+    }
+
+    /// Number of merge rules derived from the vocabulary.
+    pub fn n_merges(&self) -> usize {
+        self.tables.merges.len()
+    }
+
+    /// Number of tokens in the BPE model (the vocabulary without extra added tokens).
+    pub fn model_vocab_size(&self) -> usize {
+        self.tables.model_vocab
+    }
+}
+
+/// The byte of a `<0xNN>` piece, by HF's `ByteFallback` decoder rule.
+fn byte_piece_value(piece: &str) -> Option<u8> {
+    if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
+        u8::from_str_radix(piece.get(3..5)?, 16).ok()
+    } else {
+        None
+    }
+}
+
+fn flush_bytes(bytes: &mut Vec<u8>, text: &mut String) {
+    if bytes.is_empty() {
+        return;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => text.push_str(s),
+        Err(_) => text.extend(std::iter::repeat_n('\u{FFFD}', bytes.len())),
+    }
+    bytes.clear();
+}

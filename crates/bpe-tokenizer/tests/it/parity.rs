@@ -1,0 +1,75 @@
+//! Parity with HF `tokenizers` (the reference implementation, as a Rust crate) on the
+//! model's tokenizer.json.
+
+use proptest::prelude::*;
+
+use crate::support;
+
+fn hf_ids(text: &str) -> Vec<u32> {
+    support::hf_tokenizer().encode(text, true).expect("hf encode").get_ids().to_vec()
+}
+
+#[test]
+fn dev_and_edge_texts_match_tokenizers_crate() {
+    let tok = support::full_tokenizer();
+    let mut texts: Vec<String> = support::LANGS.iter().flat_map(|l| support::dev_cases(l)).map(|c| c.text).collect();
+    texts.extend(support::edge_cases().into_iter().map(|c| c.text));
+    let mut failures = Vec::new();
+    for text in &texts {
+        let (ours, theirs) = (tok.encode(text), hf_ids(text));
+        if ours != theirs && failures.len() < 10 {
+            failures.push(format!("{}\n  hf   {theirs:?}\n  ours {ours:?}", support::show(text)));
+        }
+    }
+    eprintln!("parity with tokenizers crate: {} texts", texts.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Building blocks that stress the tricky parts: spaces (merged into `▁` runs),
+/// added-token text and its look-alikes, newlines and tabs, byte fallback, scripts
+/// without spaces, combining marks.
+fn fragment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-zA-Z]{1,8}",
+        3 => Just(" ".to_owned()),
+        1 => "[ ]{2,40}",
+        1 => "[\t\n\r]{1,5}",
+        1 => prop::sample::select(vec![
+            "<bos>", "<eos>", "<pad>", "<unk>", "<mask>", "<unused0>", "<unused6241>",
+            "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "[multimodal]", "<table>",
+            "</td>", "<b>", "<bo", "<unused", "<0x41>", "\u{2581}", "\u{2581}\u{2581}", "\u{2581}a",
+            "\0", "\u{1}", "\u{7f}", "\u{85}", "\u{a0}", "\u{200b}", "\u{200d}", "\u{feff}",
+            "\u{301}", "e\u{301}", "é", "ß", "中文", "日本語", "ไทย", "العربية", "한국어",
+            "👨\u{200d}👩\u{200d}👧", "🇯🇵", "❤\u{fe0f}", "\u{e000}", "\u{10ffff}", "𓀀",
+        ])
+        .prop_map(str::to_owned),
+        1 => any::<char>().prop_map(String::from),
+        1 => "[0-9.,;:!?()\\[\\]{}<>/\\\\\"'_#@&*+=-]{1,6}",
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(fragment(), 0..24).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_texts_match_tokenizers_crate(s in text()) {
+        prop_assert_eq!(support::full_tokenizer().encode(&s), hf_ids(&s), "text {:?}", s);
+    }
+
+    #[test]
+    fn random_texts_from_gguf_data_match_tokenizers_crate(s in text()) {
+        prop_assume!(!s.contains("<image_soft_token>"));
+        prop_assert_eq!(support::gguf_tokenizer().encode(&s), hf_ids(&s), "text {:?}", s);
+    }
+
+    #[test]
+    fn decode_matches_tokenizers_crate(s in text()) {
+        let ids = support::full_tokenizer().encode(&s);
+        let theirs = support::hf_tokenizer().decode(&ids, false).expect("hf decode");
+        prop_assert_eq!(support::full_tokenizer().decode(&ids).expect("known ids"), theirs);
+    }
+}
