@@ -12,64 +12,13 @@
 //! texts or on how blocks are spread over threads: the per-text half of the batch-independence
 //! invariant.
 
+use quant_kernels::{GemmScratch, Kernels, Serial, gemm_f32_nn, gemm_f32_nt};
+
 use crate::activation::exp_f32;
 
 /// Tokens per query block. Large enough that the two products are real matrix products, small
 /// enough that the scores of a block (`QUERY_BLOCK · n_head · keys`) stay in L2.
 pub(crate) const QUERY_BLOCK: usize = 32;
-
-/// Dense `f32` matrix products used by attention. Implemented over the SIMD kernels of
-/// `quant-kernels`; [`PortableGemm`] is the plain-Rust twin used to test them.
-pub(crate) trait DenseGemm: Sync {
-    /// `c[m×n] = a[m×k] · b[n×k]ᵀ` (both operands row-major over `k`).
-    fn gemm_nt(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize);
-    /// `c[m×n] = a[m×k] · b[k×n]` (both row-major).
-    fn gemm_nn(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize);
-}
-
-/// Straightforward loops; the compiler vectorises the inner ones.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PortableGemm;
-
-impl DenseGemm for PortableGemm {
-    fn gemm_nt(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
-        for i in 0..m {
-            let ar = &a[i * k..(i + 1) * k];
-            for j in 0..n {
-                let br = &b[j * k..(j + 1) * k];
-                let mut acc = [0.0f32; 8];
-                let mut ca = ar.chunks_exact(8);
-                let mut cb = br.chunks_exact(8);
-                for (x, y) in (&mut ca).zip(&mut cb) {
-                    for l in 0..8 {
-                        acc[l] += x[l] * y[l];
-                    }
-                }
-                let mut s: f32 = acc.iter().sum();
-                for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-                    s += x * y;
-                }
-                c[i * n + j] = s;
-            }
-        }
-    }
-
-    fn gemm_nn(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
-        for i in 0..m {
-            let cr = &mut c[i * n..(i + 1) * n];
-            cr.fill(0.0);
-            for p in 0..k {
-                let s = a[i * k + p];
-                if s == 0.0 {
-                    continue;
-                }
-                for (o, &v) in cr.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                    *o += s * v;
-                }
-            }
-        }
-    }
-}
 
 /// Shape of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +56,8 @@ pub(crate) fn key_span(shape: &AttnShape, t: usize, block: usize) -> (usize, usi
 /// `rows·n_head × keys` values are the softmax probabilities. Returns the first key index.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_block(
-    gemm: &dyn DenseGemm,
+    kernels: &Kernels,
+    gemm: &mut GemmScratch,
     shape: &AttnShape,
     q_block: &mut [f32],
     k: &[f32],
@@ -123,7 +73,10 @@ pub(crate) fn attend_block(
     let n = j1 - j0;
     let rows = q_block.len() / d;
     let s = &mut scores[..rows * n];
-    gemm.gemm_nt(q_block, &k[j0 * d..j1 * d], s, rows, n, d);
+    let kv = j0 * d..j1 * d;
+    if let Err(e) = gemm_f32_nt(kernels, q_block, rows, d, &k[kv.clone()], n, s, gemm, &Serial) {
+        unreachable!("attention operands are sized from the block: {e}");
+    }
     for (r, row) in s.chunks_exact_mut(n).enumerate() {
         let i = i0 + r / h;
         let (lo, hi) = match shape.half_window {
@@ -132,7 +85,9 @@ pub(crate) fn attend_block(
         };
         softmax_span(row, lo, hi, shape.scale);
     }
-    gemm.gemm_nn(s, &v[j0 * d..j1 * d], q_block, rows, d, n);
+    if let Err(e) = gemm_f32_nn(kernels, s, rows, n, &v[kv], d, q_block, gemm, &Serial) {
+        unreachable!("attention operands are sized from the block: {e}");
+    }
     j0
 }
 
@@ -218,6 +173,12 @@ mod tests {
     }
 
     fn run(shape: &AttnShape, t: usize) {
+        for kernels in Kernels::all_supported() {
+            run_on(kernels, shape, t);
+        }
+    }
+
+    fn run_on(kernels: &Kernels, shape: &AttnShape, t: usize) {
         let (h, d) = (shape.n_head, shape.head_dim);
         let q = data(t * h * d, 1 + t as u32);
         let k = data(t * d, 2 + t as u32);
@@ -226,10 +187,14 @@ mod tests {
         let mut out = q.clone();
         let mut scores = vec![f32::NAN; scores_len(shape, t)];
         for (b, blk) in out.chunks_mut(QUERY_BLOCK * h * d).enumerate() {
-            attend_block(&PortableGemm, shape, blk, &k, &v, t, b, &mut scores);
+            attend_block(kernels, &mut GemmScratch::new(), shape, blk, &k, &v, t, b, &mut scores);
         }
         for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
-            assert!((f64::from(g) - w).abs() < ATTN_ABS_TOL, "t={t} i={i} got {g} want {w}");
+            assert!(
+                (f64::from(g) - w).abs() < ATTN_ABS_TOL,
+                "{:?} t={t} i={i} got {g} want {w}",
+                kernels.isa()
+            );
         }
     }
 
@@ -266,8 +231,9 @@ mod tests {
         for (blk, (ra, rb)) in
             a.chunks_mut(QUERY_BLOCK * 24).zip(b.chunks_mut(QUERY_BLOCK * 24)).enumerate()
         {
-            attend_block(&PortableGemm, &full, ra, &k, &v, t, blk, &mut scores);
-            attend_block(&PortableGemm, &slid, rb, &k, &v, t, blk, &mut scores);
+            let mut g = GemmScratch::new();
+            attend_block(Kernels::get(), &mut g, &full, ra, &k, &v, t, blk, &mut scores);
+            attend_block(Kernels::get(), &mut g, &slid, rb, &k, &v, t, blk, &mut scores);
         }
         assert_eq!(a, b);
     }

@@ -1,7 +1,7 @@
 //! The crate's error types: one for loading, one for the caller's inputs to a forward pass.
 
 use gguf_format::GgufError;
-use quant_kernels::KernelError;
+use quant_kernels::{Isa, KernelError};
 
 /// Why a GGUF file could not be loaded as an EmbeddingGemma model.
 ///
@@ -67,6 +67,12 @@ pub enum ModelError {
         name: String,
         /// ggml's name of the type.
         ty: String,
+    },
+    /// The requested instruction set is not available on this CPU.
+    #[error("instruction set {isa} is not supported on this cpu")]
+    UnsupportedIsa {
+        /// The requested level.
+        isa: Isa,
     },
     /// The kernels rejected a tensor while preparing it (should not happen after the checks
     /// above; reported rather than hidden).

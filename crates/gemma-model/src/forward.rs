@@ -6,7 +6,9 @@
 //! a text's rows in order, and the GEMM's rows are independent of each other: a text's vector
 //! is the same bit for bit whatever else is in the batch.
 
-use crate::linear::ParallelFor;
+use std::sync::Mutex;
+
+use quant_kernels::ParallelFor;
 
 use crate::activation::gelu_tanh_mul;
 use crate::attention::{self, AttnShape};
@@ -15,7 +17,7 @@ use crate::linear::Exec;
 use crate::model::{GemmaModel, Layer};
 use crate::norm::{rms_norm_add, rms_norm_in_place, rms_norm_into};
 use crate::pooling::{l2_normalize, mean_rows};
-use crate::scratch::{HEAD_CHUNK, ModelScratch};
+use crate::scratch::{AttnWork, HEAD_CHUNK, ModelScratch};
 use crate::trace::{MaybeTrace, TracePoint};
 
 /// Runs `texts` (all non-empty, valid ids, total tokens within the scratch budget) and writes
@@ -39,8 +41,9 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     s.offsets.push(total);
     let m = total;
 
-    let ModelScratch { x, h, q, k, v, gate, up, scores, offsets, pooled, dense_mid, acc, gemm, .. } =
-        s;
+    let ModelScratch {
+        x, h, q, k, v, gate, up, attn, scores_len, offsets, pooled, dense_mid, acc, gemm, ..
+    } = s;
     let mut exec = Exec { par, gemm };
 
     // Token embeddings, scaled by sqrt(d) in f32 as the reference does.
@@ -62,7 +65,8 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         v: &mut v[..m * c.value_length],
         gate: &mut gate[..m * c.feed_forward_length],
         up: &mut up[..m * c.feed_forward_length],
-        scores,
+        attn,
+        scores_len: *scores_len,
         offsets,
     };
     let mut bufs = bufs;
@@ -108,7 +112,8 @@ struct LayerBufs<'a> {
     v: &'a mut [f32],
     gate: &'a mut [f32],
     up: &'a mut [f32],
-    scores: &'a mut [f32],
+    attn: &'a Mutex<Vec<AttnWork>>,
+    scores_len: usize,
     offsets: &'a [usize],
 }
 
@@ -179,27 +184,43 @@ fn layer_forward<T: MaybeTrace>(
         },
         scale: c.attention_scale,
     };
-    for w in b.offsets.windows(2) {
-        let (t0, t1) = (w[0], w[1]);
-        let t = t1 - t0;
-        let k = &b.k[t0 * hd..t1 * hd];
-        let v = &b.v[t0 * hd..t1 * hd];
-        for (blk, q_block) in b.q[t0 * qd..t1 * qd]
-            .chunks_mut(attention::QUERY_BLOCK * qd)
-            .enumerate()
-        {
-            let first_key =
-                attention::attend_block(model.dense_gemm(), &shape, q_block, k, v, t, blk, b.scores);
-            if T::ON {
-                let rows = q_block.len() / hd;
-                let (j0, j1) = attention::key_span(&shape, t, blk);
-                let keys = j1 - j0;
-                tr.record(
-                    TracePoint::AttnProbs { layer: l, block: blk, first_key },
-                    &b.scores[..rows * keys],
-                );
-            }
+    let kernels = model.kernels();
+    let blocks = QueryBlocks::new(b.q, b.offsets, qd);
+    if T::ON {
+        // Traced runs are serial and record each block's probabilities.
+        let mut pool = b.attn.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(work) = pool.last_mut() else { unreachable!("the pool holds a workspace") };
+        for (t0, t, blk, q_block) in blocks {
+            let (k, v) = (&b.k[t0 * hd..(t0 + t) * hd], &b.v[t0 * hd..(t0 + t) * hd]);
+            let first_key = attention::attend_block(
+                kernels, &mut work.gemm, &shape, q_block, k, v, t, blk, &mut work.scores,
+            );
+            let rows = q_block.len() / hd;
+            let (j0, j1) = attention::key_span(&shape, t, blk);
+            tr.record(
+                TracePoint::AttnProbs { layer: l, block: blk, first_key },
+                &work.scores[..rows * (j1 - j0)],
+            );
         }
+    } else {
+        // Blocks are handed out one per task through a lock, each task borrowing a workspace
+        // from the pool: every block is computed the same way whichever thread runs it.
+        let n_tasks = blocks.len();
+        let blocks = Mutex::new(blocks);
+        let (kall, vall, pool, scores_len) = (&*b.k, &*b.v, b.attn, b.scores_len);
+        exec.par.run(n_tasks, &|_| {
+            let item = blocks.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let Some((t0, t, blk, q_block)) = item else { return };
+            let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            // A parallel-for running more tasks at once than it reports threads gets a
+            // temporary workspace rather than an error.
+            let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len));
+            let (k, v) = (&kall[t0 * hd..(t0 + t) * hd], &vall[t0 * hd..(t0 + t) * hd]);
+            attention::attend_block(
+                kernels, &mut work.gemm, &shape, q_block, k, v, t, blk, &mut work.scores,
+            );
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(work);
+        });
     }
     tr.record(TracePoint::AttnOut(l), b.q);
 
@@ -254,3 +275,50 @@ fn rotate_rows(rows: &mut [f32], width: usize, offsets: &[usize], rope: &crate::
         }
     }
 }
+
+/// The query blocks of every text in the group, as disjoint mutable row ranges:
+/// `(first row of the text, text length, block index, block rows)`.
+struct QueryBlocks<'a> {
+    rest: &'a mut [f32],
+    offsets: &'a [usize],
+    width: usize,
+    text: usize,
+    block: usize,
+    remaining: usize,
+}
+
+impl<'a> QueryBlocks<'a> {
+    fn new(q: &'a mut [f32], offsets: &'a [usize], width: usize) -> QueryBlocks<'a> {
+        let remaining = offsets.windows(2).map(|w| (w[1] - w[0]).div_ceil(attention::QUERY_BLOCK)).sum();
+        QueryBlocks { rest: q, offsets, width, text: 0, block: 0, remaining }
+    }
+}
+
+impl<'a> Iterator for QueryBlocks<'a> {
+    type Item = (usize, usize, usize, &'a mut [f32]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (t0, t1) = (*self.offsets.get(self.text)?, *self.offsets.get(self.text + 1)?);
+        let t = t1 - t0;
+        let first = self.block * attention::QUERY_BLOCK;
+        let rows = attention::QUERY_BLOCK.min(t - first);
+        let rest = std::mem::take(&mut self.rest);
+        let (head, tail) = rest.split_at_mut(rows * self.width);
+        self.rest = tail;
+        let item = (t0, t, self.block, head);
+        if first + rows == t {
+            self.text += 1;
+            self.block = 0;
+        } else {
+            self.block += 1;
+        }
+        self.remaining -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for QueryBlocks<'_> {}

@@ -17,7 +17,7 @@ mod trace;
 
 pub use config::{LayerKind, ModelConfig};
 pub use error::{InputError, ModelError};
-pub use linear::{GemmScratch, ParallelFor, Serial};
+pub use quant_kernels::{Isa, ParallelFor, Serial};
 pub use model::{GemmaModel, LoadOptions, NumericPath};
 pub use pooling::{l2_normalize, matryoshka};
 pub use scratch::ModelScratch;

@@ -3,37 +3,7 @@
 use std::sync::Arc;
 
 use gguf_format::GgufFile;
-use quant_kernels::QuantType;
-
-pub use shim::{GemmScratch, ParallelFor, Serial};
-
-/// Stand-ins until quant-kernels publishes its GEMM API.
-mod shim {
-    /// Splits work over threads.
-    pub trait ParallelFor: Sync {
-        /// Runs `f(0..n)`.
-        fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync));
-    }
-    /// Runs everything on the calling thread.
-    #[derive(Debug, Clone, Copy)]
-    pub struct Serial;
-    impl ParallelFor for Serial {
-        fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-            (0..n).for_each(f)
-        }
-    }
-    /// GEMM packing buffers.
-    #[derive(Debug, Default)]
-    pub struct GemmScratch;
-    impl GemmScratch {
-        /// Empty buffers.
-        pub fn new() -> Self {
-            GemmScratch
-        }
-    }
-}
-
-use crate::attention::DenseGemm;
+use quant_kernels::{GemmScratch, PackedMatrix, ParallelFor, QuantType};
 
 /// The parallel-for and GEMM scratch of one forward pass.
 pub(crate) struct Exec<'a> {
@@ -41,45 +11,29 @@ pub(crate) struct Exec<'a> {
     pub gemm: &'a mut GemmScratch,
 }
 
-/// A weight matrix of `rows` outputs by `cols` inputs (ggml shape `[cols, rows]`).
+/// A weight matrix of `n` outputs by `k` inputs (ggml shape `[k, n]`), packed once at load.
 #[derive(Debug)]
 pub(crate) struct Linear {
-    rows: usize,
-    cols: usize,
-    inner: Inner,
-}
-
-#[derive(Debug)]
-enum Inner {
-    /// Plain f32 rows, multiplied by the portable loops.
-    F32(Vec<f32>),
+    packed: PackedMatrix,
 }
 
 impl Linear {
-    /// A matrix from f32 rows (`rows × cols`, row-major).
-    pub(crate) fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Linear {
-        assert_eq!(data.len(), rows * cols);
-        Linear { rows, cols, inner: Inner::F32(data) }
+    pub(crate) fn new(packed: PackedMatrix) -> Linear {
+        Linear { packed }
     }
 
-    /// Output width.
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input width.
-    pub(crate) fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// `c[m × rows] = a[m × cols] · Wᵀ`.
+    /// `c[m × n] = a[m × k] · Wᵀ`.
     pub(crate) fn forward(&self, a: &[f32], m: usize, c: &mut [f32], exec: &mut Exec<'_>) {
-        let _ = &exec;
-        match &self.inner {
-            Inner::F32(w) => {
-                crate::attention::PortableGemm.gemm_nt(a, w, c, m, self.rows, self.cols)
-            }
+        debug_assert!(a.len() == m * self.packed.k() && c.len() == m * self.packed.n());
+        if let Err(e) = self.packed.matmul(a, m, c, exec.gemm, exec.par) {
+            // The forward pass sizes every operand from the shapes checked at load.
+            unreachable!("matmul operands are sized from validated shapes: {e}");
         }
+    }
+
+    /// Bytes of packed weights.
+    pub(crate) fn packed_bytes(&self) -> usize {
+        self.packed.packed_bytes()
     }
 }
 

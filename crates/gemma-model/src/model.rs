@@ -4,10 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gguf_format::{GgufError, GgufFile, TensorView};
-use quant_kernels::QuantType;
-use crate::linear::ParallelFor;
+use quant_kernels::{Isa, Kernels, PackedMatrix, ParallelFor, QuantType};
 
-use crate::attention::DenseGemm;
 use crate::config::ModelConfig;
 use crate::error::{InputError, ModelError};
 use crate::forward::forward_group;
@@ -33,6 +31,8 @@ pub enum NumericPath {
 pub struct LoadOptions {
     /// The arithmetic of the matrix products.
     pub path: NumericPath,
+    /// The instruction set of every kernel; `None` picks the best this CPU supports.
+    pub isa: Option<Isa>,
 }
 
 /// One transformer block's weights. Norm weights are as stored in GGUF (`1 + w`).
@@ -68,7 +68,7 @@ pub struct GemmaModel {
     pub(crate) dense3: Linear,
     pub(crate) rope_full: RopeTable,
     pub(crate) rope_swa: RopeTable,
-    gemm: crate::attention::PortableGemm,
+    kernels: &'static Kernels,
 }
 
 const ARCH: &str = "gemma-embedding";
@@ -89,12 +89,15 @@ impl GemmaModel {
         if arch != ARCH {
             return Err(ModelError::WrongArchitecture { found: arch.to_owned() });
         }
-        let config = read_config(&file)?;
-        let c = &config;
-        let d = c.embedding_length as u64;
-        let ff = c.feed_forward_length as u64;
-        let qd = c.q_dim() as u64;
-        let kd = c.key_length as u64;
+        let kernels = match options.isa {
+            None => Kernels::get(),
+            Some(isa) => Kernels::for_isa(isa).ok_or(ModelError::UnsupportedIsa { isa })?,
+        };
+        let mut config = read_config(&file)?;
+        let d = config.embedding_length as u64;
+        let ff = config.feed_forward_length as u64;
+        let qd = config.q_dim() as u64;
+        let kd = config.key_length as u64;
 
         let emb = tensor(&file, "token_embd.weight")?;
         let vocab = match emb.shape {
@@ -102,44 +105,47 @@ impl GemmaModel {
             _ => return Err(shape_error(&emb, &[d, 0])),
         };
         let emb_ty = weight_type(&emb)?;
+        if vocab == 0 {
+            return Err(shape_error(&emb, &[d, 1]));
+        }
         let row_bytes = emb_ty
-            .row_bytes(c.embedding_length)
+            .row_bytes(config.embedding_length)
             .map_err(|e| ModelError::Kernel { name: emb.name.to_owned(), source: e })?;
         let vocab_usize = usize::try_from(vocab).map_err(|_| shape_error(&emb, &[d, u32::MAX as u64]))?;
         let embedding = TokenEmbedding::new(
             Arc::clone(&file),
             emb.data_range().start,
             emb_ty,
-            c.embedding_length,
+            config.embedding_length,
             vocab_usize,
             row_bytes,
         );
-        let mut config = config.clone();
         config.vocab_size = vocab_usize;
+        let mat = |name: &str, cols: u64, rows: u64| matrix(&file, name, cols, rows, options.path, kernels);
 
         let mut layers = Vec::with_capacity(config.block_count);
         for l in 0..config.block_count {
             let name = |s: &str| format!("blk.{l}.{s}.weight");
             layers.push(Layer {
                 attn_norm: vector(&file, &name("attn_norm"), d)?,
-                wq: matrix(&file, &name("attn_q"), d, qd, options.path)?,
-                wk: matrix(&file, &name("attn_k"), d, kd, options.path)?,
-                wv: matrix(&file, &name("attn_v"), d, kd, options.path)?,
+                wq: mat(&name("attn_q"), d, qd)?,
+                wk: mat(&name("attn_k"), d, kd)?,
+                wv: mat(&name("attn_v"), d, kd)?,
                 q_norm: vector(&file, &name("attn_q_norm"), kd)?,
                 k_norm: vector(&file, &name("attn_k_norm"), kd)?,
-                wo: matrix(&file, &name("attn_output"), qd, d, options.path)?,
+                wo: mat(&name("attn_output"), qd, d)?,
                 post_attn_norm: vector(&file, &name("post_attention_norm"), d)?,
                 ffn_norm: vector(&file, &name("ffn_norm"), d)?,
-                gate: matrix(&file, &name("ffn_gate"), d, ff, options.path)?,
-                up: matrix(&file, &name("ffn_up"), d, ff, options.path)?,
-                down: matrix(&file, &name("ffn_down"), ff, d, options.path)?,
+                gate: mat(&name("ffn_gate"), d, ff)?,
+                up: mat(&name("ffn_up"), d, ff)?,
+                down: mat(&name("ffn_down"), ff, d)?,
                 post_ffw_norm: vector(&file, &name("post_ffw_norm"), d)?,
             });
         }
         let output_norm = vector(&file, "output_norm.weight", d)?;
         let hidden = config.dense_hidden as u64;
-        let dense2 = matrix(&file, "dense_2.weight", d, hidden, options.path)?;
-        let dense3 = matrix(&file, "dense_3.weight", hidden, config.embedding_dim as u64, options.path)?;
+        let dense2 = mat("dense_2.weight", d, hidden)?;
+        let dense3 = mat("dense_3.weight", hidden, config.embedding_dim as u64)?;
 
         let rope_full = RopeTable::new(config.rope_freq_base, config.key_length, config.context_length);
         let rope_swa = RopeTable::new(config.rope_freq_base_swa, config.key_length, config.context_length);
@@ -153,7 +159,7 @@ impl GemmaModel {
             dense3,
             rope_full,
             rope_swa,
-            gemm: crate::attention::PortableGemm,
+            kernels,
         })
     }
 
@@ -172,8 +178,17 @@ impl GemmaModel {
         self.config.embedding_dim
     }
 
-    pub(crate) fn dense_gemm(&self) -> &dyn DenseGemm {
-        &self.gemm
+    /// The kernel table every product of this model runs on.
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    /// Bytes held by the packed weight matrices (the embedding table stays in the file).
+    pub fn packed_bytes(&self) -> usize {
+        let per_layer = |l: &Layer| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down].iter().map(|m| m.packed_bytes()).sum::<usize>()
+        };
+        self.layers.iter().map(per_layer).sum::<usize>() + self.dense2.packed_bytes() + self.dense3.packed_bytes()
     }
 
     /// Embeds a batch of tokenised texts (each with its `<bos>` and `<eos>`), writing one
@@ -207,6 +222,7 @@ impl GemmaModel {
                 end += 1;
             }
             scratch.ensure(self, tokens);
+            scratch.ensure_workers(par.num_threads());
             forward_group(self, &texts[start..end], scratch, par, &mut out[start * dim..end * dim], &mut NoTrace);
             start = end;
         }
@@ -224,7 +240,8 @@ impl GemmaModel {
     ) -> Result<(), InputError> {
         self.check_inputs(&[ids], out)?;
         scratch.ensure(self, ids.len());
-        forward_group(self, &[ids], scratch, &crate::linear::Serial, out, &mut On(tracer));
+        scratch.ensure_workers(1);
+        forward_group(self, &[ids], scratch, &quant_kernels::Serial, out, &mut On(tracer));
         Ok(())
     }
 
@@ -400,20 +417,25 @@ fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError>
     Ok(out)
 }
 
-/// A 2-D weight of ggml shape `[cols, rows]`, prepared for the chosen numeric path.
-fn matrix(file: &GgufFile, name: &str, cols: u64, rows: u64, path: NumericPath) -> Result<Linear, ModelError> {
+/// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path.
+fn matrix(
+    file: &GgufFile,
+    name: &str,
+    cols: u64,
+    rows: u64,
+    path: NumericPath,
+    kernels: &'static Kernels,
+) -> Result<Linear, ModelError> {
     let t = tensor(file, name)?;
     if t.shape != [cols, rows] {
         return Err(shape_error(&t, &[cols, rows]));
     }
     let ty = weight_type(&t)?;
     let (rows, cols) = (rows as usize, cols as usize);
-    let _ = path;
-    let row_bytes = ty.row_bytes(cols).map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
-    let mut data = vec![0.0f32; rows * cols];
-    for (r, out) in data.chunks_exact_mut(cols).enumerate() {
-        quant_kernels::dequantize_row(ty, &t.data[r * row_bytes..(r + 1) * row_bytes], out)
-            .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    let packed = match path {
+        NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
+        NumericPath::Quantized => PackedMatrix::new(kernels, ty, rows, cols, t.data),
     }
-    Ok(Linear::from_f32(rows, cols, data))
+    .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    Ok(Linear::new(packed))
 }

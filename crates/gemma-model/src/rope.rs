@@ -38,11 +38,6 @@ impl RopeTable {
         RopeTable { half, cos, sin }
     }
 
-    /// Number of positions the table covers.
-    pub(crate) fn positions(&self) -> usize {
-        self.cos.len() / self.half.max(1)
-    }
-
     /// Cosines for one position (`head_dim / 2` values; the second half of a head reuses them).
     pub(crate) fn cos(&self, pos: usize) -> &[f32] {
         &self.cos[pos * self.half..(pos + 1) * self.half]
@@ -82,7 +77,6 @@ mod tests {
         let orig = row;
         t.rotate(&mut row, 0);
         assert_eq!(row, orig);
-        assert_eq!(t.positions(), 4);
     }
 
     #[test]

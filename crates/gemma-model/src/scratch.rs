@@ -1,6 +1,8 @@
 //! Per-worker working memory for the forward pass, sized once and reused.
 
-use crate::linear::GemmScratch;
+use std::sync::Mutex;
+
+use quant_kernels::GemmScratch;
 
 use crate::attention::{self, AttnShape};
 use crate::model::GemmaModel;
@@ -34,8 +36,12 @@ pub struct ModelScratch {
     pub(crate) gate: Vec<f32>,
     /// Up projection, `tokens × ff`.
     pub(crate) up: Vec<f32>,
-    /// Attention scores of one query block.
-    pub(crate) scores: Vec<f32>,
+    /// One attention workspace per thread of the caller's parallel-for.
+    pub(crate) attn: Mutex<Vec<AttnWork>>,
+    /// Scores each workspace holds (one query block against the longest text).
+    pub(crate) scores_len: usize,
+    /// Workspaces created so far (the pool's size when no task holds one).
+    pub(crate) attn_workers: usize,
     /// Start of each text of the current group in the token rows, plus the end.
     pub(crate) offsets: Vec<usize>,
     /// Pooled vectors, `HEAD_CHUNK × d`.
@@ -59,7 +65,9 @@ impl ModelScratch {
             v: Vec::new(),
             gate: Vec::new(),
             up: Vec::new(),
-            scores: Vec::new(),
+            attn: Mutex::new(Vec::new()),
+            scores_len: 0,
+            attn_workers: 0,
             offsets: Vec::with_capacity(HEAD_CHUNK + 1),
             pooled: Vec::new(),
             dense_mid: Vec::new(),
@@ -96,10 +104,38 @@ impl ModelScratch {
         self.v.resize(tokens * c.value_length, 0.0);
         self.gate.resize(tokens * c.feed_forward_length, 0.0);
         self.up.resize(tokens * c.feed_forward_length, 0.0);
-        self.scores.resize(attention::scores_len(&shape, longest), 0.0);
+        self.scores_len = attention::scores_len(&shape, longest);
+        let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
+        for w in pool.iter_mut() {
+            w.scores.resize(self.scores_len, 0.0);
+        }
         self.pooled.resize(HEAD_CHUNK * d, 0.0);
         self.dense_mid.resize(HEAD_CHUNK * c.dense_hidden, 0.0);
         self.acc.resize(d, 0.0);
         self.tokens = tokens;
+    }
+}
+
+/// Working memory of one attention task: a block's scores and the GEMM's packing buffer.
+#[derive(Debug)]
+pub(crate) struct AttnWork {
+    pub scores: Vec<f32>,
+    pub gemm: GemmScratch,
+}
+
+impl AttnWork {
+    pub(crate) fn new(scores_len: usize) -> AttnWork {
+        AttnWork { scores: vec![0.0; scores_len], gemm: GemmScratch::new() }
+    }
+}
+
+impl ModelScratch {
+    /// Makes sure the attention pool holds a workspace for each of `threads` threads.
+    pub(crate) fn ensure_workers(&mut self, threads: usize) {
+        let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
+        while self.attn_workers < threads.max(1) {
+            pool.push(AttnWork::new(self.scores_len));
+            self.attn_workers += 1;
+        }
     }
 }

@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use gemma_model::{
-    GemmaModel, LoadOptions, ModelScratch, NumericPath, Serial, TracePoint, matryoshka,
+    GemmaModel, LoadOptions, ModelScratch, NumericPath, ParallelFor, Serial, TracePoint,
+    matryoshka,
 };
 
 // ---- tolerances -------------------------------------------------------------------------------
@@ -40,7 +43,7 @@ fn f32_model() -> &'static GemmaModel {
     static M: OnceLock<GemmaModel> = OnceLock::new();
     M.get_or_init(|| {
         let p = model_path("GGUFEMBED_TEST_F32", "/work/dl/embeddinggemma-300m-f32.gguf");
-        GemmaModel::open(p, LoadOptions { path: NumericPath::F32 }).expect("load F32 model")
+        GemmaModel::open(p, LoadOptions { path: NumericPath::F32, isa: None }).expect("load F32 model")
     })
 }
 
@@ -48,9 +51,41 @@ fn q8_model() -> &'static GemmaModel {
     static M: OnceLock<GemmaModel> = OnceLock::new();
     M.get_or_init(|| {
         let p = model_path("GGUFEMBED_TEST_Q8_0", "/work/dl/embeddinggemma-300m-Q8_0.gguf");
-        GemmaModel::open(p, LoadOptions { path: NumericPath::Quantized }).expect("load Q8_0 model")
+        GemmaModel::open(p, LoadOptions { path: NumericPath::Quantized, isa: None }).expect("load Q8_0 model")
     })
 }
+
+/// A parallel-for over scoped threads, for tests only (the crate never creates threads).
+struct ScopedThreads(usize);
+
+impl ParallelFor for ScopedThreads {
+    fn num_threads(&self) -> usize {
+        self.0
+    }
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        if n_tasks <= 1 || self.0 <= 1 {
+            (0..n_tasks).for_each(task);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..self.0.min(n_tasks) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n_tasks {
+                            break;
+                        }
+                        task(i);
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Threads for the set tests (CI has two cores).
+const TEST_THREADS: usize = 2;
 
 struct Npz(npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>);
 
@@ -207,7 +242,7 @@ fn set_cosines(model: &GemmaModel, stem: &str, dim: usize, renorm: bool) -> Vec<
     let full = model.embedding_dim();
     let mut out = vec![0.0f32; texts.len() * full];
     let mut scratch = ModelScratch::new(model, 4096);
-    model.embed_batch(&texts, &mut scratch, &Serial, &mut out).expect("embed");
+    model.embed_batch(&texts, &mut scratch, &ScopedThreads(TEST_THREADS), &mut out).expect("embed");
     let mut prefix = Vec::new();
     out.chunks_exact(full)
         .zip(want.chunks_exact(dim))
@@ -227,9 +262,14 @@ fn f32_gguf_matches_every_set() {
     let model = f32_model();
     let mut failures = Vec::new();
     for &(stem, dim, renorm) in SETS {
+        let t = Instant::now();
         let c = set_cosines(model, stem, dim, renorm);
         let (min, mean) = min_mean(&c);
-        println!("F32  {stem:28} n={:4} min {min:.7} mean {mean:.7}", c.len());
+        println!(
+            "F32  {stem:28} n={:4} min {min:.7} mean {mean:.7} ({:.1} s)",
+            c.len(),
+            t.elapsed().as_secs_f64()
+        );
         for (i, &x) in c.iter().enumerate() {
             if x < F32_MIN_COS {
                 failures.push(format!("{stem}[{i}] cosine {x}"));
@@ -237,4 +277,72 @@ fn f32_gguf_matches_every_set() {
         }
     }
     assert!(failures.is_empty(), "below {F32_MIN_COS}: {failures:?}");
+}
+
+#[test]
+fn q8_0_gguf_quantized_path_matches_every_set() {
+    let model = q8_model();
+    let mut failures = Vec::new();
+    for &(stem, dim, renorm) in SETS {
+        let t = Instant::now();
+        let c = set_cosines(model, stem, dim, renorm);
+        let (min, mean) = min_mean(&c);
+        println!(
+            "Q8_0 {stem:28} n={:4} min {min:.7} mean {mean:.7} ({:.1} s)",
+            c.len(),
+            t.elapsed().as_secs_f64()
+        );
+        for (i, &x) in c.iter().enumerate() {
+            if x < Q8_MIN_COS {
+                failures.push(format!("{stem}[{i}] cosine {x}"));
+            }
+        }
+        if mean < Q8_MEAN_COS {
+            failures.push(format!("{stem} mean {mean}"));
+        }
+    }
+    assert!(failures.is_empty(), "Q8_0 below bar: {failures:?}");
+}
+
+// ---- batch independence -----------------------------------------------------------------------
+
+/// A text's vector is bit-identical alone, in batches of any composition, in groups split by a
+/// small token budget, and with any thread count.
+#[test]
+fn vectors_do_not_depend_on_batch_or_threads() {
+    let model = q8_model();
+    let dir = reference_dir();
+    let mut ids = read_ids(&dir.join("emb-dev-en.jsonl"));
+    ids.truncate(12);
+    // Two long texts, so sliding-window layers and several query blocks per text take part.
+    ids.extend(read_ids(&dir.join("emb-long.jsonl")).into_iter().take(2));
+    let dim = model.embedding_dim();
+    let alone: Vec<Vec<f32>> = ids
+        .iter()
+        .map(|t| {
+            let mut out = vec![0.0; dim];
+            let mut scratch = ModelScratch::new(model, t.len());
+            model.embed_batch(&[t], &mut scratch, &Serial, &mut out).expect("embed");
+            out
+        })
+        .collect();
+    let texts: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let mut reversed = texts.clone();
+    reversed.reverse();
+    for (threads, budget) in [(1, 4096), (2, 4096), (3, 64), (2, 700)] {
+        for (order, batch) in [("forward", &texts), ("reversed", &reversed)] {
+            let mut out = vec![0.0; batch.len() * dim];
+            let mut scratch = ModelScratch::new(model, budget);
+            model
+                .embed_batch(batch, &mut scratch, &ScopedThreads(threads), &mut out)
+                .expect("embed");
+            for (i, row) in out.chunks_exact(dim).enumerate() {
+                let j = if order == "forward" { i } else { ids.len() - 1 - i };
+                assert!(
+                    row == alone[j].as_slice(),
+                    "text {j} differs ({order}, {threads} threads, budget {budget})"
+                );
+            }
+        }
+    }
 }
