@@ -11,17 +11,19 @@ use crate::value::ValueType;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GgufError {
-    /// Opening, mapping or writing a file failed.
-    #[error("{path}: {source}")]
+    // The io::Errors below are shown in the message and deliberately not exposed as
+    // `source()`, so that printing the whole error chain does not repeat them.
+    /// Opening or mapping a file failed.
+    #[error("{path}: {error}")]
     Io {
-        /// The file involved (empty for a writer's sink).
+        /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Writing to the output of a [`GgufWriter`](crate::GgufWriter) failed.
     #[error("writing gguf data failed: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
     /// A fixed-size field runs past the end of the input.
     #[error("truncated at byte {offset}: {what} needs {needed} bytes, {available} remain")]
     Truncated {

@@ -83,9 +83,9 @@ impl Gguf<Mapping> {
     /// process maps it breaks the contract: reads may see torn data or fault (SIGBUS).
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: this is the one place the crate maps a file, and it upholds the contract

@@ -1,2 +1,41 @@
 //! The ggufembed command-line tool.
-fn main() {}
+//!
+//! One module per subcommand, each exposing `Args` (its clap arguments) and
+//! `run(Args) -> anyhow::Result<()>`; adding a subcommand is one variant of [`Command`] and
+//! one arm in [`main`].
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+
+/// Text embeddings with EmbeddingGemma, from GGUF, in pure Rust.
+#[derive(Debug, Parser)]
+#[command(name = "ggufembed", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a GGUF file's header, metadata and tensor table.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain joined by ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

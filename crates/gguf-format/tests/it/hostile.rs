@@ -219,7 +219,8 @@ fn absurd_counts_and_lengths() {
 
     // Tensor shapes: 2^62 f32 elements overflow the byte size; 2^64 elements overflow the
     // count; 2^62 Q8_0 elements fit in u64 bytes but not in the file.
-    let cases: [(&[u64], u32, fn(&GgufError) -> bool); 4] = [
+    type Check = fn(&GgufError) -> bool;
+    let cases: [(&[u64], u32, Check); 4] = [
         (&[1 << 31, 1 << 31], 0, |e| {
             matches!(e, GgufError::TensorSizeOverflow { offset: 24, .. })
         }),
