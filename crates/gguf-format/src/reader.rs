@@ -21,6 +21,13 @@ pub(crate) const MAX_NAME_BYTES: usize = 64;
 /// ggml's `GGML_MAX_DIMS`.
 pub(crate) const MAX_DIMS: u32 = 4;
 
+/// Counts have been checked against the bytes left, but an index entry is several times
+/// larger than the fewest bytes its encoding can take; capping the up-front reservation keeps
+/// memory proportional to what is actually parsed, not to what a header claims.
+fn prealloc(count: u64) -> usize {
+    count.min(4096) as usize
+}
+
 /// Fewest bytes one metadata entry occupies: key length, type, a one-byte value.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 
@@ -412,8 +419,8 @@ impl Index {
         let n_tensors = cur.u64("tensor count")?;
         let n_kv = cur.count("metadata count", MIN_KV_BYTES)?;
 
-        let mut kvs = Vec::with_capacity(n_kv as usize);
-        let mut keys = HashMap::with_capacity(n_kv as usize);
+        let mut kvs = Vec::with_capacity(prealloc(n_kv));
+        let mut keys = HashMap::with_capacity(prealloc(n_kv));
         for _ in 0..n_kv {
             let key_offset = cur.offset();
             let key = cur.string("metadata key")?;
@@ -469,8 +476,8 @@ impl Index {
                 available,
             });
         }
-        let mut infos = Vec::with_capacity(n_tensors as usize);
-        let mut names = HashMap::with_capacity(n_tensors as usize);
+        let mut infos = Vec::with_capacity(prealloc(n_tensors));
+        let mut names = HashMap::with_capacity(prealloc(n_tensors));
         for _ in 0..n_tensors {
             let info = parse_tensor_info(&mut cur)?;
             if names.contains_key(info.name) {
