@@ -8,8 +8,11 @@
 //! because llama.cpp's converter rewrites U+2581 (3 bytes) as a space (1 byte) in the 30
 //! non-special added tokens that contain it (495 occurrences). The test fills the rest of the
 //! vocabulary with placeholder strings of exactly that total length.
+//!
+//! The reader, in turn, must report exactly that layout for the project's own Q8_0
+//! conversion, which claims to match llama.cpp's.
 
-use gguf_format::{GgmlType, Gguf, GgufWriter, OwnedArray, OwnedValue};
+use gguf_format::{GgmlType, Gguf, GgufFile, GgufWriter, OwnedArray, OwnedValue, Value};
 
 const REFERENCE: &str = include_str!("../data/gguf-layout-q8_0.txt");
 const VOCAB_BYTES: usize = 2_316_356 - 990;
@@ -18,6 +21,8 @@ struct Reference {
     file_len: u64,
     data_offset: u64,
     metadata: Vec<(String, OwnedValue)>,
+    /// key, type name, value as printed
+    printed: Vec<(String, String, String)>,
     /// name, shape, type, size, relative offset, absolute offset
     tensors: Vec<(String, Vec<u64>, GgmlType, u64, u64, u64)>,
 }
@@ -55,6 +60,7 @@ fn parse_reference() -> Reference {
         file_len: 0,
         data_offset: 0,
         metadata: Vec::new(),
+        printed: Vec::new(),
         tensors: Vec::new(),
     };
     let mut section = "";
@@ -78,6 +84,8 @@ fn parse_reference() -> Reference {
             );
             r.metadata
                 .push((key.to_owned(), reference_value(key, ty, value)));
+            r.printed
+                .push((key.to_owned(), ty.to_owned(), value.to_owned()));
         } else if section == "tensors" {
             let p: Vec<&str> = line.split('|').map(str::trim).collect();
             let shape = p[2]
@@ -188,5 +196,79 @@ fn writer_reproduces_llama_cpp_q8_0_layout() {
         assert_eq!(t.ggml_type, *ty);
         assert_eq!(t.data.len() as u64, *size);
         assert_eq!(t.offset, *abs, "{name}");
+    }
+}
+
+/// The project's converted EmbeddingGemma Q8_0 file.
+///
+/// Until crates/model-fetch offers a test-support function, the path comes from
+/// `GGUFEMBED_TEST_Q8_0`, defaulting to the development copy; a missing file fails the test.
+fn converted_q8_0() -> std::path::PathBuf {
+    std::env::var_os("GGUFEMBED_TEST_Q8_0")
+        .map(Into::into)
+        .unwrap_or_else(|| "/work/dl/embeddinggemma-300m-q8_0.gguf".into())
+}
+
+/// The value as the reference prints it (Python reprs of the values gguf-py reads).
+fn printed(v: &Value<'_>) -> String {
+    fn scalar(v: &Value<'_>) -> String {
+        match v {
+            Value::Str(s) => format!("'{s}'"),
+            Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
+            Value::F32(x) => python_float(f64::from(*x)),
+            other => other
+                .as_i32()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| format!("{other:?}")),
+        }
+    }
+    match v {
+        Value::Array(a) => {
+            let first: Vec<String> = a.iter().take(5).map(|e| scalar(&e)).collect();
+            format!("len={} first5=[{}]", a.len(), first.join(", "))
+        }
+        other => scalar(other),
+    }
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, always with a decimal point or exponent.
+fn python_float(x: f64) -> String {
+    let s = format!("{x:?}");
+    match s.split_once('e') {
+        Some((m, e)) => format!("{m}e-{:0>2}", e.trim_start_matches('-')),
+        None => s,
+    }
+}
+
+#[test]
+fn reader_reports_the_reference_layout_of_the_converted_q8_0() {
+    let r = parse_reference();
+    let path = converted_q8_0();
+    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.bytes().len() as u64, r.file_len);
+    assert_eq!(
+        (file.version(), file.alignment(), file.data_offset()),
+        (3, 32, r.data_offset)
+    );
+    assert_eq!(file.metadata_len(), r.printed.len());
+    for ((key, value), (want_key, want_type, want_value)) in file.metadata().zip(&r.printed) {
+        assert_eq!(key, want_key);
+        let ty = match &value {
+            Value::Array(a) => format!("ARRAY[{}]", a.elem_type()),
+            other => other.value_type().to_string(),
+        };
+        assert_eq!(&ty, want_type, "{key}");
+        assert_eq!(&printed(&value), want_value, "{key}");
+    }
+    assert_eq!(file.tensor_count(), r.tensors.len());
+    for (t, (name, shape, ty, size, rel, abs)) in file.tensors().zip(&r.tensors) {
+        assert_eq!(t.name, name);
+        assert_eq!((t.shape, t.ggml_type), (&shape[..], *ty), "{name}");
+        assert_eq!(t.data.len() as u64, *size, "{name}");
+        assert_eq!(
+            (t.offset - file.data_offset(), t.offset),
+            (*rel, *abs),
+            "{name}"
+        );
     }
 }
