@@ -111,10 +111,23 @@ impl Gguf<Mapping> {
 /// and every tensor's data range, so later accessors only decode and never fail on the file's
 /// account. The index holds offsets, not references, which lets one type own a memory map
 /// and still hand out borrowed views.
-#[derive(Debug)]
 pub struct Gguf<S: Storage> {
     storage: S,
     index: Index,
+}
+
+/// A summary: the bytes and the vocabulary are far too long to print.
+impl<S: Storage> std::fmt::Debug for Gguf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("len", &self.bytes().len())
+            .field("version", &self.version())
+            .field("alignment", &self.alignment())
+            .field("data_offset", &self.data_offset())
+            .field("metadata_len", &self.metadata_len())
+            .field("tensor_count", &self.tensor_count())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
