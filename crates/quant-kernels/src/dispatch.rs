@@ -18,7 +18,7 @@ use crate::{KernelError, QuantType, scalar};
 pub enum Isa {
     /// Portable Rust (the specification; runs everywhere).
     Scalar,
-    /// x86-64 AVX2 + FMA.
+    /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 F/BW/VL/DQ (+ AVX2, FMA), without VNNI.
     Avx512,
@@ -121,7 +121,9 @@ fn detect(isa: Isa) -> bool {
         Isa::Scalar => true,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {

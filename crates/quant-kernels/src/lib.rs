@@ -45,6 +45,6 @@ pub use codec::{
 };
 pub use dispatch::{Isa, Kernels};
 pub use error::KernelError;
-pub use gemm::{GemmScratch, PackedMatrix, gemm_f32_nn, gemm_f32_nt};
+pub use gemm::{GemmScratch, PackedMatrix, __int8_microkernel_loop, gemm_f32_nn, gemm_f32_nt};
 pub use parallel::{ParallelFor, Serial};
 pub use types::{QK_K, QK8_0, QuantType};

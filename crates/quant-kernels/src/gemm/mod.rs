@@ -22,8 +22,9 @@ use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
 /// Rows per cache block (a multiple of every kernel's MR).
 const MC: usize = 96;
-/// K elements per cache block for the int8 kernels: a 32-column weight tile is 16 KiB + scales.
-const KC_INT8: usize = 512;
+/// K elements per cache block for the int8 kernels: a 32-column weight tile is 12 KiB + scales
+/// (small enough to stay in L1 next to the activation rows, and 768 / 1152 / 3072 divide evenly).
+const KC_INT8: usize = 384;
 /// K elements per cache block for the f32 kernels: a 32-column weight tile is 32 KiB.
 const KC_F32: usize = 256;
 
@@ -479,3 +480,40 @@ pub fn gemm_f32_nn(
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Benchmark hook (not API): runs the int8 microkernel `iters` times on one L1-resident
+/// full tile (MR rows × NR columns × `kblocks` Q8_0 blocks) and returns the int8 ops done.
+#[doc(hidden)]
+pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters: usize) -> f64 {
+    let kern = kernels.int8_kernel();
+    let (m, n, k) = (kern.mr, kern.nr, 32 * kblocks);
+    let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 255) as f32 - 127.0).collect();
+    let wq = crate::quantize_q8_0(&w).unwrap_or_default();
+    let Ok(pm) = PackedMatrix::new(kernels, QuantType::Q8_0, n, k, &wq) else { return 0.0 };
+    let Repr::Int8 { lay, act } = pm.repr.clone() else { return 0.0 };
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 104729) % 251) as f32 - 125.0).collect();
+    let mut s = GemmScratch::new();
+    s.quantize(kernels, act, &lay, &a, m, k, &crate::Serial);
+    let mut c = vec![0f32; m * n];
+    let tile = Int8Tile {
+        a: s.q.bytes().as_ptr().cast(),
+        lda: k,
+        ad: s.ad.as_f32().as_ptr(),
+        ac: s.ac.bytes().as_ptr().cast(),
+        asum: s.asum.as_f32().as_ptr(),
+        lds: lay.nb,
+        w: pm.data.bytes().as_ptr(),
+        nblocks: lay.nb,
+        c: c.as_mut_ptr(),
+        ldc: n,
+        mr: m,
+        ncols: n,
+        accumulate: false,
+    };
+    for _ in 0..iters {
+        // SAFETY: the tile describes exactly the buffers built above.
+        unsafe { (kern.tile)(&tile, &lay) };
+    }
+    std::hint::black_box(&c);
+    (2 * m * n * k * iters) as f64
+}

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use crate::blocks::BlockQ8_0;
 use crate::dispatch::{Dots, Isa, Kernels, SCALAR_DOTS};
-use crate::fp16::{f16_to_f32, f32_to_f16};
+use crate::fp16::f16_to_f32;
 use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PANEL};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -225,11 +225,20 @@ fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
 }
 
+/// `f16_to_f32(f32_to_f16(x))` with F16C: round to nearest even, as `half` and ggml do for
+/// finite values (NaN payloads may differ, which no caller observes).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn f16_round_trip(x: f32) -> f32 {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+    _mm_cvtss_f32(_mm_cvtph_ps(h))
+}
+
 /// Q8_0 activation row (bit-identical to `gemm::act::quant_act_q8_0` for finite inputs).
 ///
 /// # Safety
 /// AVX2 and FMA must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
     let sign_bit = _mm256_set1_ps(-0.0);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -247,7 +256,7 @@ unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32
             let p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
             _mm256_storeu_si256(q.as_mut_ptr().add(b * 32).cast(), _mm256_permutevar8x32_epi32(p, order));
             let sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
-            *d.get_unchecked_mut(b) = f16_to_f32(f32_to_f16(dd));
+            *d.get_unchecked_mut(b) = f16_round_trip(dd);
             *corr.get_unchecked_mut(b) = -128 * hsum_epi32(sum);
         }
     }

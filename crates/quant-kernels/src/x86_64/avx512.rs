@@ -9,7 +9,8 @@ use std::arch::x86_64::*;
 
 use crate::blocks::BlockQ8_0;
 use crate::dispatch::{Dots, Isa, Kernels, SCALAR_DOTS};
-use crate::fp16::{f16_to_f32, f32_to_f16};
+use crate::fp16::f16_to_f32;
+use super::avx2::f16_round_trip;
 use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PANEL};
 
 pub(crate) static KERNELS_VNNI: Kernels = Kernels {
@@ -111,9 +112,9 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
             let mut iacc2 = [[_mm512_setzero_si512(); NV]; MR];
             if !AFFINE {
                 for (r, row) in iacc.iter_mut().enumerate() {
-                    let corr = _mm512_set1_epi32(*t.ac.add(r * t.lds + b));
+                    let corr = t.ac.add(r * t.lds + b);
                     for acc in row.iter_mut() {
-                        *acc = corr;
+                        *acc = broadcast_load(corr);
                     }
                 }
             }
@@ -166,6 +167,28 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
             }
         }
     }
+}
+
+/// `vpbroadcastd zmm, [p]` as its own load: a plain `_mm512_set1_epi32` of the same value for
+/// two accumulators is CSE'd into one broadcast plus a register move, which costs a vector ALU
+/// slot (the ports `vpdpbusd` needs), while a broadcast load only uses a load port.
+///
+/// # Safety
+/// `p` must be readable; AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn broadcast_load(p: *const i32) -> __m512i {
+    let x: __m512i;
+    // SAFETY: reads 4 bytes at `p` (caller contract); no stack use, no flags.
+    unsafe {
+        std::arch::asm!(
+            "vpbroadcastd {x}, dword ptr [{p}]",
+            x = out(zmm_reg) x,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    x
 }
 
 /// # Safety
@@ -250,7 +273,7 @@ fn round_half_away(v: __m512) -> __m512 {
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/DQ must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
 unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
     for (b, xb) in x.chunks_exact(32).enumerate() {
         // SAFETY: `xb` has 32 elements; `q` has room for block `b` (caller contract).
@@ -266,7 +289,7 @@ unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32
             let dst = q.as_mut_ptr().add(b * 32);
             _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128(dst.add(16).cast(), _mm512_cvtepi32_epi8(q1));
-            *d.get_unchecked_mut(b) = f16_to_f32(f32_to_f16(dd));
+            *d.get_unchecked_mut(b) = f16_round_trip(dd);
             *corr.get_unchecked_mut(b) = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
         }
     }
