@@ -38,6 +38,10 @@ pub use source::{DenseModule, HParams, Modules, PoolingType};
 pub use tensors::TensorType;
 pub use vocab::{SpecialTokens, Vocab, token_type};
 
+/// Changes whenever the bytes written for the same input change, so caches of converted files
+/// (model-fetch) know to convert again.
+pub const OUTPUT_REVISION: &str = "gemma-convert-1";
+
 /// The output type, as llama.cpp's `--outtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutType {

