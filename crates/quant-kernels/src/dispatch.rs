@@ -57,7 +57,10 @@ impl std::fmt::Display for Isa {
 }
 
 /// Row quantizer for Q8_0 activations (see `gemm::act::quant_act_q8_0`).
-pub(crate) type QuantActFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
+pub(crate) type QuantActFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32]);
+/// Row quantizer for Q8_K activations (see `gemm::act::quant_act_q8k`).
+pub(crate) type QuantActKFn =
+    unsafe fn(&[f32], usize, &mut [i8], &mut [f32], &mut [i32], &mut [f32]);
 
 /// Dot products, weight format × `vec_dot_type`.
 #[derive(Clone, Copy)]
@@ -91,6 +94,7 @@ pub struct Kernels {
     pub(crate) int8: Int8Kernel,
     pub(crate) f32k: F32Kernel,
     pub(crate) quant_q8_0: QuantActFn,
+    pub(crate) quant_q8k: QuantActKFn,
     pub(crate) dots: Dots,
     pub(crate) axpy: unsafe fn(f32, &[f32], &mut [f32]),
 }
@@ -112,6 +116,7 @@ static SCALAR: Kernels = Kernels {
     int8: Int8Kernel { mr: 4, nr: 16, tile: scalar::gemm::int8_tile },
     f32k: F32Kernel { mr: 4, nr: 16, tile: scalar::gemm::f32_tile },
     quant_q8_0: crate::gemm::act::quant_act_q8_0,
+    quant_q8k: crate::gemm::act::quant_act_q8k,
     dots: SCALAR_DOTS,
     axpy: scalar_axpy,
 };
@@ -184,10 +189,36 @@ impl Kernels {
         self.f32k
     }
 
-    pub(crate) fn quant_act_q8_0(&self, x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
-        assert!(q.len() >= x.len() && d.len() * 32 >= x.len() && c.len() * 32 >= x.len());
+    pub(crate) fn quant_act_q8_0(
+        &self,
+        x: &[f32],
+        q: &mut [i8],
+        d: &mut [f32],
+        c: &mut [i32],
+        draw: &mut [f32],
+    ) {
+        let nb = x.len() / 32;
+        assert!(x.len() % 32 == 0 && q.len() >= x.len());
+        assert!(d.len() >= nb && c.len() >= nb && draw.len() >= nb);
         // SAFETY: this table exists only if its ISA was detected; lengths were checked above.
-        unsafe { (self.quant_q8_0)(x, q, d, c) }
+        unsafe { (self.quant_q8_0)(x, q, d, c, draw) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn quant_act_q8k(
+        &self,
+        x: &[f32],
+        kb: usize,
+        q: &mut [i8],
+        ad: &mut [f32],
+        ac: &mut [i32],
+        asum: &mut [f32],
+    ) {
+        let nb = x.len() / kb;
+        assert!((kb == 16 || kb == 32) && x.len() % 256 == 0 && q.len() >= x.len());
+        assert!(ad.len() >= nb && ac.len() >= nb && asum.len() >= nb);
+        // SAFETY: this table exists only if its ISA was detected; lengths were checked above.
+        unsafe { (self.quant_q8k)(x, kb, q, ad, ac, asum) }
     }
 
     /// `sum(a[i] * b[i])` over the common length. SIMD versions keep several partial sums, so

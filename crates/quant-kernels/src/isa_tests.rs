@@ -123,8 +123,8 @@ fn q8_0_activation_quantizer_is_bit_identical() {
     }
     x[96] = 3e38;
     let nb = x.len() / 32;
-    let (mut q0, mut d0, mut c0) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
-    quant_act_q8_0(&x, &mut q0, &mut d0, &mut c0);
+    let (mut q0, mut d0, mut c0, mut r0) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
+    quant_act_q8_0(&x, &mut q0, &mut d0, &mut c0, &mut r0);
     let mut blocks = vec![bytemuck::Zeroable::zeroed(); nb];
     crate::quantize_row_q8_0(&x, &mut blocks).unwrap();
     for (b, blk) in blocks.iter().enumerate() {
@@ -133,11 +133,49 @@ fn q8_0_activation_quantizer_is_bit_identical() {
         assert_eq!(d0[b], blk.d.to_f32());
     }
     for kern in simd_tables() {
-        let (mut q, mut d, mut c) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
-        kern.quant_act_q8_0(&x, &mut q, &mut d, &mut c);
+        let (mut q, mut d, mut c, mut r) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
+        kern.quant_act_q8_0(&x, &mut q, &mut d, &mut c, &mut r);
         assert_eq!(q, q0, "{}", kern.isa());
+        assert_eq!(r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), r0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         assert_eq!(d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), d0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         assert_eq!(c, c0, "{}", kern.isa());
+    }
+}
+
+#[test]
+fn q8k_activation_quantizer_is_bit_identical() {
+    let mut r = rng(15);
+    let mut x = random_f32(&mut r, 256 * 12, 4.0);
+    // Super-block 1: ties under iscale (max -127 gives iscale 1: x.5 values round to even);
+    // super-block 2: all zeros; super-block 3: +amax and -amax both present (first one wins).
+    for (j, v) in x[256..512].iter_mut().enumerate() {
+        *v = (j as f32 - 128.0) * 0.5;
+    }
+    x[256] = -127.0;
+    x[512..768].fill(0.0);
+    x[800] = -3.0;
+    x[900] = 3.0;
+    for kb in [16usize, 32] {
+        let nb = x.len() / kb;
+        let mk = || (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
+        let (mut q0, mut d0, mut c0, mut s0) = mk();
+        crate::gemm::act::quant_act_q8k(&x, kb, &mut q0, &mut d0, &mut c0, &mut s0);
+        let mut blocks = vec![bytemuck::Zeroable::zeroed(); x.len() / 256];
+        crate::quantize_row_q8k(&x, &mut blocks).unwrap();
+        for (s, blk) in blocks.iter().enumerate() {
+            let blk: &crate::BlockQ8K = blk;
+            assert_eq!(&q0[s * 256..(s + 1) * 256], &blk.qs[..]);
+            assert_eq!(d0[s * 256 / kb].to_bits(), blk.d.to_bits());
+        }
+        for kern in simd_tables() {
+            let (mut q, mut d, mut c, mut s) = mk();
+            kern.quant_act_q8k(&x, kb, &mut q, &mut d, &mut c, &mut s);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(q, q0, "{} kb={kb}", kern.isa());
+            assert_eq!(bits(&d), bits(&d0), "{} kb={kb}", kern.isa());
+            assert_eq!(c, c0, "{} kb={kb}", kern.isa());
+            assert_eq!(bits(&s), bits(&s0), "{} kb={kb}", kern.isa());
+        }
     }
 }
 

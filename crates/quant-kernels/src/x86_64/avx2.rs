@@ -20,6 +20,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     int8: Int8Kernel { mr: INT8_MR, nr: 16, tile: int8_tile },
     f32k: F32Kernel { mr: F32_MR, nr: 16, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
+    quant_q8k: quant_act_q8k,
     dots: Dots { q8_0: dot_q8_0_q8_0, f32: dot_f32, ..SCALAR_DOTS },
     axpy: axpy_f32,
 };
@@ -239,7 +240,7 @@ pub(crate) fn f16_round_trip(x: f32) -> f32 {
 /// # Safety
 /// AVX2 and FMA must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32], draw: &mut [f32]) {
     let sign_bit = _mm256_set1_ps(-0.0);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (b, xb) in x.chunks_exact(32).enumerate() {
@@ -257,7 +258,66 @@ unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32
             _mm256_storeu_si256(q.as_mut_ptr().add(b * 32).cast(), _mm256_permutevar8x32_epi32(p, order));
             let sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
             *d.get_unchecked_mut(b) = f16_round_trip(dd);
+            *draw.get_unchecked_mut(b) = dd;
             *corr.get_unchecked_mut(b) = -128 * hsum_epi32(sum);
+        }
+    }
+}
+
+/// Q8_K activation row (bit-identical to `gemm::act::quant_act_q8k` for finite inputs; see the
+/// AVX-512 version).
+///
+/// # Safety
+/// AVX2, FMA must be available; `kb` is 16 or 32, `x.len()` a multiple of 256, `q` holds
+/// `x.len()` entries and `ad`/`ac`/`asum` `x.len() / kb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quant_act_q8k(x: &[f32], kb: usize, q: &mut [i8], ad: &mut [f32], ac: &mut [i32], asum: &mut [f32]) {
+    let per_super = 256 / kb;
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (s, xb) in x.chunks_exact(256).enumerate() {
+        // SAFETY: `xb` has 256 elements; outputs have room for super-block `s` (caller contract).
+        unsafe {
+            let ld = |i: usize| _mm256_loadu_ps(xb.as_ptr().add(8 * i));
+            let mut m = _mm256_setzero_ps();
+            for i in 0..32 {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, ld(i)));
+            }
+            let amax = hmax(m);
+            let mut sums = [0i32; 16];
+            let (iscale, d) = if amax == 0.0 {
+                (0.0, 0.0)
+            } else {
+                let target = _mm256_set1_ps(amax);
+                let mut max = 0.0f32;
+                for i in 0..32 {
+                    let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign_bit, ld(i)), target));
+                    if hit != 0 {
+                        max = xb[8 * i + hit.trailing_zeros() as usize];
+                        break;
+                    }
+                }
+                let iscale = -127.0 / max;
+                (iscale, 1.0 / iscale)
+            };
+            let isv = _mm256_set1_ps(iscale);
+            let cap = _mm256_set1_epi32(127);
+            for g in 0..8 {
+                let qi: [__m256i; 4] = std::array::from_fn(|i| {
+                    _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(ld(4 * g + i), isv)), cap)
+                });
+                let p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+                _mm256_storeu_si256(q.as_mut_ptr().add(s * 256 + 32 * g).cast(), _mm256_permutevar8x32_epi32(p, order));
+                sums[2 * g] = hsum_epi32(_mm256_add_epi32(qi[0], qi[1]));
+                sums[2 * g + 1] = hsum_epi32(_mm256_add_epi32(qi[2], qi[3]));
+            }
+            for j in 0..per_super {
+                let sum = if kb == 16 { sums[j] } else { sums[2 * j] + sums[2 * j + 1] };
+                let b = s * per_super + j;
+                *ad.get_unchecked_mut(b) = d;
+                *ac.get_unchecked_mut(b) = -128 * sum;
+                *asum.get_unchecked_mut(b) = d * sum as f32;
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     int8: Int8Kernel { mr: INT8_MR, nr: 32, tile: int8_tile_vnni },
     f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
+    quant_q8k: quant_act_q8k,
     dots: Dots { q8_0: dot_q8_0_q8_0_vnni, f32: dot_f32, ..SCALAR_DOTS },
     axpy: axpy_f32,
 };
@@ -27,6 +28,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     int8: Int8Kernel { mr: super::avx2::INT8_MR, nr: 16, tile: int8_tile_avx2_fallback },
     f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
+    quant_q8k: quant_act_q8k,
     dots: Dots { q8_0: super::avx2::dot_q8_0_q8_0, f32: dot_f32, ..SCALAR_DOTS },
     axpy: axpy_f32,
 };
@@ -274,7 +276,7 @@ fn round_half_away(v: __m512) -> __m512 {
 /// # Safety
 /// AVX-512 F/BW/VL/DQ must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32], draw: &mut [f32]) {
     for (b, xb) in x.chunks_exact(32).enumerate() {
         // SAFETY: `xb` has 32 elements; `q` has room for block `b` (caller contract).
         unsafe {
@@ -290,7 +292,59 @@ unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32
             _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128(dst.add(16).cast(), _mm512_cvtepi32_epi8(q1));
             *d.get_unchecked_mut(b) = f16_round_trip(dd);
+            *draw.get_unchecked_mut(b) = dd;
             *corr.get_unchecked_mut(b) = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        }
+    }
+}
+
+/// Q8_K activation row (bit-identical to `gemm::act::quant_act_q8k` for finite inputs): the
+/// signed value of the first largest-magnitude element sets `iscale = -127 / max`; quants are
+/// `min(127, round_ties_even(iscale * x))` (`vcvtps2dq` under the default rounding mode is
+/// ggml's `nearest_int`).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/DQ must be available; `kb` is 16 or 32, `x.len()` a multiple of 256, `q`
+/// holds `x.len()` entries and `ad`/`ac`/`asum` `x.len() / kb`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_act_q8k(x: &[f32], kb: usize, q: &mut [i8], ad: &mut [f32], ac: &mut [i32], asum: &mut [f32]) {
+    let per_super = 256 / kb;
+    for (s, xb) in x.chunks_exact(256).enumerate() {
+        // SAFETY: `xb` has 256 elements; outputs have room for super-block `s` (caller contract).
+        unsafe {
+            let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(xb.as_ptr().add(16 * i)));
+            let amax = _mm512_reduce_max_ps(v.iter().fold(_mm512_setzero_ps(), |m, &x| _mm512_max_ps(m, _mm512_abs_ps(x))));
+            // An all-zero block gets scale 0 and zero quants (iscale 0 maps every x to 0).
+            let (iscale, d) = if amax == 0.0 {
+                (0.0, 0.0)
+            } else {
+                let target = _mm512_set1_ps(amax);
+                let mut max = 0.0f32;
+                for (i, &x) in v.iter().enumerate() {
+                    let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(x), target);
+                    if hit != 0 {
+                        max = xb[16 * i + hit.trailing_zeros() as usize];
+                        break;
+                    }
+                }
+                let iscale = -127.0 / max;
+                (iscale, 1.0 / iscale)
+            };
+            let isv = _mm512_set1_ps(iscale);
+            let cap = _mm512_set1_epi32(127);
+            let mut sums = [0i32; 16];
+            for (i, &x) in v.iter().enumerate() {
+                let qi = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, isv)), cap);
+                _mm_storeu_si128(q.as_mut_ptr().add(s * 256 + 16 * i).cast(), _mm512_cvtepi32_epi8(qi));
+                sums[i] = _mm512_reduce_add_epi32(qi);
+            }
+            for j in 0..per_super {
+                let sum = if kb == 16 { sums[j] } else { sums[2 * j] + sums[2 * j + 1] };
+                let b = s * per_super + j;
+                *ad.get_unchecked_mut(b) = d;
+                *ac.get_unchecked_mut(b) = -128 * sum;
+                *asum.get_unchecked_mut(b) = d * sum as f32;
+            }
         }
     }
 }
