@@ -198,7 +198,7 @@ impl Kernels {
         draw: &mut [f32],
     ) {
         let nb = x.len() / 32;
-        assert!(x.len() % 32 == 0 && q.len() >= x.len());
+        assert!(x.len().is_multiple_of(32) && q.len() >= x.len());
         assert!(d.len() >= nb && c.len() >= nb && draw.len() >= nb);
         // SAFETY: this table exists only if its ISA was detected; lengths were checked above.
         unsafe { (self.quant_q8_0)(x, q, d, c, draw) }
@@ -215,7 +215,7 @@ impl Kernels {
         asum: &mut [f32],
     ) {
         let nb = x.len() / kb;
-        assert!((kb == 16 || kb == 32) && x.len() % 256 == 0 && q.len() >= x.len());
+        assert!((kb == 16 || kb == 32) && x.len().is_multiple_of(256) && q.len() >= x.len());
         assert!(ad.len() >= nb && ac.len() >= nb && asum.len() >= nb);
         // SAFETY: this table exists only if its ISA was detected; lengths were checked above.
         unsafe { (self.quant_q8k)(x, kb, q, ad, ac, asum) }
