@@ -20,11 +20,15 @@ use crate::{KernelError, QuantType};
 use act::ActFormat;
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
-/// Rows per cache block (a multiple of every kernel's MR).
-const MC: usize = 96;
-/// K elements per cache block for the int8 kernels: a 32-column weight tile is 12 KiB + scales
-/// (small enough to stay in L1 next to the activation rows, and 768 / 1152 / 3072 divide evenly).
-const KC_INT8: usize = 384;
+/// Rows per cache block of the int8 kernels (a multiple of every int8 MR): the activation
+/// block (24 × KC bytes) and the weight tile stay in L1 together, which keeps the kernel fast
+/// when another thread shares the core's caches. Weights are then re-read from L2 every 24
+/// rows, a few bytes per cycle.
+const MC_INT8: usize = 24;
+/// Rows per cache block of the f32 kernels (a multiple of every f32 MR).
+const MC_F32: usize = 96;
+/// K elements per cache block for the int8 kernels: a 32-column weight tile is 9 KiB + scales.
+const KC_INT8: usize = 256;
 /// K elements per cache block for the f32 kernels: a 32-column weight tile is 32 KiB.
 const KC_F32: usize = 256;
 
@@ -332,8 +336,8 @@ fn run_int8(
     let wp = SyncPtr(w.as_ptr().cast_mut());
     par.run(plan.n_tasks(), &|t| {
         let (r0, r1, c0, c1) = plan.task(t, m, n);
-        for ic in (r0..r1).step_by(MC) {
-            let ic1 = (ic + MC).min(r1);
+        for ic in (r0..r1).step_by(MC_INT8) {
+            let ic1 = (ic + MC_INT8).min(r1);
             for kc in (0..nb).step_by(kcb) {
                 let nblocks = kcb.min(nb - kc);
                 for jc in (c0..c1).step_by(kern.nr) {
@@ -386,8 +390,8 @@ fn run_f32(
     let wp = SyncPtr(w.as_ptr().cast_mut());
     par.run(plan.n_tasks(), &|t| {
         let (r0, r1, c0, c1) = plan.task(t, m, n);
-        for ic in (r0..r1).step_by(MC) {
-            let ic1 = (ic + MC).min(r1);
+        for ic in (r0..r1).step_by(MC_F32) {
+            let ic1 = (ic + MC_F32).min(r1);
             for kc in (0..k).step_by(KC_F32) {
                 let kcl = KC_F32.min(k - kc);
                 for jc in (c0..c1).step_by(kern.nr) {

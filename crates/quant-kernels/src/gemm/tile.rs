@@ -128,7 +128,7 @@ pub struct Int8Kernel {
     pub nr: usize,
     /// # Safety
     /// The ISA must be supported, and the tile's pointers valid for the extents it describes
-    /// (including full panels of `nr.div_ceil(16)` × 16 columns of packed weights).
+    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns).
     pub tile: unsafe fn(&Int8Tile, &Int8Layout),
 }
 
