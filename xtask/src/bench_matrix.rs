@@ -1,0 +1,636 @@
+//! `cargo xtask bench-matrix`: throughput and latency over batch size × mode × threads, on short
+//! and long texts, optionally beside llama.cpp, with the crossover and the `auto` check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::analysis::{AUTO_TOLERANCE, auto_check, crossover};
+use crate::engine::{Engine, Mode};
+use crate::machine::{Machine, ModelInfo};
+use crate::measure::{Budget, Runs, measure};
+use crate::peer::{Peer, cosine};
+use crate::plot::{Series, throughput_svg};
+use crate::render::{Table, csv_record, pct, sig3};
+use crate::workload::{build_long_texts, load_sentences, parse_sizes, parse_threads, window};
+
+/// Peers the matrix can run beside the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerKind {
+    /// llama.cpp through the llama-cpp-python package.
+    LlamaCpp,
+}
+
+/// Options of `cargo xtask bench-matrix`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Batch sizes for short texts.
+    #[arg(long, default_value = "1,2,4,8,16,32,64,128")]
+    pub batches: String,
+    /// Batch sizes for long texts (each text ~--long-tokens tokens; fewer sizes keep the run short).
+    #[arg(long, default_value = "1,2,4,8")]
+    pub long_batches: String,
+    /// Modes, in the order they run at each point.
+    #[arg(long, default_value = "fine,coarse,auto")]
+    pub modes: String,
+    /// Thread counts (`all` = every available core); duplicates collapse.
+    #[arg(long, default_value = "1,2,all")]
+    pub threads: String,
+    /// Token target of a long text (consecutive sentences joined until the next would exceed it).
+    #[arg(long, default_value_t = 512)]
+    pub long_tokens: usize,
+    /// Skip the long-text half of the matrix.
+    #[arg(long)]
+    pub skip_long: bool,
+    /// Untimed calls per cell before timing.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Fewest timed calls per short-text cell.
+    #[arg(long, default_value_t = 3)]
+    pub min_reps: usize,
+    /// Most timed calls per cell.
+    #[arg(long, default_value_t = 200)]
+    pub max_reps: usize,
+    /// Short-text cells repeat until their timed calls add up to this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub min_time_ms: u64,
+    /// Fewest timed calls per long-text cell.
+    #[arg(long, default_value_t = 2)]
+    pub long_min_reps: usize,
+    /// Long-text cells repeat until their timed calls add up to this many milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub long_min_time_ms: u64,
+    /// Also run this peer on the same texts, model and threads (optional, not part of CI).
+    #[arg(long, value_enum)]
+    pub peer: Option<PeerKind>,
+    /// Python interpreter that has llama-cpp-python installed.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// llama.cpp n_ctx = n_batch = n_ubatch (tokens per decode). Attention is non-causal, so a
+    /// whole text must fit one micro-batch.
+    #[arg(long, default_value_t = 2048)]
+    pub peer_n_batch: usize,
+    /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output folder (default: profiles/<date>-<host>-<isa>/bench-matrix).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON-lines file whose `text` fields are the short texts (default: ../shared/reference/tokens-dev-en.jsonl).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+}
+
+/// Short sentences or ~512-token texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// STS-B en-dev sentences.
+    Short,
+    /// Consecutive sentences joined to ~512 tokens.
+    Long,
+}
+
+impl Kind {
+    /// Name used in files and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Short => "short",
+            Kind::Long => "long",
+        }
+    }
+}
+
+/// A column of the matrix: one of our modes, or the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Column {
+    /// The runtime in a mode.
+    Ours(Mode),
+    /// llama.cpp.
+    Peer,
+}
+
+impl Column {
+    /// Name used in files and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Ours(m) => m.name(),
+            Column::Peer => "llama.cpp",
+        }
+    }
+}
+
+/// One measured cell.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Text kind.
+    pub kind: Kind,
+    /// Threads.
+    pub threads: usize,
+    /// Texts per call.
+    pub batch: usize,
+    /// Mode or peer.
+    pub column: Column,
+    /// The timed calls.
+    pub runs: Runs,
+}
+
+/// The cosine cross-check against the peer.
+#[derive(Debug, Clone)]
+pub struct PeerCheck {
+    /// (text kind, our tokens, peer tokens, cosine).
+    pub rows: Vec<(Kind, usize, usize, f64)>,
+}
+
+/// Runs the command. `open` builds an engine with the given thread count.
+pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Result<Box<dyn Engine>>) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let mut machine = Machine::detect();
+    let model_info = ModelInfo::of(model)?;
+    let texts_path = args.texts.clone().unwrap_or_else(crate::workload::default_sentences_path);
+    let short_pool = load_sentences(&texts_path)?;
+    let modes = crate::engine::parse_modes(&args.modes).map_err(anyhow::Error::msg)?;
+    let threads = parse_threads(&args.threads, machine.cores).map_err(anyhow::Error::msg)?;
+    let short_batches = parse_sizes(&args.batches).map_err(anyhow::Error::msg)?;
+    let long_batches = if args.skip_long { Vec::new() } else { parse_sizes(&args.long_batches).map_err(anyhow::Error::msg)? };
+    let short_budget = Budget {
+        warmup: args.warmup,
+        min_reps: args.min_reps.max(1),
+        max_reps: args.max_reps.max(args.min_reps.max(1)),
+        min_time: Duration::from_millis(args.min_time_ms),
+    };
+    let long_budget = Budget {
+        warmup: args.warmup,
+        min_reps: args.long_min_reps.max(1),
+        max_reps: args.max_reps.max(args.long_min_reps.max(1)),
+        min_time: Duration::from_millis(args.long_min_time_ms),
+    };
+    let mut first = Some(open(threads[0])?);
+    if let Some(e) = &first {
+        machine.isa = e.isa();
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::workspace_root().join("profiles").join(machine.folder_name()).join("bench-matrix"));
+    fs::create_dir_all(out.join("plots")).with_context(|| format!("creating {}", out.display()))?;
+
+    let mut peer = match args.peer {
+        Some(PeerKind::LlamaCpp) => Some(Peer::start(&args.python)?),
+        None => None,
+    };
+    let about_peer = peer.as_ref().map(|p| about(&p.about)).unwrap_or_default();
+
+    let mut points = Vec::new();
+    let mut long_pool: Vec<String> = Vec::new();
+    let mut long_tokens: Vec<usize> = Vec::new();
+    let mut check = None;
+    let total_cells = threads.len() * (short_batches.len() + long_batches.len()) * (modes.len() + usize::from(peer.is_some()));
+    let mut done = 0;
+    for (ti, &t) in threads.iter().enumerate() {
+        let engine = match first.take() {
+            Some(e) => e,
+            None => open(t)?,
+        };
+        if long_pool.is_empty() && !long_batches.is_empty() {
+            let n = long_batches.iter().max().copied().unwrap_or(1) * 2;
+            let long = build_long_texts(&short_pool, args.long_tokens, n, |s| engine.token_count(s))?;
+            long_tokens = long.iter().map(|l| l.tokens).collect();
+            long_pool = long.into_iter().map(|l| l.text).collect();
+            if let Some(p) = peer.as_mut() {
+                p.pool("long", &long_pool)?;
+            }
+        }
+        if ti == 0 {
+            if let Some(p) = peer.as_mut() {
+                p.pool("short", &short_pool)?;
+            }
+        }
+        if let Some(p) = peer.as_mut() {
+            p.load(model, t, args.peer_n_batch)?;
+        }
+        let kinds: Vec<(Kind, &[String], &[usize], &Budget)> = {
+            let mut k: Vec<(Kind, &[String], &[usize], &Budget)> = vec![(Kind::Short, &short_pool, &short_batches, &short_budget)];
+            if !long_batches.is_empty() {
+                k.push((Kind::Long, &long_pool, &long_batches, &long_budget));
+            }
+            k
+        };
+        for (kind, pool, batches, budget) in kinds {
+            for &b in batches {
+                let mut line = format!("[{:>4.0} s] {:<5} t={t} b={b:<3}", started.elapsed().as_secs_f64(), kind.name());
+                for &m in &modes {
+                    let runs = measure(engine.as_ref(), pool, b, m, budget)?;
+                    let _ = write!(line, " {m} {}", sig3(runs.texts_per_s()));
+                    if m == Mode::Auto {
+                        let _ = write!(line, " ({})", runs.ran_label());
+                    }
+                    points.push(Point { kind, threads: t, batch: b, column: Column::Ours(m), runs });
+                    done += 1;
+                }
+                if let Some(p) = peer.as_mut() {
+                    let runs = p.cell(kind.name(), b, budget)?;
+                    let _ = write!(line, " llama.cpp {}", sig3(runs.texts_per_s()));
+                    points.push(Point { kind, threads: t, batch: b, column: Column::Peer, runs });
+                    done += 1;
+                }
+                eprintln!("{line}  texts/s  [{done}/{total_cells}]");
+            }
+        }
+        // Cross-check with the peer once, at the largest thread count.
+        if ti + 1 == threads.len() {
+            if let Some(p) = peer.as_mut() {
+                check = Some(peer_check(engine.as_ref(), p, &short_pool, &long_pool)?);
+            }
+        }
+    }
+    drop(peer);
+
+    let settings = Settings {
+        texts_path: texts_path.display().to_string(),
+        short_budget,
+        long_budget,
+        long_target: args.long_tokens,
+        long_tokens,
+        peer_n_batch: args.peer.map(|_| args.peer_n_batch),
+        elapsed: started.elapsed(),
+        about_peer,
+    };
+    fs::write(out.join("matrix.csv"), csv(&points))?;
+    let plots = write_plots(&out, &points)?;
+    fs::write(out.join("MATRIX.md"), markdown(&machine, &model_info, &settings, &points, check.as_ref(), &plots))?;
+    eprintln!("bench-matrix: wrote {} in {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+fn about(v: &serde_json::Value) -> String {
+    let get = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
+    format!("llama-cpp-python {}, Python {}; llama.cpp system info: `{}`", get("llama_cpp_python"), get("python"), get("system_info"))
+}
+
+fn peer_check(engine: &dyn Engine, peer: &mut Peer, short: &[String], long: &[String]) -> anyhow::Result<PeerCheck> {
+    let mut texts: Vec<(Kind, &str)> = window(short, 6, 0).into_iter().map(|t| (Kind::Short, t)).collect();
+    texts.extend(long.iter().take(2).map(|t| (Kind::Long, t.as_str())));
+    let plain: Vec<&str> = texts.iter().map(|t| t.1).collect();
+    let ours = engine.vectors(&plain)?;
+    let (theirs, their_tokens) = peer.vectors(&plain)?;
+    let mut rows = Vec::new();
+    for (i, (kind, text)) in texts.iter().enumerate() {
+        rows.push((*kind, engine.token_count(text)?, their_tokens.get(i).copied().unwrap_or(0), cosine(&ours[i], &theirs[i])));
+    }
+    Ok(PeerCheck { rows })
+}
+
+/// How the run was set up, for the report.
+pub struct Settings {
+    /// Where the short texts came from.
+    pub texts_path: String,
+    /// Short-text budget.
+    pub short_budget: Budget,
+    /// Long-text budget.
+    pub long_budget: Budget,
+    /// Long-text token target.
+    pub long_target: usize,
+    /// Token counts of the long texts.
+    pub long_tokens: Vec<usize>,
+    /// llama.cpp batch size, when the peer ran.
+    pub peer_n_batch: Option<usize>,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// Versions the peer reported.
+    pub about_peer: String,
+}
+
+/// The full matrix as CSV, one row per cell.
+pub fn csv(points: &[Point]) -> String {
+    let mut s = csv_record(&[
+        "kind", "threads", "batch", "mode", "ran", "reps", "texts_per_s", "tokens_per_s", "p50_ms", "p99_ms", "cpu_ms_per_text", "cpu_util",
+        "latency_cv", "tokens_per_text",
+    ]);
+    for p in points {
+        let r = &p.runs;
+        s.push_str(&csv_record(&[
+            p.kind.name().to_string(),
+            p.threads.to_string(),
+            p.batch.to_string(),
+            p.column.name().to_string(),
+            r.ran_label(),
+            r.latencies.len().to_string(),
+            format!("{:.3}", r.texts_per_s()),
+            format!("{:.1}", r.tokens_per_s()),
+            format!("{:.3}", r.p50_ms()),
+            format!("{:.3}", r.p99_ms()),
+            format!("{:.3}", r.cpu_ms_per_text()),
+            format!("{:.3}", r.cpu_util()),
+            format!("{:.4}", r.cv()),
+            format!("{:.1}", r.tokens_per_text()),
+        ]));
+    }
+    s
+}
+
+type Groups<'a> = BTreeMap<(Kind, usize), BTreeMap<usize, BTreeMap<Column, &'a Runs>>>;
+
+fn group(points: &[Point]) -> Groups<'_> {
+    let mut g: Groups<'_> = BTreeMap::new();
+    for p in points {
+        g.entry((p.kind, p.threads)).or_default().entry(p.batch).or_default().insert(p.column, &p.runs);
+    }
+    g
+}
+
+fn write_plots(out: &Path, points: &[Point]) -> anyhow::Result<Vec<(Kind, usize, String)>> {
+    let mut files = Vec::new();
+    for ((kind, threads), by_batch) in group(points) {
+        let columns: BTreeSet<Column> = by_batch.values().flat_map(|m| m.keys().copied()).collect();
+        let series: Vec<Series> = columns
+            .iter()
+            .map(|&c| Series {
+                name: c.name().to_string(),
+                points: by_batch.iter().filter_map(|(&b, m)| m.get(&c).map(|r| (b, r.texts_per_s()))).collect(),
+            })
+            .collect();
+        let name = format!("plots/{}-t{threads}.svg", kind.name());
+        let title = format!("{} texts, {threads} thread{}", kind.name(), if threads == 1 { "" } else { "s" });
+        throughput_svg(&out.join(&name), &title, &series)?;
+        files.push((kind, threads, name));
+    }
+    Ok(files)
+}
+
+/// The MATRIX.md text.
+pub fn markdown(
+    machine: &Machine,
+    model: &ModelInfo,
+    settings: &Settings,
+    points: &[Point],
+    check: Option<&PeerCheck>,
+    plots: &[(Kind, usize, String)],
+) -> String {
+    let groups = group(points);
+    let mut s = String::new();
+    let _ = writeln!(s, "# Bench matrix: batch size × parallelism mode × threads\n");
+    s.push_str(&machine.markdown(model));
+    let b = &settings.short_budget;
+    let l = &settings.long_budget;
+    let _ = writeln!(
+        s,
+        "- **short texts**: STS-B en-dev sentences ({}), batch k = sentences k·b .. k·b+b−1 (wrapping)\n\
+         - **long texts**: consecutive en-dev sentences joined by a space up to {} tokens ({} texts, {} tokens each)\n\
+         - **repetitions**: per cell {} untimed warm-up call(s), then timed calls until ≥ {} calls and ≥ {} ms (short) / ≥ {} calls and ≥ {} ms (long), at most {} calls\n\
+         - **whole run**: {:.0} s{}\n",
+        settings.texts_path,
+        settings.long_target,
+        settings.long_tokens.len(),
+        range_label(&settings.long_tokens),
+        b.warmup,
+        b.min_reps,
+        b.min_time.as_millis(),
+        l.min_reps,
+        l.min_time.as_millis(),
+        b.max_reps,
+        settings.elapsed.as_secs_f64(),
+        settings.peer_n_batch.map(|n| format!("; llama.cpp peer via llama-cpp-python, same GGUF and threads, n_ctx = n_batch = n_ubatch = {n}, mean pooling + dense head from the GGUF, normalize=True")).unwrap_or_default(),
+    );
+    let _ = writeln!(s, "Regenerate with `cargo xtask bench-matrix` (add `--peer llama-cpp` for the peer column); see `profiles/README.md`. Raw numbers: `matrix.csv`.\n");
+
+    // Verdicts first.
+    let mut violations = Vec::new();
+    let mut auto_points = 0;
+    for ((kind, threads), by_batch) in &groups {
+        for (batch, cols) in by_batch {
+            if let (Some(f), Some(c), Some(a)) = (cols.get(&Column::Ours(Mode::Fine)), cols.get(&Column::Ours(Mode::Coarse)), cols.get(&Column::Ours(Mode::Auto))) {
+                auto_points += 1;
+                let ck = auto_check(f.texts_per_s(), c.texts_per_s(), a.texts_per_s());
+                if !ck.ok {
+                    violations.push(format!(
+                        "{} texts, {threads} threads, batch {batch}: auto ran {} at {} texts/s = {} of {} ({} texts/s); latency spread {} / {}",
+                        kind.name(),
+                        a.ran_label(),
+                        sig3(a.texts_per_s()),
+                        pct(ck.ratio),
+                        ck.best,
+                        sig3(ck.best_tps),
+                        pct(a.cv()),
+                        pct(if ck.best == Mode::Fine { f.cv() } else { c.cv() }),
+                    ));
+                }
+            }
+        }
+    }
+    let _ = writeln!(s, "## Verdicts\n");
+    if auto_points == 0 {
+        let _ = writeln!(s, "- **auto check**: not run (needs fine, coarse and auto in --modes)");
+    } else if violations.is_empty() {
+        let _ = writeln!(s, "- **auto check: PASS** — auto was within {} of the best fixed mode at all {auto_points} points", pct(1.0 - AUTO_TOLERANCE));
+    } else {
+        let _ = writeln!(
+            s,
+            "- ⚠️ **AUTO CHECK FAILED at {} of {auto_points} points** (auto below {} of the best fixed mode; the auto rule needs fixing):",
+            violations.len(),
+            pct(AUTO_TOLERANCE)
+        );
+        for v in &violations {
+            let _ = writeln!(s, "  - ⚠️ {v}");
+        }
+    }
+    for ((kind, threads), by_batch) in &groups {
+        let pts: Vec<(usize, f64, f64)> = by_batch
+            .iter()
+            .filter_map(|(&b, cols)| Some((b, cols.get(&Column::Ours(Mode::Fine))?.texts_per_s(), cols.get(&Column::Ours(Mode::Coarse))?.texts_per_s())))
+            .collect();
+        if let Some(c) = crossover(&pts) {
+            let note = if *threads == 1 { " (1 thread: both modes run the same serial code, differences are noise)" } else { "" };
+            let _ = writeln!(s, "- **crossover, {} texts, {threads} threads**: {c}{note}", kind.name());
+        }
+    }
+    for ((kind, threads), by_batch) in &groups {
+        let ratios: Vec<(usize, f64)> = by_batch
+            .iter()
+            .filter_map(|(&b, cols)| Some((b, cols.get(&Column::Ours(Mode::Auto))?.texts_per_s() / cols.get(&Column::Peer)?.texts_per_s())))
+            .collect();
+        if !ratios.is_empty() {
+            let list: Vec<String> = ratios.iter().map(|(b, r)| format!("b{b} {r:.2}×")).collect();
+            let _ = writeln!(s, "- **vs llama.cpp, {} texts, {threads} threads** (ours auto ÷ llama.cpp texts/s): {}", kind.name(), list.join(", "));
+        }
+    }
+    s.push('\n');
+
+    for ((kind, threads), by_batch) in &groups {
+        let _ = writeln!(s, "## {} texts, {threads} thread{}\n", capitalise(kind.name()), if *threads == 1 { "" } else { "s" });
+        if let Some((_, _, file)) = plots.iter().find(|(k, t, _)| k == kind && t == threads) {
+            let _ = writeln!(s, "![throughput vs batch size]({file})\n");
+        }
+        let has_peer = by_batch.values().any(|c| c.contains_key(&Column::Peer));
+        let mut header: Vec<String> = vec![">batch".into(), ">fine".into(), ">coarse".into(), ">auto".into(), "auto ran".into(), "best fixed".into(), ">auto ÷ best".into()];
+        if has_peer {
+            header.extend([">llama.cpp".to_string(), ">auto ÷ llama.cpp".to_string()]);
+        }
+        let mut t = Table::new(&header);
+        for (batch, cols) in by_batch {
+            let tps = |c: Column| cols.get(&c).map(|r| r.texts_per_s());
+            let cell = |c: Column| tps(c).map(sig3).unwrap_or_default();
+            let (best, ratio) = match (tps(Column::Ours(Mode::Fine)), tps(Column::Ours(Mode::Coarse)), tps(Column::Ours(Mode::Auto))) {
+                (Some(f), Some(c), Some(a)) => {
+                    let ck = auto_check(f, c, a);
+                    (ck.best.name().to_string(), if ck.ok { pct(ck.ratio) } else { format!("⚠️ **{}**", pct(ck.ratio)) })
+                }
+                _ => (String::new(), String::new()),
+            };
+            let mut row = vec![
+                batch.to_string(),
+                cell(Column::Ours(Mode::Fine)),
+                cell(Column::Ours(Mode::Coarse)),
+                cell(Column::Ours(Mode::Auto)),
+                cols.get(&Column::Ours(Mode::Auto)).map(|r| r.ran_label()).unwrap_or_default(),
+                best,
+                ratio,
+            ];
+            if has_peer {
+                row.push(cell(Column::Peer));
+                row.push(match (tps(Column::Ours(Mode::Auto)), tps(Column::Peer)) {
+                    (Some(a), Some(p)) => format!("{:.2}×", a / p),
+                    _ => String::new(),
+                });
+            }
+            t.row(row);
+        }
+        let _ = writeln!(s, "Throughput in texts/s.\n");
+        s.push_str(&t.to_markdown());
+        s.push('\n');
+    }
+
+    let _ = writeln!(s, "## Full table\n");
+    let mut t = Table::new(&[
+        "kind", ">threads", ">batch", "mode", "ran", ">reps", ">texts/s", ">tokens/s", ">p50 ms", ">p99 ms", ">CPU-ms/text", ">CPU util", ">latency cv",
+    ]);
+    for p in points {
+        let r = &p.runs;
+        t.row([
+            p.kind.name().to_string(),
+            p.threads.to_string(),
+            p.batch.to_string(),
+            p.column.name().to_string(),
+            r.ran_label(),
+            r.latencies.len().to_string(),
+            sig3(r.texts_per_s()),
+            sig3(r.tokens_per_s()),
+            sig3(r.p50_ms()),
+            sig3(r.p99_ms()),
+            sig3(r.cpu_ms_per_text()),
+            format!("{:.2}", r.cpu_util()),
+            pct(r.cv()),
+        ]);
+    }
+    s.push_str(&t.to_markdown());
+    let _ = writeln!(
+        s,
+        "\nCPU-ms/text and CPU util count every thread of the measuring process (ours) or of the Python process (llama.cpp); p50/p99 are per call (one batch)."
+    );
+
+    if let Some(c) = check {
+        let _ = writeln!(s, "\n## Sanity check: same job as llama.cpp?\n");
+        let _ = writeln!(s, "Cosine between our vector and llama.cpp's for the same text (Q8_0 on both sides, so ~0.99+ is expected, not 1.0):\n");
+        let mut t = Table::new(&["text", ">our tokens", ">llama.cpp tokens", ">cosine"]);
+        for (i, (kind, ours, theirs, cos)) in c.rows.iter().enumerate() {
+            t.row([format!("{} #{i}", kind.name()), ours.to_string(), theirs.to_string(), format!("{cos:.5}")]);
+        }
+        s.push_str(&t.to_markdown());
+    }
+    if !settings.about_peer.is_empty() {
+        let _ = writeln!(s, "\nPeer: {}", settings.about_peer);
+    }
+    s
+}
+
+fn range_label(v: &[usize]) -> String {
+    match (v.iter().min(), v.iter().max()) {
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(a), Some(b)) => format!("{a}–{b}"),
+        _ => "n/a".into(),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(batch: usize, tps: f64) -> Runs {
+        let lat = batch as f64 / tps;
+        Runs { batch, latencies: vec![lat, lat], cpu: vec![lat * 2.0, lat * 2.0], tokens: vec![batch * 10, batch * 10], ran: BTreeMap::from([("coarse".to_string(), 2)]) }
+    }
+
+    fn point(kind: Kind, threads: usize, batch: usize, column: Column, tps: f64) -> Point {
+        Point { kind, threads, batch, column, runs: runs(batch, tps) }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            date: "2026-01-01".into(),
+            time: "00:00:00".into(),
+            host: "h".into(),
+            cpu: "cpu".into(),
+            cores: 2,
+            isa: "avx2".into(),
+            kernel: "k".into(),
+            rustc: "rustc".into(),
+            commit: "abc".into(),
+            dirty_files: 0,
+        }
+    }
+
+    fn settings() -> Settings {
+        let b = Budget { warmup: 1, min_reps: 3, max_reps: 9, min_time: Duration::from_millis(10) };
+        Settings {
+            texts_path: "t.jsonl".into(),
+            short_budget: b,
+            long_budget: b,
+            long_target: 512,
+            long_tokens: vec![500, 510],
+            peer_n_batch: None,
+            elapsed: Duration::from_secs(3),
+            about_peer: String::new(),
+        }
+    }
+
+    #[test]
+    fn csv_has_a_row_per_cell() {
+        let pts = [point(Kind::Short, 2, 4, Column::Ours(Mode::Fine), 40.0), point(Kind::Long, 1, 1, Column::Peer, 2.0)];
+        let text = csv(&pts);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("kind,threads,batch,mode"));
+        assert!(lines[1].starts_with("short,2,4,fine,coarse,2,40.000,400.0,"));
+        assert!(lines[2].starts_with("long,1,1,llama.cpp,"));
+    }
+
+    #[test]
+    fn report_flags_auto_violations_and_crossover() {
+        let mut pts = Vec::new();
+        for (b, f, c, a) in [(1, 10.0, 6.0, 10.0), (8, 20.0, 25.0, 20.0), (32, 22.0, 30.0, 29.9)] {
+            pts.push(point(Kind::Short, 2, b, Column::Ours(Mode::Fine), f));
+            pts.push(point(Kind::Short, 2, b, Column::Ours(Mode::Coarse), c));
+            pts.push(point(Kind::Short, 2, b, Column::Ours(Mode::Auto), a));
+            pts.push(point(Kind::Short, 2, b, Column::Peer, 10.0));
+        }
+        let model = ModelInfo { path: "m.gguf".into(), size: 1, sha256: "00".into() };
+        let md = markdown(&machine(), &model, &settings(), &pts, None, &[]);
+        assert!(md.contains("AUTO CHECK FAILED at 1 of 3 points"), "{md}");
+        assert!(md.contains("short texts, 2 threads, batch 8: auto ran coarse at 20.0 texts/s = 80.0 % of coarse"), "{md}");
+        assert!(md.contains("crossover, short texts, 2 threads**: batch 8: coarse wins from here up"), "{md}");
+        assert!(md.contains("vs llama.cpp, short texts, 2 threads** (ours auto ÷ llama.cpp texts/s): b1 1.00×, b8 2.00×, b32 2.99×"), "{md}");
+        assert!(md.contains("| 8 | 20.0 | 25.0 | 20.0 | coarse | coarse | ⚠️ **80.0 %** | 10.0 | 2.00× |"), "{md}");
+
+        let ok: Vec<Point> = pts.into_iter().filter(|p| p.batch != 8).collect();
+        let md = markdown(&machine(), &model, &settings(), &ok, None, &[]);
+        assert!(md.contains("auto check: PASS"), "{md}");
+    }
+}
