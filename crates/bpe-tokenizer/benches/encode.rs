@@ -39,7 +39,7 @@ fn texts() -> Vec<String> {
 
 /// Pieces, scores and types from tokenizer.model (the data a GGUF carries), read with a
 /// few lines of protobuf decoding.
-fn ours() -> Tokenizer {
+fn ours(word_cache: bool) -> Tokenizer {
     let bytes = std::fs::read(model_dir().join("tokenizer.model")).expect("tokenizer.model");
     let (mut tokens, mut scores, mut types) = (Vec::new(), Vec::new(), Vec::new());
     let mut b = &bytes[..];
@@ -75,6 +75,7 @@ fn ours() -> Tokenizer {
         .pad_id(0)
         .add_bos(true)
         .add_eos(true)
+        .word_cache(word_cache)
         .build()
         .expect("build")
 }
@@ -116,11 +117,13 @@ fn varint(b: &mut &[u8]) -> u64 {
 fn bench_encode(c: &mut Criterion) {
     let texts = texts();
     let bytes: usize = texts.iter().map(String::len).sum();
-    let tok = ours();
+    let tok = ours(true);
+    let uncached = ours(false);
     let hf = tokenizers::Tokenizer::from_file(model_dir().join("tokenizer.json")).expect("tokenizer.json");
     for t in texts.iter().take(200) {
         let theirs = hf.encode(t.as_str(), true).expect("hf").get_ids().to_vec();
         assert_eq!(tok.encode(t), theirs, "bench peers disagree on {t:?}");
+        assert_eq!(uncached.encode(t), theirs, "bench peers disagree on {t:?}");
     }
     eprintln!("{} texts, {bytes} bytes", texts.len());
 
@@ -141,6 +144,15 @@ fn bench_encode(c: &mut Criterion) {
         b.iter(|| {
             for t in &texts {
                 tok.encode_into_with(t, &mut out, &mut scratch);
+                black_box(&out);
+            }
+        })
+    });
+    g.bench_function("bpe-tokenizer/encode_into_no_word_cache", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            for t in &texts {
+                uncached.encode_into(t, &mut out);
                 black_box(&out);
             }
         })

@@ -66,32 +66,17 @@ impl PartialOrd for Candidate {
     }
 }
 
-/// Reusable working memory for encoding.
-///
-/// Encoding needs a symbol list and a priority queue whose sizes follow the input;
-/// keeping them here means a warmed-up `Scratch` makes encoding allocation-free apart
-/// from growing the caller's output vector. [`crate::Tokenizer`] keeps a small pool of
-/// these for its plain `encode*` methods; pass your own to the `*_with` methods to
-/// skip the pool's lock.
+/// The word being merged: a symbol list and the merge queue, both reused across words.
 #[derive(Debug, Default, Clone)]
-pub struct Scratch {
+pub(crate) struct Word {
     symbols: Vec<Symbol>,
     heap: BinaryHeap<Candidate>,
 }
 
-impl Scratch {
-    /// An empty scratch; it grows to the largest input it has seen.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl Word {
     pub(crate) fn clear(&mut self) {
         self.symbols.clear();
         self.heap.clear();
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.symbols.len()
     }
 
     /// Appends an initial symbol of `len` input units (`len >= 1`).
@@ -100,10 +85,6 @@ impl Scratch {
         let n = self.symbols.len() as u32;
         let prev = if n == 0 { NONE } else { n - 1 };
         self.symbols.push(Symbol { id, len, prev, next: n + 1 });
-    }
-
-    pub(crate) fn last_id(&self) -> Option<u32> {
-        self.symbols.last().map(|s| s.id)
     }
 
     /// Runs all merges, then calls `emit` with each resulting id in order.
@@ -188,7 +169,7 @@ mod tests {
     }
 
     fn run(ids: &[u32], m: &MergeMap) -> Vec<u32> {
-        let mut s = Scratch::new();
+        let mut s = Word::default();
         for &id in ids {
             s.push(id, 1);
         }

@@ -97,6 +97,7 @@ pub struct TokenizerBuilder {
     add_bos: bool,
     add_eos: bool,
     added: Vec<(String, u32)>,
+    no_word_cache: bool,
 }
 
 impl TokenizerBuilder {
@@ -165,6 +166,14 @@ impl TokenizerBuilder {
     /// `tokenizer.ggml.add_eos_token`.
     pub fn add_eos(mut self, yes: bool) -> Self {
         self.add_eos = yes;
+        self
+    }
+
+    /// Whether encoding caches the ids of short space-delimited words in each
+    /// [`crate::Scratch`] (default on; up to about 1 MiB per scratch). The ids are the
+    /// same either way; the cache only saves re-running BPE on frequent words.
+    pub fn word_cache(mut self, yes: bool) -> Self {
+        self.no_word_cache = !yes;
         self
     }
 
@@ -257,7 +266,8 @@ impl TokenizerBuilder {
             return Err(TokenizerError::MissingSpecialId { which: "eos" });
         }
 
-        let merges = derive_merges(n, &scores, &ids, &piece);
+        let (merges, no_split_after) = derive_merges(n, &scores, &ids, &piece);
+        let space_id = ids.get("\u{2581}").copied().unwrap_or(u32::MAX);
 
         // Initial symbols: one per character when the character is a piece.
         let mut ascii = [u32::MAX; 128];
@@ -271,6 +281,11 @@ impl TokenizerBuilder {
                     chars.insert(c, id as u32);
                 }
             }
+        }
+        let mut split_after_ascii = [false; 128];
+        for (c, ok) in split_after_ascii.iter_mut().enumerate() {
+            let c = c as u8 as char;
+            *ok = c != ' ' && ascii[c as usize] != u32::MAX && !no_split_after.contains(&c);
         }
         let mut byte_ids = [u32::MAX; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
@@ -316,6 +331,11 @@ impl TokenizerBuilder {
             chars,
             byte_ids,
             specials,
+            space_id,
+            split_after_ascii,
+            no_split_after,
+            word_cache: !self.no_word_cache,
+            tag: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), n),
             model_vocab,
         };
         Ok(Tokenizer::from_parts(
@@ -341,23 +361,33 @@ struct Rule {
 }
 
 /// Ranks every `(left, right) -> merged` split the way HF's converter orders
-/// `tokenizer.json`'s merges (see the module docs).
+/// `tokenizer.json`'s merges (see the module docs). Also returns the last characters
+/// of left parts that merge with a right part starting with `▁` (see
+/// `Tables::no_split_after`).
 fn derive_merges<'a>(
     n: usize,
     scores: &[f32],
     ids: &FxHashMap<&'a str, u32>,
     piece: &impl Fn(usize) -> &'a str,
-) -> MergeMap {
+) -> (MergeMap, Vec<char>) {
+    let mut no_split_after = Vec::new();
     let mut rules = Vec::with_capacity(n * 2);
-    for merged in 0..n {
+    for (merged, &score) in scores.iter().enumerate().take(n) {
         let text = piece(merged);
         let n_chars = text.chars().count() as u32;
         for (k, (at, _)) in text.char_indices().skip(1).enumerate() {
             let (l, r) = text.split_at(at);
             if let (Some(&left), Some(&right)) = (ids.get(l), ids.get(r)) {
+                if r.starts_with('\u{2581}')
+                    && let Some(last) = l.chars().next_back()
+                    && last != '\u{2581}'
+                    && !no_split_after.contains(&last)
+                {
+                    no_split_after.push(last);
+                }
                 let len_left = k as u32 + 1;
                 rules.push(Rule {
-                    score: scores[merged],
+                    score,
                     len_left,
                     len_right: n_chars - len_left,
                     merged: merged as u32,
@@ -380,5 +410,5 @@ fn derive_merges<'a>(
     for (rank, r) in rules.iter().enumerate() {
         merges.insert(pair_key(r.left, r.right), Merge { rank: rank as u32, new_id: r.merged });
     }
-    merges
+    (merges, no_split_after)
 }

@@ -25,10 +25,11 @@
 mod bpe;
 mod builder;
 mod error;
+mod scratch;
 mod special;
 mod tokenizer;
 
-pub use bpe::Scratch;
+pub use scratch::Scratch;
 pub use builder::{TokenType, TokenizerBuilder};
 pub use error::TokenizerError;
 pub use tokenizer::{Encoded, Tokenizer};

@@ -3,7 +3,8 @@
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use crate::bpe::{MergeMap, NONE, Scratch};
+use crate::bpe::{MergeMap, NONE, Word};
+use crate::scratch::{Scratch, WordCache};
 use crate::builder::{TokenType, TokenizerBuilder};
 use crate::error::TokenizerError;
 use crate::special::SpecialMatcher;
@@ -19,6 +20,20 @@ pub(crate) struct Tables {
     /// Id of `<0xNN>` for each byte, `NONE` if missing.
     pub(crate) byte_ids: [u32; 256],
     pub(crate) specials: SpecialMatcher,
+    /// Id of `▁`, `NONE` if absent (then words are never split).
+    pub(crate) space_id: u32,
+    /// For each ASCII character: may a BPE word be cut between it and a following
+    /// space? True when it is a piece, not a space, and no merge rule joins a left
+    /// part ending in it to a right part starting with `▁`. Cutting there cannot
+    /// change the result, because no merge can span the cut; it lets words be cached.
+    pub(crate) split_after_ascii: [bool; 128],
+    /// Last characters of left parts of merges whose right part starts with `▁`
+    /// (for Gemma only `>`, from `>` + `▁</`): no cut after them.
+    pub(crate) no_split_after: Vec<char>,
+    /// Whether `Scratch::cache` is used.
+    pub(crate) word_cache: bool,
+    /// Identifies this tokenizer to the word caches in `Scratch`es.
+    pub(crate) tag: u64,
     /// Tokens that belong to the BPE model (extra added tokens come after).
     pub(crate) model_vocab: usize,
 }
@@ -241,6 +256,7 @@ impl Tokenizer {
 
     /// Content ids of `text` (no `<bos>`/`<eos>`), passed to `emit` in order.
     fn encode_content(&self, text: &str, scratch: &mut Scratch, mut emit: impl FnMut(u32)) {
+        scratch.cache.claim(self.tables.tag);
         let bytes = text.as_bytes();
         let specials = &self.tables.specials;
         let mut seg_start = 0;
@@ -278,18 +294,68 @@ impl Tokenizer {
         self.encode_word(seg, scratch, emit);
     }
 
+    /// Splits a BPE word at spaces where no merge can cross (see
+    /// `Tables::split_after_ascii`) and encodes the chunks, through the word cache.
     fn encode_word(&self, word: &str, scratch: &mut Scratch, emit: &mut impl FnMut(u32)) {
+        let t = &self.tables;
         if word.is_empty() {
             return;
         }
+        if t.space_id == NONE {
+            self.encode_chunk(word, scratch, emit);
+            return;
+        }
+        let bytes = word.as_bytes();
+        let mut start = 0;
+        for i in 1..bytes.len() {
+            // ' ' and the first byte of '▁' are leading bytes, so `i` is a char boundary.
+            let b = bytes[i];
+            let space = b == b' ' || (b == 0xE2 && bytes.get(i + 1..i + 3) == Some(&[0x96, 0x81][..]));
+            if space && self.may_split_after(&word[..i]) {
+                self.encode_chunk(&word[start..i], scratch, emit);
+                start = i;
+            }
+        }
+        self.encode_chunk(&word[start..], scratch, emit);
+    }
+
+    /// Whether a chunk may end with the last character of `head` when a space follows.
+    #[inline]
+    fn may_split_after(&self, head: &str) -> bool {
         let t = &self.tables;
-        scratch.clear();
+        match head.chars().next_back() {
+            Some(c) if c.is_ascii() => t.split_after_ascii[c as usize],
+            Some(c) => c != '\u{2581}' && t.chars.contains_key(&c) && !t.no_split_after.contains(&c),
+            None => false,
+        }
+    }
+
+    fn encode_chunk(&self, chunk: &str, scratch: &mut Scratch, emit: &mut impl FnMut(u32)) {
+        let key = if self.tables.word_cache { WordCache::key(chunk) } else { None };
+        if let Some(key) = key
+            && let Some(ids) = scratch.cache.get(key, chunk)
+        {
+            ids.iter().for_each(|&id| emit(id));
+            return;
+        }
+        scratch.ids.clear();
+        self.bpe(chunk, &mut scratch.word, &mut scratch.ids);
+        scratch.ids.iter().for_each(|&id| emit(id));
+        if let Some(key) = key {
+            scratch.cache.insert(key, chunk, &scratch.ids);
+        }
+    }
+
+    /// HF's `BPE::merge_word` on `chunk`, ids appended to `out`.
+    fn bpe(&self, chunk: &str, word: &mut Word, out: &mut Vec<u32>) {
+        let t = &self.tables;
+        word.clear();
         // A run of characters that neither are pieces nor have all their bytes as
         // `<0xNN>` pieces becomes one `<unk>`, emitted when the next character that is
         // a piece arrives (HF's `fuse_unk`, including its placement after any byte
         // pieces in between).
         let mut pending_unk: u32 = 0;
-        for ch in word.chars() {
+        for ch in chunk.chars() {
             let c = if ch == ' ' { '\u{2581}' } else { ch };
             let len = ch.len_utf8() as u32;
             let id = if c.is_ascii() {
@@ -299,38 +365,31 @@ impl Tokenizer {
             };
             if id != NONE {
                 if pending_unk > 0 {
-                    self.push_unk(scratch, pending_unk);
+                    self.push_unk(word, pending_unk);
                     pending_unk = 0;
                 }
-                scratch.push(id, len);
+                word.push(id, len);
                 continue;
             }
             let mut buf = [0u8; 4];
             let utf8 = c.encode_utf8(&mut buf).as_bytes();
             if utf8.iter().all(|&b| t.byte_ids[usize::from(b)] != NONE) {
                 for &b in utf8 {
-                    scratch.push(t.byte_ids[usize::from(b)], 1);
+                    word.push(t.byte_ids[usize::from(b)], 1);
                 }
             } else if self.unk.is_some() {
                 pending_unk += len;
             }
         }
         if pending_unk > 0 {
-            self.push_unk(scratch, pending_unk);
+            self.push_unk(word, pending_unk);
         }
-        if scratch.len() == 1 {
-            // A single symbol has nothing to merge with.
-            if let Some(id) = scratch.last_id() {
-                emit(id);
-            }
-            return;
-        }
-        scratch.merge_and_emit(&t.merges, |id| emit(id));
+        word.merge_and_emit(&t.merges, |id| out.push(id));
     }
 
-    fn push_unk(&self, scratch: &mut Scratch, len: u32) {
+    fn push_unk(&self, word: &mut Word, len: u32) {
         if let Some(unk) = self.unk {
-            scratch.push(unk, len);
+            word.push(unk, len);
         }
     }
 
@@ -369,4 +428,52 @@ fn flush_bytes(bytes: &mut Vec<u8>, text: &mut String) {
         Err(_) => text.extend(std::iter::repeat_n('\u{FFFD}', bytes.len())),
     }
     bytes.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids: 0 <bos>, 1 <eos>, 2 ▁, 3 a, 4 b, 5 >, 6 ab, 7 ▁ab, and in `with_gt` 8 >▁,
+    /// which outranks every other merge.
+    fn tiny(with_gt: bool) -> Tokenizer {
+        let mut tokens = vec!["<bos>", "<eos>", "\u{2581}", "a", "b", ">", "ab", "\u{2581}ab"];
+        if with_gt {
+            tokens.push(">\u{2581}");
+        }
+        let n = tokens.len();
+        Tokenizer::builder()
+            .tokens(tokens)
+            .scores((0..n).map(|i| if i == 8 { 1.0 } else { -(i as f32) }))
+            .token_types((0..n).map(|i| if i < 2 { 3 } else { 1 }))
+            .bos_id(0)
+            .eos_id(1)
+            .add_bos(true)
+            .add_eos(true)
+            .build()
+            .expect("valid vocab")
+    }
+
+    #[test]
+    fn words_are_not_cut_where_a_merge_crosses_the_space() {
+        let (plain, gt) = (tiny(false), tiny(true));
+        assert_eq!(plain.tables.no_split_after, Vec::<char>::new());
+        assert_eq!(gt.tables.no_split_after, vec!['>']);
+        assert!(!gt.tables.split_after_ascii[usize::from(b'>')]);
+        assert!(gt.tables.split_after_ascii[usize::from(b'a')]);
+        assert_eq!(plain.encode("ab> ab"), vec![0, 6, 5, 7, 1]);
+        assert_eq!(gt.encode("ab> ab"), vec![0, 6, 8, 6, 1]);
+    }
+
+    #[test]
+    fn a_scratch_shared_by_two_tokenizers_does_not_leak_cached_words() {
+        let (plain, gt) = (tiny(false), tiny(true));
+        let (mut scratch, mut out) = (Scratch::new(), Vec::new());
+        for _ in 0..2 {
+            plain.encode_into_with("> ab", &mut out, &mut scratch);
+            assert_eq!(out, vec![0, 5, 7, 1]);
+            gt.encode_into_with("> ab", &mut out, &mut scratch);
+            assert_eq!(out, vec![0, 8, 6, 1]);
+        }
+    }
 }

@@ -25,6 +25,14 @@ fn dev_and_edge_texts_match_tokenizers_crate() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Texts around the one merge that crosses a space in Gemma's vocabulary (`>` + `▁</`).
+#[test]
+fn merges_across_spaces_match_tokenizers_crate() {
+    for text in ["<b>x</b> </b>", "a> </", "a>  </td>", "x > </y> </z", "> </", ">\u{2581}</", "1 > </0"] {
+        assert_eq!(support::gguf_tokenizer().encode(text), hf_ids(text), "{text:?}");
+    }
+}
+
 /// Building blocks that stress the tricky parts: spaces (merged into `▁` runs),
 /// added-token text and its look-alikes, newlines and tabs, byte fallback, scripts
 /// without spaces, combining marks.
