@@ -199,16 +199,6 @@ fn writer_reproduces_llama_cpp_q8_0_layout() {
     }
 }
 
-/// The project's converted EmbeddingGemma Q8_0 file.
-///
-/// Until crates/model-fetch offers a test-support function, the path comes from
-/// `GGUFEMBED_TEST_Q8_0`, defaulting to the development copy; a missing file fails the test.
-fn converted_q8_0() -> std::path::PathBuf {
-    std::env::var_os("GGUFEMBED_TEST_Q8_0")
-        .map(Into::into)
-        .unwrap_or_else(|| "/work/dl/embeddinggemma-300m-q8_0.gguf".into())
-}
-
 /// The value as the reference prints it (Python reprs of the values gguf-py reads).
 fn printed(v: &Value<'_>) -> String {
     fn scalar(v: &Value<'_>) -> String {
@@ -243,7 +233,7 @@ fn python_float(x: f64) -> String {
 #[test]
 fn reader_reports_the_reference_layout_of_the_converted_q8_0() {
     let r = parse_reference();
-    let path = converted_q8_0();
+    let path = crate::files::embeddinggemma_q8_0();
     let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(file.bytes().len() as u64, r.file_len);
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Integration tests for gguf-format: round trips, llama.cpp's layout, hostile input and a real
 //! llama.cpp file. One binary, one module per concern.
 
-mod gemma3;
+mod files;
 mod hostile;
 mod layout;
 mod real_file;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use gguf_format::{GgmlType, Gguf, GgufFile, GgufWriter, Value};
 use sha2::{Digest, Sha256};
 
-use crate::gemma3;
+use crate::files;
 
 /// Visits every element of a value; returns how many scalars it holds.
 fn count(v: Value<'_>) -> usize {
@@ -18,7 +18,7 @@ fn count(v: Value<'_>) -> usize {
 
 #[test]
 fn every_key_and_tensor_parses() {
-    let file = GgufFile::open(gemma3::path()).unwrap();
+    let file = GgufFile::open(files::gemma3_270m()).unwrap();
     assert_eq!(file.version(), 3);
     assert_eq!(file.alignment(), 32);
     assert_eq!(file.data_offset(), 6_525_120);
@@ -82,7 +82,7 @@ fn every_key_and_tensor_parses() {
 /// llama.cpp's exact bytes (checked by hash, so nothing is held in memory twice).
 #[test]
 fn writer_reproduces_the_file_byte_for_byte() {
-    let file = GgufFile::open(gemma3::path()).unwrap();
+    let file = GgufFile::open(files::gemma3_270m()).unwrap();
     let mut w = GgufWriter::new();
     for (key, value) in file.metadata() {
         w.add_metadata(key, value.to_owned_value()).unwrap();
@@ -102,12 +102,12 @@ fn writer_reproduces_the_file_byte_for_byte() {
         }
     }
     let digest = hex::encode(s.finish().unwrap().finalize());
-    assert_eq!(digest, gemma3::SHA256);
+    assert_eq!(digest, files::GEMMA3_SHA256);
 }
 
 #[test]
 fn truncation_anywhere_is_an_error() {
-    let file = GgufFile::open(gemma3::path()).unwrap();
+    let file = GgufFile::open(files::gemma3_270m()).unwrap();
     let bytes = file.bytes();
     let header = file.data_offset() as usize;
     let len = bytes.len();

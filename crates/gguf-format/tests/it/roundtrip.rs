@@ -260,7 +260,10 @@ fn mapped_file_matches_borrowed_parse() {
     assert_eq!(t.n_elements(), 96);
     assert_eq!(&file.bytes()[t.data_range()], &data[..]);
     let debug = format!("{file:?}");
-    assert!(debug.contains("tensor_count: 1") && debug.len() < 200, "{debug}");
+    assert!(
+        debug.contains("tensor_count: 1") && debug.len() < 200,
+        "{debug}"
+    );
     // The map is page-aligned and offsets are 32-aligned, so the data is 32-aligned in memory.
     assert_eq!(t.data.as_ptr() as usize % 32, 0);
 
