@@ -9,7 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
+mod fetch;
 mod inspect;
+mod progress;
 
 /// Text embeddings with EmbeddingGemma, from GGUF, in pure Rust.
 #[derive(Debug, Parser)]
@@ -23,12 +26,18 @@ struct Cli {
 enum Command {
     /// Print a GGUF file's header, metadata and tensor table.
     Inspect(inspect::Args),
+    /// Download, verify and convert the default model into the cache; print the GGUF's path.
+    Fetch(fetch::Args),
+    /// Convert a sentence-transformers EmbeddingGemma folder to GGUF.
+    Convert(convert::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Fetch(args) => fetch::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

