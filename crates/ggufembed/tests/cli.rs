@@ -193,3 +193,43 @@ fn bad_files_fail_with_one_line() {
         }
     }
 }
+
+/// The llama.cpp-made Gemma 3 270M file: the figures an independent reader of the format
+/// (a few lines of Python `struct`) reports for it.
+#[test]
+fn inspect_json_on_a_real_llama_cpp_file() {
+    let path = match std::env::var_os("GGUFEMBED_TEST_GEMMA3") {
+        Some(p) => p.into(),
+        None => model_fetch::testing::gemma3_270m(),
+    };
+    let out = ggufembed(&["inspect", "--json"], &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["version"].as_u64(), doc["data_offset"].as_u64()),
+        (Some(3), Some(6_525_120))
+    );
+    assert_eq!(doc["metadata_count"], 33);
+    assert_eq!(doc["tensor_count"], 236);
+    assert_eq!(
+        doc["tensor_types"],
+        serde_json::json!({"F32": 109, "Q4_K": 27, "Q5_0": 81, "Q6_K": 9, "Q8_0": 10})
+    );
+    let tensors = doc["tensors"].as_array().unwrap();
+    assert_eq!(tensors[1]["name"], "token_embd.weight");
+    assert_eq!(tensors[1]["shape"], serde_json::json!([640, 262144]));
+    assert_eq!(tensors[1]["offset"], 6_527_680);
+    assert_eq!(tensors[235]["name"], "blk.17.post_ffw_norm.weight");
+    assert_eq!(tensors[235]["relative_offset"], 246_585_344);
+    let tokens = doc["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == "tokenizer.ggml.tokens")
+        .unwrap();
+    assert_eq!(tokens["len"], 262_144);
+}
