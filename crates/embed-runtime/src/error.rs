@@ -50,6 +50,16 @@ pub enum EmbedError {
         /// The model's context length.
         limit: usize,
     },
+    /// The tokenizer produced no ids for a text (a file whose tokenizer adds neither `<bos>`
+    /// nor `<eos>`, given an empty string).
+    #[error("text {index} has no tokens")]
+    EmptyInput {
+        /// Position of the text in the batch.
+        index: usize,
+    },
+    /// The model rejected the token ids (cannot happen with the file's own tokenizer).
+    #[error("model input rejected: {0}")]
+    Input(#[source] gemma_model::InputError),
     /// A worker thread panicked while embedding this batch; the `Embedder` remains usable.
     #[error("embedding worker panicked: {0}")]
     WorkerPanic(String),

@@ -1,2 +1,50 @@
-//! The public embedding API: Embedder, options, worker pool.
+//! The public embedding API: an [`Embedder`] that turns a batch of texts into EmbeddingGemma
+//! vectors as fast as the cores allow.
+//!
+//! This crate is where the layers meet: it opens the GGUF (`gguf-format`), builds the tokenizer
+//! from its `tokenizer.ggml.*` keys (`bpe-tokenizer`), loads the model (`gemma-model`, whose
+//! matmuls run on `quant-kernels`), and owns the only threads in the library stack: one
+//! persistent pool per `Embedder`. It also decides, per call, how to use those threads:
+//!
+//! - **coarse**: texts grouped into token-budgeted work items, items spread over the workers,
+//!   every matmul serial. No synchronisation inside a forward pass; best when there are enough
+//!   texts to keep every worker busy.
+//! - **fine**: one work item at a time, every matmul split across the workers. The only way to
+//!   use more than one core on a single text.
+//! - **auto**: simulates the coarse schedule for the batch's lengths and picks coarse when it
+//!   balances well enough to beat fine (see `plan.rs`).
+//!
+//! Whatever the mode, a text's vector is bit-identical: GEMM rows do not depend on their
+//! neighbours or on how the work is split, attention and pooling run per text.
+//!
+//! ```no_run
+//! use embed_runtime::Embedder;
+//! # fn main() -> Result<(), embed_runtime::EmbedError> {
+//! let embedder = Embedder::builder().build()?; // default model, fetched on first use
+//! let out = embedder.embed(&["a man is playing a flute", "someone plays music"])?;
+//! assert_eq!(out.len(), 2);
+//! assert_eq!(out.dim(), 768);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod default_model;
+mod embedder;
+mod embeddings;
+mod error;
+mod plan;
+mod pool;
+mod prompt;
+mod vocab;
+
+pub use default_model::default_model_path;
+pub use embedder::{DEFAULT_TOKEN_BUDGET, Embedder, EmbedderBuilder, MATRYOSHKA_DIMS, Truncation};
+pub use embeddings::Embeddings;
+pub use error::EmbedError;
+pub use gemma_model::NumericPath;
+pub use plan::Parallelism;
+pub use prompt::{NAMED_PROMPTS, Prompt};
+pub use quant_kernels::Isa;
+pub use vocab::load_tokenizer;
+pub use bpe_tokenizer::Tokenizer;

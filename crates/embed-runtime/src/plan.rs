@@ -64,7 +64,8 @@ pub(crate) fn fine_items(order: &[usize], tokens: &[usize], token_budget: usize)
 /// gets a run of its own. `order` lists text indices longest first; the ranges index into it.
 fn group(order: &[usize], tokens: &[usize], cap: usize) -> Vec<Range<usize>> {
     let cap = cap.max(1);
-    let mut items = Vec::new();
+    // Sized for the worst case up front: one allocation per call whatever the item count.
+    let mut items = Vec::with_capacity(order.len());
     let mut start = 0;
     let mut acc = 0;
     for (pos, &i) in order.iter().enumerate() {

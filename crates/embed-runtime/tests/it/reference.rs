@@ -1,0 +1,115 @@
+//! Vectors and token ids through the public API against sentence-transformers' (f32) output.
+
+use embed_runtime::{Embedder, NumericPath, Prompt};
+
+use crate::support::*;
+
+struct Figures {
+    min: f32,
+    mean: f32,
+}
+
+/// Embeds every text of a reference set with `embedder`, checks the ids the embedder's tokenizer
+/// gives and the token counts it reports, and returns the cosine figures.
+fn run_set(name: &str, embedder: &Embedder) -> Figures {
+    let (cases, want) = reference_set(name);
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let got = embedder.embed(&texts).expect("embed");
+    assert_eq!(got.len(), cases.len());
+    assert_eq!(got.dim(), want[0].len(), "{name}: dimension");
+    let context = embedder.context_length();
+    for (i, case) in cases.iter().enumerate() {
+        let full = embedder.tokenizer().encode(&case.input);
+        if full.len() > context {
+            // The reference keeps <bos>, the first context-2 content ids and <eos>.
+            assert!(got.truncated()[i], "{name}[{i}] reported as truncated");
+            assert_eq!(&full[..context - 1], &case.ids[..context - 1], "{name}[{i}] ids");
+            assert_eq!(case.ids.len(), context);
+        } else {
+            assert!(!got.truncated()[i], "{name}[{i}] not truncated");
+            assert_eq!(full, case.ids, "{name}[{i}] ids of {:?}", case.input);
+        }
+        assert_eq!(got.token_counts()[i], case.ids.len(), "{name}[{i}] token count");
+    }
+    let cos: Vec<f32> = (0..cases.len()).map(|i| cosine(got.row(i), &want[i])).collect();
+    let min = cos.iter().cloned().fold(f32::INFINITY, f32::min);
+    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+    let worst = cos.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap();
+    eprintln!(
+        "{name:>22} {:?}: n = {:3}, cosine min {min:.6} (text {worst}), mean {mean:.6}",
+        embedder.isa(),
+        cases.len()
+    );
+    // Norms: 1 for full or renormalised vectors, the reference's (≈0.6) for raw prefixes.
+    for (i, w) in want.iter().enumerate() {
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n(got.row(i)) - n(w)).abs() < 2e-3, "{name}[{i}] norm {} vs {}", n(got.row(i)), n(w));
+    }
+    Figures { min, mean }
+}
+
+fn q8_0_with(prompt: Prompt, dims: usize, renormalize: bool) -> Embedder {
+    Embedder::builder()
+        .model(q8_0_model())
+        .threads(2)
+        .prompt(prompt)
+        .dims(dims)
+        .renormalize(renormalize)
+        .build()
+        .expect("Q8_0 model loads")
+}
+
+fn assert_q8_0(name: &str, f: Figures) {
+    assert!(f.min >= Q8_0_MIN_COSINE, "{name}: min cosine {} < {Q8_0_MIN_COSINE}", f.min);
+    assert!(f.mean >= Q8_0_MEAN_COSINE, "{name}: mean cosine {} < {Q8_0_MEAN_COSINE}", f.mean);
+}
+
+#[test]
+fn q8_0_dev_en() {
+    assert_q8_0("dev-en", run_set("dev-en", q8_0()));
+}
+
+#[test]
+fn q8_0_dev_multi() {
+    assert_q8_0("dev-multi", run_set("dev-multi", q8_0()));
+}
+
+#[test]
+fn q8_0_long_texts_cross_the_sliding_window_and_truncate() {
+    assert_q8_0("long", run_set("long", q8_0()));
+}
+
+#[test]
+fn q8_0_edge_cases() {
+    assert_q8_0("edge", run_set("edge", q8_0()));
+}
+
+#[test]
+fn q8_0_query_and_document_prompts() {
+    for (set, prompt) in [("dev-en-query", "query"), ("dev-en-document", "document")] {
+        let (cases, _) = reference_set(set);
+        assert!(cases.iter().all(|c| c.prompt_name.as_deref() == Some(prompt)));
+        let e = q8_0_with(Prompt::named(prompt).unwrap(), 768, false);
+        assert_q8_0(set, run_set(set, &e));
+    }
+}
+
+#[test]
+fn q8_0_matryoshka_256_raw_and_renormalised() {
+    assert_q8_0("dim256", run_set("dev-en-dim256", &q8_0_with(Prompt::None, 256, false)));
+    assert_q8_0("dim256-renorm", run_set("dev-en-dim256-renorm", &q8_0_with(Prompt::None, 256, true)));
+}
+
+#[test]
+fn f32_path_is_exact() {
+    let e = Embedder::builder()
+        .model(f32_model())
+        .threads(2)
+        .numeric(NumericPath::F32)
+        .build()
+        .expect("F32 model loads");
+    for set in ["dev-en", "edge", "long"] {
+        let f = run_set(set, &e);
+        assert!(f.min >= F32_MIN_COSINE, "{set}: F32 min cosine {} < {F32_MIN_COSINE}", f.min);
+    }
+}
