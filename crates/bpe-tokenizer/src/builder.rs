@@ -270,22 +270,23 @@ impl TokenizerBuilder {
         let space_id = ids.get("\u{2581}").copied().unwrap_or(u32::MAX);
 
         // Initial symbols: one per character when the character is a piece.
-        let mut ascii = [u32::MAX; 128];
-        let mut chars: FxHashMap<char, u32> = FxHashMap::default();
+        let mut bmp = vec![u32::MAX; 0x1_0000].into_boxed_slice();
+        let mut astral: FxHashMap<char, u32> = FxHashMap::default();
         for id in 0..n {
             let mut it = piece(id).chars();
             if let (Some(c), None) = (it.next(), it.next()) {
-                if c.is_ascii() {
-                    ascii[c as usize] = id as u32;
-                } else {
-                    chars.insert(c, id as u32);
+                match bmp.get_mut(c as usize) {
+                    Some(slot) => *slot = id as u32,
+                    None => {
+                        astral.insert(c, id as u32);
+                    }
                 }
             }
         }
         let mut split_after_ascii = [false; 128];
         for (c, ok) in split_after_ascii.iter_mut().enumerate() {
             let c = c as u8 as char;
-            *ok = c != ' ' && ascii[c as usize] != u32::MAX && !no_split_after.contains(&c);
+            *ok = c != ' ' && bmp[c as usize] != u32::MAX && !no_split_after.contains(&c);
         }
         let mut byte_ids = [u32::MAX; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
@@ -327,8 +328,8 @@ impl TokenizerBuilder {
 
         let tables = Tables {
             merges,
-            ascii,
-            chars,
+            bmp,
+            astral,
             byte_ids,
             specials,
             space_id,

@@ -13,10 +13,11 @@ use crate::special::SpecialMatcher;
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) merges: MergeMap,
-    /// Piece id of each ASCII character after normalisation, `NONE` if not a piece.
-    pub(crate) ascii: [u32; 128],
-    /// Piece id of every other single-character piece.
-    pub(crate) chars: FxHashMap<char, u32>,
+    /// Piece id of each character of the Basic Multilingual Plane, `NONE` if the
+    /// character is not a piece (a 256 KiB table: one load per character).
+    pub(crate) bmp: Box<[u32]>,
+    /// Piece id of every single-character piece outside the BMP.
+    pub(crate) astral: FxHashMap<char, u32>,
     /// Id of `<0xNN>` for each byte, `NONE` if missing.
     pub(crate) byte_ids: [u32; 256],
     pub(crate) specials: SpecialMatcher,
@@ -36,6 +37,17 @@ pub(crate) struct Tables {
     pub(crate) tag: u64,
     /// Tokens that belong to the BPE model (extra added tokens come after).
     pub(crate) model_vocab: usize,
+}
+
+impl Tables {
+    /// The id of the single-character piece `c`, `NONE` if there is none.
+    #[inline(always)]
+    pub(crate) fn char_id(&self, c: char) -> u32 {
+        match self.bmp.get(c as usize) {
+            Some(&id) => id,
+            None => self.astral.get(&c).copied().unwrap_or(NONE),
+        }
+    }
 }
 
 /// Most scratch buffers the pool keeps; more concurrent callers simply allocate.
@@ -325,7 +337,7 @@ impl Tokenizer {
         let t = &self.tables;
         match head.chars().next_back() {
             Some(c) if c.is_ascii() => t.split_after_ascii[c as usize],
-            Some(c) => c != '\u{2581}' && t.chars.contains_key(&c) && !t.no_split_after.contains(&c),
+            Some(c) => c != '\u{2581}' && t.char_id(c) != NONE && !t.no_split_after.contains(&c),
             None => false,
         }
     }
@@ -358,11 +370,7 @@ impl Tokenizer {
         for ch in chunk.chars() {
             let c = if ch == ' ' { '\u{2581}' } else { ch };
             let len = ch.len_utf8() as u32;
-            let id = if c.is_ascii() {
-                t.ascii[c as usize]
-            } else {
-                t.chars.get(&c).copied().unwrap_or(NONE)
-            };
+            let id = t.char_id(c);
             if id != NONE {
                 if pending_unk > 0 {
                     self.push_unk(word, pending_unk);

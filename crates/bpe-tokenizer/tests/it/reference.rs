@@ -40,6 +40,14 @@ fn dev_texts_match_reference_from_gguf_data() {
     check_dev(support::gguf_tokenizer(), "gguf");
 }
 
+/// The word cache only saves work: without it the ids are the same.
+#[test]
+fn dev_texts_match_reference_without_word_cache() {
+    let (tokens, scores, types) = support::gguf_arrays();
+    let tok = support::builder_from(&tokens, &scores, &types).word_cache(false).build().expect("build");
+    check_dev(&tok, "gguf, no word cache");
+}
+
 #[test]
 fn dev_texts_match_reference_from_tokenizer_model() {
     check_dev(support::full_tokenizer(), "tokenizer.model");

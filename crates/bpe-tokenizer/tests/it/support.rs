@@ -197,7 +197,7 @@ pub fn gguf_arrays() -> (Vec<String>, Vec<f32>, Vec<i32>) {
     (tokens, scores, types)
 }
 
-fn builder_from(tokens: &[String], scores: &[f32], types: &[i32]) -> bpe_tokenizer::TokenizerBuilder {
+pub fn builder_from(tokens: &[String], scores: &[f32], types: &[i32]) -> bpe_tokenizer::TokenizerBuilder {
     Tokenizer::builder()
         .tokens(tokens)
         .scores(scores.iter().copied())
