@@ -1,8 +1,12 @@
 //! Integration tests: reference ids, parity with HF `tokenizers`, merge derivation,
 //! properties.
 
+mod alloc;
 mod merges;
 mod parity;
 mod props;
 mod reference;
 mod support;
+
+#[global_allocator]
+static ALLOC: alloc::CountingAlloc = alloc::CountingAlloc;
