@@ -10,9 +10,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod embed;
 mod fetch;
+mod input;
 mod inspect;
+mod model;
+mod output;
 mod progress;
+mod tokenize;
 
 /// Text embeddings with EmbeddingGemma, from GGUF, in pure Rust.
 #[derive(Debug, Parser)]
@@ -24,6 +29,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Embed texts (arguments, a file or standard input) with EmbeddingGemma.
+    Embed(embed::Args),
+    /// Print the token ids (and pieces) of texts.
+    Tokenize(tokenize::Args),
     /// Print a GGUF file's header, metadata and tensor table.
     Inspect(inspect::Args),
     /// Download, verify and convert the default model into the cache; print the GGUF's path.
@@ -35,6 +44,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Convert(args) => convert::run(args),

@@ -1,0 +1,191 @@
+//! `ggufembed embed`: texts in, vectors out (JSON Lines or `.npy`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use embed_runtime::{Embedder, NumericPath, Parallelism, Prompt, Truncation};
+
+use crate::input::InputArgs;
+use crate::output::{Output, npy_header};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per text: {"index", "embedding", "tokens", "truncated"}.
+    Jsonl,
+    /// A float32 matrix (texts × dims) in NumPy's .npy format.
+    Npy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Chosen per batch from its size and lengths.
+    Auto,
+    /// Texts in parallel, serial matmuls.
+    Coarse,
+    /// One batch of texts at a time, matmuls split across threads.
+    Fine,
+}
+
+/// Embed texts with EmbeddingGemma.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Write results to FILE (it appears only when complete) instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
+    /// A GGUF model (default: EmbeddingGemma-300M Q8_0, fetched into the cache on first use).
+    #[arg(long, short, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// A prompt name from the model's configuration (query, document, STS, Clustering, ...).
+    #[arg(long, value_name = "NAME", conflicts_with = "prefix")]
+    prompt: Option<String>,
+    /// A custom prefix put in front of every text.
+    #[arg(long, value_name = "TEXT")]
+    prefix: Option<String>,
+    /// Output dimension: 768, or a Matryoshka prefix of 512, 256 or 128.
+    #[arg(long, default_value_t = 768)]
+    dims: usize,
+    /// Scale a Matryoshka prefix back to unit length.
+    #[arg(long)]
+    renormalize: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// How texts are spread over the threads.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+    /// Texts per embed call.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Fail on a text longer than the model's context instead of truncating it.
+    #[arg(long)]
+    no_truncate: bool,
+    /// Use the f32 reference arithmetic instead of quantized matmuls (slower; needs an F32/F16
+    /// model for exact results).
+    #[arg(long)]
+    f32: bool,
+    /// Report model load time and a throughput summary on standard error.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let texts = args.input.read()?;
+    let prompt = match (&args.prompt, &args.prefix) {
+        (Some(name), _) => Prompt::named(name).with_context(|| {
+            let names: Vec<&str> = embed_runtime::NAMED_PROMPTS.iter().map(|(n, _)| *n).collect();
+            format!("unknown prompt {name:?}; the model's prompts are {}", names.join(", "))
+        })?,
+        (None, Some(prefix)) => Prompt::Custom(prefix.clone()),
+        (None, None) => Prompt::None,
+    };
+    let model = crate::model::resolve(args.model.as_deref())?;
+
+    let load_start = Instant::now();
+    let mut builder = Embedder::builder()
+        .model(&model)
+        .prompt(prompt)
+        .dims(args.dims)
+        .renormalize(args.renormalize)
+        .parallelism(match args.mode {
+            Mode::Auto => Parallelism::Auto,
+            Mode::Coarse => Parallelism::Coarse,
+            Mode::Fine => Parallelism::Fine,
+        })
+        .truncation(if args.no_truncate { Truncation::Error } else { Truncation::Truncate })
+        .numeric(if args.f32 { NumericPath::F32 } else { NumericPath::Quantized });
+    if let Some(t) = args.threads {
+        builder = builder.threads(t);
+    }
+    let embedder = builder.build().context("cannot load the model")?;
+    if args.verbose {
+        eprintln!(
+            "loaded {} in {:.2} s ({} threads, {:?} kernels)",
+            model.display(),
+            load_start.elapsed().as_secs_f64(),
+            embedder.threads(),
+            embedder.isa()
+        );
+    }
+
+    let mut out = Output::open(args.output.as_deref())?;
+    if args.format == Format::Npy {
+        if args.output.is_none() && std::io::stdout().is_terminal() {
+            bail!("--format npy writes binary data; give --output FILE or redirect standard output");
+        }
+        out.write_all(&npy_header(texts.len(), embedder.dim()))?;
+    }
+    let bar = progress_bar(texts.len());
+    let batch = args.batch_size as usize;
+    let started = Instant::now();
+    let mut tokens = 0usize;
+    let mut line = String::new();
+    for (b, chunk) in texts.chunks(batch).enumerate() {
+        let result = embedder.embed(chunk).map_err(|e| match e {
+            embed_runtime::EmbedError::TooLong { index, tokens, limit } => anyhow::anyhow!(
+                "text {} has {tokens} tokens, more than the model's {limit} (drop --no-truncate to truncate it)",
+                b * batch + index + 1
+            ),
+            e => anyhow::Error::new(e),
+        })?;
+        tokens += result.token_counts().iter().sum::<usize>();
+        match args.format {
+            Format::Npy => {
+                for v in result.as_slice() {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+            }
+            Format::Jsonl => {
+                for (i, row) in result.iter().enumerate() {
+                    line.clear();
+                    line.push_str(&format!("{{\"index\":{},\"embedding\":", b * batch + i));
+                    line.push_str(&serde_json::to_string(row)?);
+                    line.push_str(&format!(
+                        ",\"tokens\":{},\"truncated\":{}}}\n",
+                        result.token_counts()[i],
+                        result.truncated()[i]
+                    ));
+                    out.write_all(line.as_bytes())?;
+                }
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    out.commit()?;
+    if args.verbose {
+        eprintln!(
+            "{} texts, {tokens} tokens, {elapsed:.2} s, {:.1} texts/s",
+            texts.len(),
+            texts.len() as f64 / elapsed.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// A bar on standard error for inputs big enough to be worth watching, when a person is.
+fn progress_bar(n: usize) -> Option<indicatif::ProgressBar> {
+    if n < 256 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} embedding [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
