@@ -40,6 +40,23 @@ fn texts() -> Vec<String> {
 /// Pieces, scores and types from tokenizer.model (the data a GGUF carries), read with a
 /// few lines of protobuf decoding.
 fn ours(word_cache: bool) -> Tokenizer {
+    let (tokens, scores, types) = vocab();
+    Tokenizer::builder()
+        .tokens(&tokens)
+        .scores(scores)
+        .token_types(types)
+        .bos_id(2)
+        .eos_id(1)
+        .unk_id(3)
+        .pad_id(0)
+        .add_bos(true)
+        .add_eos(true)
+        .word_cache(word_cache)
+        .build()
+        .expect("build")
+}
+
+fn vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {
     let bytes = std::fs::read(model_dir().join("tokenizer.model")).expect("tokenizer.model");
     let (mut tokens, mut scores, mut types) = (Vec::new(), Vec::new(), Vec::new());
     let mut b = &bytes[..];
@@ -65,19 +82,7 @@ fn ours(word_cache: bool) -> Tokenizer {
             t => panic!("wire type {t}"),
         }
     }
-    Tokenizer::builder()
-        .tokens(&tokens)
-        .scores(scores)
-        .token_types(types)
-        .bos_id(2)
-        .eos_id(1)
-        .unk_id(3)
-        .pad_id(0)
-        .add_bos(true)
-        .add_eos(true)
-        .word_cache(word_cache)
-        .build()
-        .expect("build")
+    (tokens, scores, types)
 }
 
 fn piece(mut b: &[u8]) -> (String, f32, i32) {
@@ -181,5 +186,29 @@ fn bench_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encode);
+/// Building the tables (merge ranks derived from 262,144 pieces) from vocabulary data
+/// already in memory, as the runtime does after reading the GGUF.
+fn bench_build(c: &mut Criterion) {
+    let (tokens, scores, types) = vocab();
+    let mut g = c.benchmark_group("build");
+    g.sample_size(10);
+    g.bench_function("gemma-262k", |b| {
+        b.iter(|| {
+            Tokenizer::builder()
+                .tokens(&tokens)
+                .scores(scores.iter().copied())
+                .token_types(types.iter().copied())
+                .bos_id(2)
+                .eos_id(1)
+                .unk_id(3)
+                .add_bos(true)
+                .add_eos(true)
+                .build()
+                .expect("build")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_build);
 criterion_main!(benches);
