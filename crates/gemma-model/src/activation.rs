@@ -18,11 +18,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // `x - n ln2` is computed without cancellation error (Cody-Waite reduction).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding then subtracting 1.5·2^23 rounds to the nearest integer in plain SSE2 code,
-    // which `f32::round` does not compile to.
+    // Adding 1.5·2^23 rounds to the nearest integer (SSE2 has no rounding instruction) and
+    // leaves that integer in the low mantissa bits, read back without a float-to-int
+    // conversion (whose saturating semantics would not vectorise).
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // Comparisons rather than `clamp`, whose NaN rules compile to scalar code. NaN fails both
+    // tests and stays NaN.
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Minimax polynomial for exp on [-ln2/2, ln2/2] (Cephes expf coefficients).
     let r2 = r * r;
@@ -31,10 +36,11 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * r2 + r + 1.0;
-    // 2^n built from its exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from its exponent bits; n is in [-126, 127] after the clamp.
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     y * scale
 }
 
@@ -98,7 +104,8 @@ mod tests {
             let xd = f64::from(x);
             let want = 0.5
                 * xd
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+                * (1.0
+                    + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
             let got = f64::from(gelu_tanh(x));
             let err = (got - want).abs();
             assert!(

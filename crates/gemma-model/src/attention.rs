@@ -74,7 +74,17 @@ pub(crate) fn attend_block(
     let rows = q_block.len() / d;
     let s = &mut scores[..rows * n];
     let kv = j0 * d..j1 * d;
-    if let Err(e) = gemm_f32_nt(kernels, q_block, rows, d, &k[kv.clone()], n, s, gemm, &Serial) {
+    if let Err(e) = gemm_f32_nt(
+        kernels,
+        q_block,
+        rows,
+        d,
+        &k[kv.clone()],
+        n,
+        s,
+        gemm,
+        &Serial,
+    ) {
         unreachable!("attention operands are sized from the block: {e}");
     }
     for (r, row) in s.chunks_exact_mut(n).enumerate() {
@@ -94,11 +104,22 @@ pub(crate) fn attend_block(
 /// Softmax of `row[lo..hi] · scale` in place; entries outside the span become 0.
 fn softmax_span(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
     let span = &mut row[lo..hi];
-    let mut max = f32::NEG_INFINITY;
-    for x in span.iter_mut() {
-        *x *= scale;
-        max = max.max(*x);
+    // Lane-wise maxima with plain comparisons so the loop vectorises (`f32::max` does not).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = span.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (m, x) in lanes.iter_mut().zip(c.iter_mut()) {
+            *x *= scale;
+            *m = if *x > *m { *x } else { *m };
+        }
     }
+    for x in chunks.into_remainder() {
+        *x *= scale;
+        lanes[0] = if *x > lanes[0] { *x } else { lanes[0] };
+    }
+    let max = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
     let mut acc = [0.0f32; 8];
     let mut chunks = span.chunks_exact_mut(8);
     for c in &mut chunks {
@@ -187,7 +208,17 @@ mod tests {
         let mut out = q.clone();
         let mut scores = vec![f32::NAN; scores_len(shape, t)];
         for (b, blk) in out.chunks_mut(QUERY_BLOCK * h * d).enumerate() {
-            attend_block(kernels, &mut GemmScratch::new(), shape, blk, &k, &v, t, b, &mut scores);
+            attend_block(
+                kernels,
+                &mut GemmScratch::new(),
+                shape,
+                blk,
+                &k,
+                &v,
+                t,
+                b,
+                &mut scores,
+            );
         }
         for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
             assert!(
@@ -200,7 +231,12 @@ mod tests {
 
     #[test]
     fn full_attention_matches_reference() {
-        let shape = AttnShape { n_head: 3, head_dim: 16, half_window: None, scale: 0.25 };
+        let shape = AttnShape {
+            n_head: 3,
+            head_dim: 16,
+            half_window: None,
+            scale: 0.25,
+        };
         for t in [1, 2, 9, 31, 32, 33, 70] {
             run(&shape, t);
         }
@@ -210,7 +246,12 @@ mod tests {
     fn sliding_window_matches_reference() {
         // A window smaller than a block and one larger, so spans start and end mid-block.
         for w in [3, 40] {
-            let shape = AttnShape { n_head: 3, head_dim: 8, half_window: Some(w), scale: 0.5 };
+            let shape = AttnShape {
+                n_head: 3,
+                head_dim: 8,
+                half_window: Some(w),
+                scale: 0.5,
+            };
             for t in [1, 5, 32, 33, 100, 130] {
                 run(&shape, t);
             }
@@ -220,20 +261,50 @@ mod tests {
     #[test]
     fn window_larger_than_text_equals_full() {
         let t = 50;
-        let full = AttnShape { n_head: 3, head_dim: 8, half_window: None, scale: 0.3 };
-        let slid = AttnShape { half_window: Some(t), ..full };
+        let full = AttnShape {
+            n_head: 3,
+            head_dim: 8,
+            half_window: None,
+            scale: 0.3,
+        };
+        let slid = AttnShape {
+            half_window: Some(t),
+            ..full
+        };
         let q = data(t * 24, 5);
         let k = data(t * 8, 6);
         let v = data(t * 8, 7);
         let mut a = q.clone();
         let mut b = q.clone();
         let mut scores = vec![0.0; scores_len(&full, t)];
-        for (blk, (ra, rb)) in
-            a.chunks_mut(QUERY_BLOCK * 24).zip(b.chunks_mut(QUERY_BLOCK * 24)).enumerate()
+        for (blk, (ra, rb)) in a
+            .chunks_mut(QUERY_BLOCK * 24)
+            .zip(b.chunks_mut(QUERY_BLOCK * 24))
+            .enumerate()
         {
             let mut g = GemmScratch::new();
-            attend_block(Kernels::get(), &mut g, &full, ra, &k, &v, t, blk, &mut scores);
-            attend_block(Kernels::get(), &mut g, &slid, rb, &k, &v, t, blk, &mut scores);
+            attend_block(
+                Kernels::get(),
+                &mut g,
+                &full,
+                ra,
+                &k,
+                &v,
+                t,
+                blk,
+                &mut scores,
+            );
+            attend_block(
+                Kernels::get(),
+                &mut g,
+                &slid,
+                rb,
+                &k,
+                &v,
+                t,
+                blk,
+                &mut scores,
+            );
         }
         assert_eq!(a, b);
     }

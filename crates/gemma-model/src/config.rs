@@ -100,8 +100,9 @@ mod tests {
     #[test]
     fn layers_5_11_17_23_are_full() {
         let c = ModelConfig::embedding_gemma_300m();
-        let full: Vec<usize> =
-            (0..24).filter(|&l| c.layer_kind(l) == LayerKind::Full).collect();
+        let full: Vec<usize> = (0..24)
+            .filter(|&l| c.layer_kind(l) == LayerKind::Full)
+            .collect();
         assert_eq!(full, [5, 11, 17, 23]);
         assert_eq!(c.half_window(), 256);
         assert_eq!(c.q_dim(), 768);

@@ -42,13 +42,30 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     let m = total;
 
     let ModelScratch {
-        x, h, q, k, v, gate, up, attn, scores_len, offsets, pooled, dense_mid, acc, gemm, ..
+        x,
+        h,
+        q,
+        k,
+        v,
+        gate,
+        up,
+        attn,
+        scores_len,
+        offsets,
+        pooled,
+        dense_mid,
+        acc,
+        gemm,
+        ..
     } = s;
     let mut exec = Exec { par, gemm };
 
     // Token embeddings, scaled by sqrt(d) in f32 as the reference does.
     let scale = (d as f32).sqrt();
-    for (row, &id) in x[..m * d].chunks_exact_mut(d).zip(texts.iter().flat_map(|t| t.iter())) {
+    for (row, &id) in x[..m * d]
+        .chunks_exact_mut(d)
+        .zip(texts.iter().flat_map(|t| t.iter()))
+    {
         model.embedding.row(id, row);
         for v in row.iter_mut() {
             *v *= scale;
@@ -91,9 +108,13 @@ pub(crate) fn forward_group<T: MaybeTrace>(
             mean_rows(&x[a * d..b * d], d, &mut pooled[i * d..(i + 1) * d], acc);
         }
         tr.record(TracePoint::Pooled, &pooled[..n * d]);
-        model.dense2.forward(&pooled[..n * d], n, &mut dense_mid[..n * hidden], &mut exec);
+        model
+            .dense2
+            .forward(&pooled[..n * d], n, &mut dense_mid[..n * hidden], &mut exec);
         tr.record(TracePoint::Dense2, &dense_mid[..n * hidden]);
-        model.dense3.forward(&dense_mid[..n * hidden], n, out_chunk, &mut exec);
+        model
+            .dense3
+            .forward(&dense_mid[..n * hidden], n, out_chunk, &mut exec);
         tr.record(TracePoint::Dense3, out_chunk);
         for e in out_chunk.chunks_exact_mut(dim) {
             l2_normalize(e);
@@ -189,16 +210,30 @@ fn layer_forward<T: MaybeTrace>(
     if T::ON {
         // Traced runs are serial and record each block's probabilities.
         let mut pool = b.attn.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(work) = pool.last_mut() else { unreachable!("the pool holds a workspace") };
+        let Some(work) = pool.last_mut() else {
+            unreachable!("the pool holds a workspace")
+        };
         for (t0, t, blk, q_block) in blocks {
             let (k, v) = (&b.k[t0 * hd..(t0 + t) * hd], &b.v[t0 * hd..(t0 + t) * hd]);
             let first_key = attention::attend_block(
-                kernels, &mut work.gemm, &shape, q_block, k, v, t, blk, &mut work.scores,
+                kernels,
+                &mut work.gemm,
+                &shape,
+                q_block,
+                k,
+                v,
+                t,
+                blk,
+                &mut work.scores,
             );
             let rows = q_block.len() / hd;
             let (j0, j1) = attention::key_span(&shape, t, blk);
             tr.record(
-                TracePoint::AttnProbs { layer: l, block: blk, first_key },
+                TracePoint::AttnProbs {
+                    layer: l,
+                    block: blk,
+                    first_key,
+                },
                 &work.scores[..rows * (j1 - j0)],
             );
         }
@@ -210,14 +245,24 @@ fn layer_forward<T: MaybeTrace>(
         let (kall, vall, pool, scores_len) = (&*b.k, &*b.v, b.attn, b.scores_len);
         exec.par.run(n_tasks, &|_| {
             let item = blocks.lock().unwrap_or_else(|p| p.into_inner()).next();
-            let Some((t0, t, blk, q_block)) = item else { return };
+            let Some((t0, t, blk, q_block)) = item else {
+                return;
+            };
             let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             // A parallel-for running more tasks at once than it reports threads gets a
             // temporary workspace rather than an error.
             let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len));
             let (k, v) = (&kall[t0 * hd..(t0 + t) * hd], &vall[t0 * hd..(t0 + t) * hd]);
             attention::attend_block(
-                kernels, &mut work.gemm, &shape, q_block, k, v, t, blk, &mut work.scores,
+                kernels,
+                &mut work.gemm,
+                &shape,
+                q_block,
+                k,
+                v,
+                t,
+                blk,
+                &mut work.scores,
             );
             pool.lock().unwrap_or_else(|p| p.into_inner()).push(work);
         });
@@ -270,7 +315,10 @@ fn norm_heads(rows: &mut [f32], hd: usize, w: &[f32], eps: f32) {
 
 fn rotate_rows(rows: &mut [f32], width: usize, offsets: &[usize], rope: &crate::rope::RopeTable) {
     for w in offsets.windows(2) {
-        for (p, r) in rows[w[0] * width..w[1] * width].chunks_exact_mut(width).enumerate() {
+        for (p, r) in rows[w[0] * width..w[1] * width]
+            .chunks_exact_mut(width)
+            .enumerate()
+        {
             rope.rotate(r, p);
         }
     }
@@ -289,8 +337,18 @@ struct QueryBlocks<'a> {
 
 impl<'a> QueryBlocks<'a> {
     fn new(q: &'a mut [f32], offsets: &'a [usize], width: usize) -> QueryBlocks<'a> {
-        let remaining = offsets.windows(2).map(|w| (w[1] - w[0]).div_ceil(attention::QUERY_BLOCK)).sum();
-        QueryBlocks { rest: q, offsets, width, text: 0, block: 0, remaining }
+        let remaining = offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]).div_ceil(attention::QUERY_BLOCK))
+            .sum();
+        QueryBlocks {
+            rest: q,
+            offsets,
+            width,
+            text: 0,
+            block: 0,
+            remaining,
+        }
     }
 }
 
@@ -298,7 +356,10 @@ impl<'a> Iterator for QueryBlocks<'a> {
     type Item = (usize, usize, usize, &'a mut [f32]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (t0, t1) = (*self.offsets.get(self.text)?, *self.offsets.get(self.text + 1)?);
+        let (t0, t1) = (
+            *self.offsets.get(self.text)?,
+            *self.offsets.get(self.text + 1)?,
+        );
         let t = t1 - t0;
         let first = self.block * attention::QUERY_BLOCK;
         let rows = attention::QUERY_BLOCK.min(t - first);

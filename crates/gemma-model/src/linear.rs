@@ -58,7 +58,14 @@ impl TokenEmbedding {
         vocab: usize,
         row_bytes: usize,
     ) -> TokenEmbedding {
-        TokenEmbedding { file, start, row_bytes, ty, dim, vocab }
+        TokenEmbedding {
+            file,
+            start,
+            row_bytes,
+            ty,
+            dim,
+            vocab,
+        }
     }
 
     /// Vocabulary size.

@@ -85,9 +85,13 @@ impl GemmaModel {
 
     /// Loads the model from an opened GGUF file, checking every key, shape and type.
     pub fn load(file: Arc<GgufFile>, options: LoadOptions) -> Result<GemmaModel, ModelError> {
-        let arch = file.get_str("general.architecture").map_err(|e| key_error("general.architecture", e))?;
+        let arch = file
+            .get_str("general.architecture")
+            .map_err(|e| key_error("general.architecture", e))?;
         if arch != ARCH {
-            return Err(ModelError::WrongArchitecture { found: arch.to_owned() });
+            return Err(ModelError::WrongArchitecture {
+                found: arch.to_owned(),
+            });
         }
         let kernels = match options.isa {
             None => Kernels::get(),
@@ -108,10 +112,15 @@ impl GemmaModel {
         if vocab == 0 {
             return Err(shape_error(&emb, &[d, 1]));
         }
-        let row_bytes = emb_ty
-            .row_bytes(config.embedding_length)
-            .map_err(|e| ModelError::Kernel { name: emb.name.to_owned(), source: e })?;
-        let vocab_usize = usize::try_from(vocab).map_err(|_| shape_error(&emb, &[d, u32::MAX as u64]))?;
+        let row_bytes =
+            emb_ty
+                .row_bytes(config.embedding_length)
+                .map_err(|e| ModelError::Kernel {
+                    name: emb.name.to_owned(),
+                    source: e,
+                })?;
+        let vocab_usize =
+            usize::try_from(vocab).map_err(|_| shape_error(&emb, &[d, u32::MAX as u64]))?;
         let embedding = TokenEmbedding::new(
             Arc::clone(&file),
             emb.data_range().start,
@@ -121,7 +130,9 @@ impl GemmaModel {
             row_bytes,
         );
         config.vocab_size = vocab_usize;
-        let mat = |name: &str, cols: u64, rows: u64| matrix(&file, name, cols, rows, options.path, kernels);
+        let mat = |name: &str, cols: u64, rows: u64| {
+            matrix(&file, name, cols, rows, options.path, kernels)
+        };
 
         let mut layers = Vec::with_capacity(config.block_count);
         for l in 0..config.block_count {
@@ -147,8 +158,16 @@ impl GemmaModel {
         let dense2 = mat("dense_2.weight", d, hidden)?;
         let dense3 = mat("dense_3.weight", hidden, config.embedding_dim as u64)?;
 
-        let rope_full = RopeTable::new(config.rope_freq_base, config.key_length, config.context_length);
-        let rope_swa = RopeTable::new(config.rope_freq_base_swa, config.key_length, config.context_length);
+        let rope_full = RopeTable::new(
+            config.rope_freq_base,
+            config.key_length,
+            config.context_length,
+        );
+        let rope_swa = RopeTable::new(
+            config.rope_freq_base_swa,
+            config.key_length,
+            config.context_length,
+        );
         Ok(GemmaModel {
             config,
             path: options.path,
@@ -186,9 +205,14 @@ impl GemmaModel {
     /// Bytes held by the packed weight matrices (the embedding table stays in the file).
     pub fn packed_bytes(&self) -> usize {
         let per_layer = |l: &Layer| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down].iter().map(|m| m.packed_bytes()).sum::<usize>()
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|m| m.packed_bytes())
+                .sum::<usize>()
         };
-        self.layers.iter().map(per_layer).sum::<usize>() + self.dense2.packed_bytes() + self.dense3.packed_bytes()
+        self.layers.iter().map(per_layer).sum::<usize>()
+            + self.dense2.packed_bytes()
+            + self.dense3.packed_bytes()
     }
 
     /// Embeds a batch of tokenised texts (each with its `<bos>` and `<eos>`), writing one
@@ -223,7 +247,14 @@ impl GemmaModel {
             }
             scratch.ensure(self, tokens);
             scratch.ensure_workers(par.num_threads());
-            forward_group(self, &texts[start..end], scratch, par, &mut out[start * dim..end * dim], &mut NoTrace);
+            forward_group(
+                self,
+                &texts[start..end],
+                scratch,
+                par,
+                &mut out[start * dim..end * dim],
+                &mut NoTrace,
+            );
             start = end;
         }
         Ok(())
@@ -241,14 +272,24 @@ impl GemmaModel {
         self.check_inputs(&[ids], out)?;
         scratch.ensure(self, ids.len());
         scratch.ensure_workers(1);
-        forward_group(self, &[ids], scratch, &quant_kernels::Serial, out, &mut On(tracer));
+        forward_group(
+            self,
+            &[ids],
+            scratch,
+            &quant_kernels::Serial,
+            out,
+            &mut On(tracer),
+        );
         Ok(())
     }
 
     fn check_inputs(&self, texts: &[&[u32]], out: &[f32]) -> Result<(), InputError> {
         let expected = texts.len() * self.config.embedding_dim;
         if out.len() != expected {
-            return Err(InputError::OutputLength { expected, got: out.len() });
+            return Err(InputError::OutputLength {
+                expected,
+                got: out.len(),
+            });
         }
         let vocab = self.embedding.vocab();
         for (i, t) in texts.iter().enumerate() {
@@ -263,7 +304,12 @@ impl GemmaModel {
                 });
             }
             if let Some((p, &id)) = t.iter().enumerate().find(|(_, id)| **id as usize >= vocab) {
-                return Err(InputError::TokenOutOfRange { text: i, position: p, id, vocab });
+                return Err(InputError::TokenOutOfRange {
+                    text: i,
+                    position: p,
+                    id,
+                    vocab,
+                });
             }
         }
         Ok(())
@@ -272,9 +318,14 @@ impl GemmaModel {
 
 fn key_error(key: &str, e: GgufError) -> ModelError {
     if e.is_missing_key() {
-        ModelError::MissingKey { key: key.to_owned() }
+        ModelError::MissingKey {
+            key: key.to_owned(),
+        }
     } else {
-        ModelError::InvalidKey { key: key.to_owned(), source: e }
+        ModelError::InvalidKey {
+            key: key.to_owned(),
+            source: e,
+        }
     }
 }
 
@@ -339,30 +390,55 @@ fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
         );
     }
     if context == 0 || context > MAX_CONTEXT {
-        return unsupported("context_length", context.to_string(), "must be in 1..=65536");
+        return unsupported(
+            "context_length",
+            context.to_string(),
+            "must be in 1..=65536",
+        );
     }
     if d == 0 || ff == 0 || blocks == 0 {
-        return unsupported("embedding_length", d.to_string(), "dimensions must be non-zero");
+        return unsupported(
+            "embedding_length",
+            d.to_string(),
+            "dimensions must be non-zero",
+        );
     }
-    if !(eps.is_finite() && eps > 0.0) || !(base.is_finite() && base > 0.0) || !(base_swa.is_finite() && base_swa > 0.0) {
-        return unsupported("rope.freq_base", format!("{base}/{base_swa}, eps {eps}"), "must be positive and finite");
+    let positive = |v: f32| v.is_finite() && v > 0.0;
+    if !(positive(eps) && positive(base) && positive(base_swa)) {
+        return unsupported(
+            "rope.freq_base",
+            format!("{base}/{base_swa}, eps {eps}"),
+            "must be positive and finite",
+        );
     }
-    if let Some(p) = opt_u32("pooling_type")? {
-        if p != 1 {
-            return unsupported("pooling_type", p.to_string(), "EmbeddingGemma pools by mean (1)");
-        }
+    if let Some(p) = opt_u32("pooling_type")?
+        && p != 1
+    {
+        return unsupported(
+            "pooling_type",
+            p.to_string(),
+            "EmbeddingGemma pools by mean (1)",
+        );
     }
     let dense_hidden = opt_u32("dense_2_feat_out")?.unwrap_or(3072);
     let embedding_dim = opt_u32("dense_3_feat_out")?.unwrap_or(d);
-    if let Some(v) = opt_u32("dense_2_feat_in")? {
-        if v != d {
-            return unsupported("dense_2_feat_in", v.to_string(), "must equal embedding_length");
-        }
+    if let Some(v) = opt_u32("dense_2_feat_in")?
+        && v != d
+    {
+        return unsupported(
+            "dense_2_feat_in",
+            v.to_string(),
+            "must equal embedding_length",
+        );
     }
-    if let Some(v) = opt_u32("dense_3_feat_in")? {
-        if v != dense_hidden {
-            return unsupported("dense_3_feat_in", v.to_string(), "must equal dense_2_feat_out");
-        }
+    if let Some(v) = opt_u32("dense_3_feat_in")?
+        && v != dense_hidden
+    {
+        return unsupported(
+            "dense_3_feat_in",
+            v.to_string(),
+            "must equal dense_2_feat_out",
+        );
     }
     Ok(ModelConfig {
         vocab_size: 0,
@@ -387,7 +463,9 @@ fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
 }
 
 fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<TensorView<'a>, ModelError> {
-    file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })
+    file.tensor(name).ok_or_else(|| ModelError::MissingTensor {
+        name: name.to_owned(),
+    })
 }
 
 fn shape_error(t: &TensorView<'_>, expected: &[u64]) -> ModelError {
@@ -401,7 +479,10 @@ fn shape_error(t: &TensorView<'_>, expected: &[u64]) -> ModelError {
 fn weight_type(t: &TensorView<'_>) -> Result<QuantType, ModelError> {
     QuantType::from_ggml_id(t.ggml_type.id())
         .filter(|ty| ty.is_weight_format())
-        .ok_or_else(|| ModelError::UnsupportedType { name: t.name.to_owned(), ty: t.ggml_type.name().to_owned() })
+        .ok_or_else(|| ModelError::UnsupportedType {
+            name: t.name.to_owned(),
+            ty: t.ggml_type.name().to_owned(),
+        })
 }
 
 /// A 1-D weight (a norm), dequantized to f32 whatever its stored type.
@@ -412,8 +493,10 @@ fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError>
     }
     let ty = weight_type(&t)?;
     let mut out = vec![0.0f32; len as usize];
-    quant_kernels::dequantize_row(ty, t.data, &mut out)
-        .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    quant_kernels::dequantize_row(ty, t.data, &mut out).map_err(|e| ModelError::Kernel {
+        name: name.to_owned(),
+        source: e,
+    })?;
     Ok(out)
 }
 
@@ -436,6 +519,253 @@ fn matrix(
         NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
         NumericPath::Quantized => PackedMatrix::new(kernels, ty, rows, cols, t.data),
     }
-    .map_err(|e| ModelError::Kernel { name: name.to_owned(), source: e })?;
+    .map_err(|e| ModelError::Kernel {
+        name: name.to_owned(),
+        source: e,
+    })?;
     Ok(Linear::new(packed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gguf_format::{GgmlType, Gguf, GgufWriter};
+
+    /// A tiny model of this architecture (d 64, 2 layers, 2 heads of 32, ff 96, vocab 40,
+    /// dense 128), every weight a small deterministic pattern, as GGUF bytes.
+    /// `edit` may change the plan before writing: `(name, shape, type)` entries.
+    fn tiny(
+        edit: impl FnOnce(&mut Vec<(String, Vec<u64>, GgmlType)>, &mut Vec<(&'static str, u32)>),
+    ) -> Vec<u8> {
+        let (d, ff, hd, heads, vocab, hidden) = (64u64, 96u64, 32u64, 2u64, 40u64, 128u64);
+        let mut keys: Vec<(&'static str, u32)> = vec![
+            ("block_count", 2),
+            ("context_length", 64),
+            ("embedding_length", d as u32),
+            ("feed_forward_length", ff as u32),
+            ("attention.head_count", heads as u32),
+            ("attention.head_count_kv", 1),
+            ("attention.key_length", hd as u32),
+            ("attention.value_length", hd as u32),
+            ("attention.sliding_window", 8),
+            ("dense_2_feat_out", hidden as u32),
+            ("dense_3_feat_out", d as u32),
+        ];
+        let mut plan: Vec<(String, Vec<u64>, GgmlType)> = vec![
+            ("token_embd.weight".into(), vec![d, vocab], GgmlType::Q8_0),
+            ("output_norm.weight".into(), vec![d], GgmlType::F32),
+            ("dense_2.weight".into(), vec![d, hidden], GgmlType::F32),
+            ("dense_3.weight".into(), vec![hidden, d], GgmlType::F32),
+        ];
+        for l in 0..2 {
+            for (n, shape) in [
+                ("attn_norm", vec![d]),
+                ("attn_q", vec![d, heads * hd]),
+                ("attn_k", vec![d, hd]),
+                ("attn_v", vec![d, hd]),
+                ("attn_q_norm", vec![hd]),
+                ("attn_k_norm", vec![hd]),
+                ("attn_output", vec![heads * hd, d]),
+                ("post_attention_norm", vec![d]),
+                ("ffn_norm", vec![d]),
+                ("ffn_gate", vec![d, ff]),
+                ("ffn_up", vec![d, ff]),
+                ("ffn_down", vec![ff, d]),
+                ("post_ffw_norm", vec![d]),
+            ] {
+                plan.push((format!("blk.{l}.{n}.weight"), shape, GgmlType::F32));
+            }
+        }
+        edit(&mut plan, &mut keys);
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "gemma-embedding")
+            .unwrap();
+        for (k, v) in &keys {
+            w.add_metadata(format!("gemma-embedding.{k}"), *v).unwrap();
+        }
+        w.add_metadata("gemma-embedding.rope.freq_base", 1_000_000.0f32)
+            .unwrap();
+        w.add_metadata("gemma-embedding.attention.layer_norm_rms_epsilon", 1e-6f32)
+            .unwrap();
+        let mut data = Vec::new();
+        for (i, (name, shape, ty)) in plan.iter().enumerate() {
+            w.add_tensor(name.clone(), shape, *ty).unwrap();
+            let n: u64 = shape.iter().product();
+            let vals: Vec<f32> = (0..n)
+                .map(|j| ((j * 7 + i as u64 * 13) % 23) as f32 / 23.0 - 0.45)
+                .collect();
+            data.push(match ty {
+                GgmlType::Q8_0 => quant_kernels::quantize_q8_0(&vals).unwrap(),
+                GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                other => vec![0u8; other.tensor_bytes(shape).unwrap() as usize],
+            });
+        }
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        w.to_bytes(&refs).unwrap()
+    }
+
+    /// `GemmaModel::load` takes the mmap-backed file type; go through a temporary file.
+    fn file_from(parsed: Arc<Gguf<Vec<u8>>>) -> Arc<GgufFile> {
+        let path = temp_path();
+        std::fs::write(&path, parsed.bytes()).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Arc::new(f)
+    }
+
+    fn temp_path() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("gemma-model-test-{}-{n}.gguf", std::process::id()))
+    }
+
+    fn load(bytes: Vec<u8>) -> Result<GemmaModel, ModelError> {
+        let dir = temp_path();
+        std::fs::write(&dir, bytes).unwrap();
+        let r = GemmaModel::open(&dir, LoadOptions::default());
+        std::fs::remove_file(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn tiny_model_loads_and_embeds_unit_vectors() {
+        let m = load(tiny(|_, _| {})).expect("tiny model loads");
+        assert_eq!(m.config().vocab_size, 40);
+        assert_eq!(m.config().head_count, 2);
+        let mut s = ModelScratch::new(&m, 16);
+        let texts: [&[u32]; 2] = [&[2, 5, 7, 1], &[2, 39, 1]];
+        let mut out = vec![0.0; 2 * 64];
+        m.embed_batch(&texts, &mut s, &quant_kernels::Serial, &mut out)
+            .unwrap();
+        for e in out.chunks(64) {
+            let n: f64 = e.iter().map(|&x| f64::from(x).powi(2)).sum();
+            assert!((n - 1.0).abs() < 1e-5, "norm {n}");
+        }
+        assert_ne!(out[..64], out[64..]);
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let m = load(tiny(|_, _| {})).unwrap();
+        let mut s = ModelScratch::new(&m, 16);
+        let mut out = vec![0.0; 64];
+        let par = &quant_kernels::Serial;
+        assert_eq!(
+            m.embed_batch(&[&[]], &mut s, par, &mut out),
+            Err(InputError::EmptyText { text: 0 })
+        );
+        assert_eq!(
+            m.embed_batch(&[&[2, 40]], &mut s, par, &mut out),
+            Err(InputError::TokenOutOfRange {
+                text: 0,
+                position: 1,
+                id: 40,
+                vocab: 40
+            })
+        );
+        assert_eq!(
+            m.embed_batch(&[&[2; 65]], &mut s, par, &mut out),
+            Err(InputError::TextTooLong {
+                text: 0,
+                tokens: 65,
+                max: 64
+            })
+        );
+        assert_eq!(
+            m.embed_batch(&[&[2], &[2]], &mut s, par, &mut out),
+            Err(InputError::OutputLength {
+                expected: 128,
+                got: 64
+            })
+        );
+    }
+
+    #[test]
+    fn missing_tensor_is_named() {
+        let e = load(tiny(|p, _| p.retain(|t| t.0 != "blk.1.ffn_up.weight"))).unwrap_err();
+        assert!(
+            matches!(e, ModelError::MissingTensor { ref name } if name == "blk.1.ffn_up.weight"),
+            "{e}"
+        );
+        let e = load(tiny(|p, _| p.retain(|t| t.0 != "dense_3.weight"))).unwrap_err();
+        assert!(
+            matches!(e, ModelError::MissingTensor { ref name } if name == "dense_3.weight"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_shape_is_reported_with_both_shapes() {
+        let e = load(tiny(|p, _| {
+            let t = p.iter_mut().find(|t| t.0 == "blk.0.attn_k.weight").unwrap();
+            t.1 = vec![64, 64];
+        }))
+        .unwrap_err();
+        match e {
+            ModelError::ShapeMismatch {
+                name,
+                expected,
+                got,
+            } => {
+                assert_eq!(name, "blk.0.attn_k.weight");
+                assert_eq!(expected, [64, 32]);
+                assert_eq!(got, [64, 64]);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unusable_type_is_reported() {
+        let e = load(tiny(|p, _| {
+            let t = p
+                .iter_mut()
+                .find(|t| t.0 == "blk.0.ffn_gate.weight")
+                .unwrap();
+            t.2 = GgmlType::Q8_1;
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(e, ModelError::UnsupportedType { ref name, .. } if name == "blk.0.ffn_gate.weight"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_and_unsupported_keys_are_reported() {
+        let e = load(tiny(|_, k| k.retain(|k| k.0 != "block_count"))).unwrap_err();
+        assert!(
+            matches!(e, ModelError::MissingKey { ref key } if key == "gemma-embedding.block_count"),
+            "{e}"
+        );
+        let e = load(tiny(|_, k| {
+            k.iter_mut()
+                .find(|k| k.0 == "attention.head_count_kv")
+                .unwrap()
+                .1 = 2
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ModelError::UnsupportedConfig {
+                    key: "attention.head_count_kv",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_architecture_is_refused() {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "llama").unwrap();
+        let file = Arc::new(Gguf::parse(w.to_bytes(&[]).unwrap()).unwrap());
+        let e = GemmaModel::load(file_from(file), LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(e, ModelError::WrongArchitecture { ref found } if found == "llama"),
+            "{e}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 /// `out = mean of the rows of x` (`rows × dim`), summed in `f64` in row order so the result
 /// depends only on the rows themselves.
 pub(crate) fn mean_rows(x: &[f32], dim: usize, out: &mut [f32], acc: &mut [f64]) {
-    debug_assert!(dim > 0 && x.len() % dim == 0 && out.len() == dim && acc.len() == dim);
+    debug_assert!(dim > 0 && x.len().is_multiple_of(dim) && out.len() == dim && acc.len() == dim);
     let rows = x.len() / dim;
     acc.fill(0.0);
     for row in x.chunks_exact(dim) {
@@ -20,7 +20,11 @@ pub(crate) fn mean_rows(x: &[f32], dim: usize, out: &mut [f32], acc: &mut [f64])
 /// Scales `v` to unit Euclidean length in place; a zero vector stays zero (as
 /// `torch.nn.functional.normalize` does with its `eps`).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
     let inv = 1.0 / norm.max(1e-12);
     for x in v.iter_mut() {
         *x = (f64::from(*x) * inv) as f32;

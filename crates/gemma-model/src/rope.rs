@@ -94,7 +94,9 @@ mod tests {
                 let n0 = f64::from(a).hypot(f64::from(b));
                 let n1 = f64::from(x).hypot(f64::from(y));
                 assert!((n0 - n1).abs() < 1e-6, "norm changed at {i}");
-                let theta = f64::from(pos as f32 * (1.0 / (f64::from(base).powf(2.0 * i as f64 / 256.0) as f32)));
+                let theta = f64::from(
+                    pos as f32 * (1.0 / (f64::from(base).powf(2.0 * i as f64 / 256.0) as f32)),
+                );
                 let want_x = f64::from(a) * theta.cos() - f64::from(b) * theta.sin();
                 assert!((f64::from(x) - want_x).abs() < 1e-6);
             }

@@ -125,7 +125,10 @@ pub(crate) struct AttnWork {
 
 impl AttnWork {
     pub(crate) fn new(scores_len: usize) -> AttnWork {
-        AttnWork { scores: vec![0.0; scores_len], gemm: GemmScratch::new() }
+        AttnWork {
+            scores: vec![0.0; scores_len],
+            gemm: GemmScratch::new(),
+        }
     }
 }
 
