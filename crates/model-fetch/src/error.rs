@@ -69,7 +69,7 @@ pub enum FetchError {
         archive: PathBuf,
     },
     /// The disk (or quota) is full.
-    #[error("no space left on the device while writing {path} (the model needs about 5 GB free during the first fetch)")]
+    #[error("no space left on the device while writing {path} (the first fetch needs about 3.5 GB free: wheels, zip and folder overlap)")]
     DiskFull {
         /// The file being written.
         path: PathBuf,
