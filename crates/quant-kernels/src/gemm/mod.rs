@@ -445,10 +445,7 @@ pub fn gemm_f32_nt(
         c.fill(0.0);
         return Ok(());
     }
-    pack::pack_f32_rows_into(&mut scratch.wpack, n, k, &mut |j, out| {
-        out.copy_from_slice(&w[j * k..(j + 1) * k]);
-        Ok(())
-    })?;
+    pack::pack_f32_nt_into(&mut scratch.wpack, w, n, k);
     run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
     Ok(())
 }

@@ -192,6 +192,27 @@ pub fn pack_f32_rows_into(
     Ok(())
 }
 
+/// Packs `W` (`n × k`, row-major) for `C = A · Wᵀ` straight from its rows: the per-call path of
+/// attention's `Q·Kᵀ`, so it must not allocate (unlike [`pack_f32_rows_into`], whose row callback
+/// needs a staging row).
+pub fn pack_f32_nt_into(buf: &mut AlignedBuf, w: &[f32], n: usize, k: usize) {
+    let npanels = n.div_ceil(PANEL);
+    buf.ensure(npanels * k * PANEL * 4);
+    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
+    if !n.is_multiple_of(PANEL) {
+        let p = npanels - 1;
+        for kk in 0..k {
+            out[p * k * PANEL + kk * PANEL + n % PANEL..p * k * PANEL + (kk + 1) * PANEL].fill(0.0);
+        }
+    }
+    for (j, row) in w.chunks_exact(k).take(n).enumerate() {
+        let base = (j / PANEL) * k * PANEL + j % PANEL;
+        for (kk, &v) in row.iter().enumerate() {
+            out[base + kk * PANEL] = v;
+        }
+    }
+}
+
 /// Packs `B` (`k × n`, row-major) for `C = A · B`: panel rows are contiguous slices of B's rows.
 pub fn pack_f32_nn_into(buf: &mut AlignedBuf, b: &[f32], k: usize, n: usize) {
     let npanels = n.div_ceil(PANEL);
