@@ -17,13 +17,27 @@
 //! Whatever the mode, a text's vector is bit-identical: GEMM rows do not depend on their
 //! neighbours or on how the work is split, attention and pooling run per text.
 //!
-//! ```no_run
-//! use embed_runtime::Embedder;
+//! ```
+//! use embed_runtime::{Embedder, Prompt};
 //! # fn main() -> Result<(), embed_runtime::EmbedError> {
-//! let embedder = Embedder::builder().build()?; // default model, fetched on first use
-//! let out = embedder.embed(&["a man is playing a flute", "someone plays music"])?;
-//! assert_eq!(out.len(), 2);
-//! assert_eq!(out.dim(), 768);
+//! // The default model (EmbeddingGemma-300M Q8_0), fetched into the cache on first use.
+//! let embedder = Embedder::builder().threads(2).build()?;
+//! let out = embedder.embed(&["A man is playing a flute.", "Someone plays music.", "The stock market fell."])?;
+//! assert_eq!((out.len(), out.dim()), (3, 768));
+//! let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+//! // Vectors are unit length, and related texts are closer than unrelated ones.
+//! assert!((cos(out.row(0), out.row(0)) - 1.0).abs() < 1e-5);
+//! assert!(cos(out.row(0), out.row(1)) > cos(out.row(0), out.row(2)));
+//!
+//! // Retrieval prompts and a 256-d Matryoshka prefix, renormalised.
+//! let query = Embedder::builder()
+//!     .threads(2)
+//!     .prompt(Prompt::named("query").unwrap())
+//!     .dims(256)
+//!     .renormalize(true)
+//!     .build()?;
+//! let q = query.embed(&["who plays the flute?"])?;
+//! assert_eq!(q.dim(), 256);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

@@ -45,6 +45,7 @@ pub(crate) fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, String> 
     let types = file
         .get_i32_array("tokenizer.ggml.token_type")
         .map_err(|e| e.to_string())?;
+    let n_tokens = tokens.len();
     let mut builder = Tokenizer::builder()
         .tokens(tokens)
         .scores(scores)
@@ -85,5 +86,16 @@ pub(crate) fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, String> 
     builder = builder
         .add_bos(flag("tokenizer.ggml.add_bos_token", true)?)
         .add_eos(flag("tokenizer.ggml.add_eos_token", false)?);
+    // HF's tokenizer.json for Gemma 3 (EmbeddingGemma included) has one added token past the
+    // 262,144-piece vocabulary, `<image_soft_token>` = 262144, which llama.cpp's converter cannot
+    // store (no embedding row exists for it). Restoring it keeps tokenization id-for-id with the
+    // reference; embedding a text that contains it is then a typed error, as in the reference.
+    let arch = file.get_str("general.architecture").unwrap_or("");
+    if matches!(arch, "gemma-embedding" | "gemma3") && n_tokens == GEMMA_VOCAB {
+        builder = builder.added_token("<image_soft_token>", GEMMA_VOCAB as u32);
+    }
     builder.build().map_err(|e| e.to_string())
 }
+
+/// Gemma 3's SentencePiece vocabulary size.
+const GEMMA_VOCAB: usize = 262_144;
