@@ -9,14 +9,15 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
   {"cmd": "load", "model": P, "threads": T, "n_ctx": C, "n_batch": B}
                                                      -> {"ok": true, "load_s": s, "pooling": p, "n_embd": d}
   {"cmd": "pool", "name": N, "texts": [...]}         -> {"ok": true, "n": len}
-  {"cmd": "cell", "pool": N, "batch": b, "warmup": w, "min_reps": r, "max_reps": R, "min_time_s": t}
-                                                     -> {"ok": true, "latencies_s": [...], "cpu_s": [...], "tokens": [...]}
+  {"cmd": "rep", "pool": N, "batch": b, "k": k}    -> {"ok": true, "latency_s": s, "cpu_s": s, "tokens": n}
   {"cmd": "embed", "texts": [...]}                   -> {"ok": true, "vectors": [[...]], "tokens": [...]}
   {"cmd": "quit"}
 Errors are replied as {"ok": false, "error": "..."}; the driver keeps serving.
 
-Batch k of a cell (warm-up batches first, then timed ones) holds texts pool[(k*b + i) % n] for
-i in 0..b, the same windows xtask uses for the Rust runtime, so both sides embed the same texts.
+Batch k of size b holds texts pool[(k*b + i) % n] for i in 0..b, the same windows xtask uses for
+the Rust runtime, so both sides embed the same texts. xtask interleaves these calls with its own,
+round-robin, and decides warm-up and repetitions itself. Timing is taken here, around
+llama-cpp-python's embed() alone, so the pipe's overhead is not counted.
 Without stdin commands (a terminal), `--selftest MODEL` embeds two sentences and prints them.
 """
 
@@ -84,33 +85,16 @@ class Peer:
         # normalize=True: the Rust runtime returns unit vectors too, so both sides do the same work.
         return self.llm.embed(texts, normalize=True, truncate=True, return_count=True)
 
-    def cell(self, msg):
+    def rep(self, msg):
         if self.llm is None:
-            raise RuntimeError("cell before load")
-        pool = self.pools[msg["pool"]]
-        b = int(msg["batch"])
-        warmup = int(msg.get("warmup", 1))
-        min_reps = int(msg.get("min_reps", 3))
-        max_reps = int(msg.get("max_reps", 50))
-        min_time = float(msg.get("min_time_s", 1.0))
-        for k in range(warmup):
-            self._embed(window(pool, b, k))
-        lat, cpu, toks = [], [], []
-        spent = 0.0
-        k = warmup
-        while len(lat) < max_reps and (len(lat) < min_reps or spent < min_time):
-            texts = window(pool, b, k)
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            _, n_tokens = self._embed(texts)
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            lat.append(t1 - t0)
-            cpu.append(c1 - c0)
-            toks.append(n_tokens)
-            spent += t1 - t0
-            k += 1
-        return {"latencies_s": lat, "cpu_s": cpu, "tokens": toks}
+            raise RuntimeError("rep before load")
+        texts = window(self.pools[msg["pool"]], int(msg["batch"]), int(msg["k"]))
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        _, n_tokens = self._embed(texts)
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        return {"latency_s": t1 - t0, "cpu_s": c1 - c0, "tokens": n_tokens}
 
     def embed(self, msg):
         if self.llm is None:
@@ -130,7 +114,7 @@ def serve():
         "hello": peer.hello,
         "load": peer.load,
         "pool": peer.pool,
-        "cell": peer.cell,
+        "rep": peer.rep,
         "embed": peer.embed,
     }
     # Replies go to a private copy of stdout; fd 1 itself is pointed at stderr so anything the C

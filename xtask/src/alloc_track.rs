@@ -123,9 +123,17 @@ fn symbolise(ip: usize) -> Vec<String> {
     let addr = ip.saturating_sub(1) as *mut c_void;
     backtrace::resolve(addr, |sym| {
         if let Some(name) = sym.name() {
-            names.push(format!("{name:#}"));
+            let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
+            names.push(crate::stage::qualified_name(&format!("{name:#}"), file.as_deref()));
         }
     });
+    // The last name is the function the address is in; the symbol table has its full path.
+    if let Some(full) = crate::symtab::Symtab::get().and_then(|t| t.lookup(addr as usize)) {
+        match names.last_mut() {
+            Some(last) => *last = full.to_string(),
+            None => names.push(full.to_string()),
+        }
+    }
     if names.is_empty() {
         names.push(format!("{ip:#x}"));
     }

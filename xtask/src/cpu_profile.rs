@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::stage::{Stage, classify_stack};
+use crate::stage::{Stage, classify_stack, qualified_name};
 
 /// One distinct stack and how many samples hit it.
 #[derive(Debug, Clone)]
@@ -50,28 +50,60 @@ impl Capture {
     pub fn finish(self, svg: &Path, title: &str) -> anyhow::Result<Profile> {
         let report = self.guard.report().build().context("building pprof report")?;
         drop(self.guard);
+        let samples: Vec<Sample> = report
+            .data
+            .iter()
+            .map(|(frames, &count)| {
+                let symtab = crate::symtab::Symtab::get();
+                let names: Vec<String> = frames
+                    .frames
+                    .iter()
+                    .flat_map(|f| {
+                        f.iter().enumerate().map(move |(i, s)| {
+                            // The last symbol of a return address is the real (non-inlined)
+                            // function: the symbol table has its full path.
+                            if i + 1 == f.len() {
+                                // pprof's addresses are link-time (the unwinder's "svma").
+                                if let Some(name) = s.addr.and_then(|a| symtab?.lookup_svma(a as usize)) {
+                                    return name.to_string();
+                                }
+                            }
+                            let file = s.filename.as_ref().map(|p| p.to_string_lossy().into_owned());
+                            qualified_name(strip_hash(&s.name()), file.as_deref())
+                        })
+                    })
+                    .collect();
+                Sample { frames: strip_profiler_frames(names), thread: frames.thread_name_or_id(), count: count.max(0) as u64 }
+            })
+            .collect();
         let file = File::create(svg).with_context(|| format!("creating {}", svg.display()))?;
         let mut options = pprof::flamegraph::Options::default();
         options.title = title.to_string();
         options.count_name = "samples".into();
-        report
-            .flamegraph_with_options(BufWriter::new(file), &mut options)
-            .context("writing flamegraph")?;
-        let samples = report
-            .data
-            .iter()
-            .map(|(frames, &count)| {
-                let names: Vec<String> =
-                    frames.frames.iter().flat_map(|f| f.iter().map(|s| strip_hash(&s.name()).to_string())).collect();
-                Sample {
-                    frames: strip_profiler_frames(names),
-                    thread: frames.thread_name_or_id(),
-                    count: count.max(0) as u64,
-                }
-            })
-            .collect();
+        let lines = folded(&samples);
+        if !lines.is_empty() {
+            pprof::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), BufWriter::new(file))
+                .context("writing flamegraph")?;
+        }
         Ok(Profile { samples })
     }
+}
+
+/// Folded-stack lines (`thread;outer;...;inner count`) for the flamegraph, with module-qualified
+/// names so inlined frames are recognisable.
+pub fn folded(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| s.count > 0)
+        .map(|s| {
+            let mut line = s.thread.replace(';', ":");
+            for f in s.frames.iter().rev() {
+                line.push(';');
+                line.push_str(&f.replace(';', ":"));
+            }
+            format!("{line} {}", s.count)
+        })
+        .collect()
 }
 
 /// Removes a legacy-mangling hash suffix (`::h0123456789abcdef`).
@@ -159,6 +191,26 @@ pub fn top_functions(samples: &[Sample], n: usize, sort: SortBy) -> (Vec<FnRow>,
     (rows, total)
 }
 
+/// Samples charged to the innermost frame that is project code (kernels, model, tokenizer,
+/// runtime), so time in inlined intrinsics and `core` helpers counts for the project function
+/// they were inlined into. Samples without a project frame are grouped as `(no project frame)`.
+pub fn top_project_functions(samples: &[Sample], n: usize) -> Vec<(String, u64)> {
+    let mut by: HashMap<&str, u64> = HashMap::new();
+    for s in samples {
+        let name = s
+            .frames
+            .iter()
+            .find(|f| crate::stage::classify_symbol(f).is_some())
+            .map(String::as_str)
+            .unwrap_or("(no project frame)");
+        *by.entry(name).or_default() += s.count;
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_string(), c)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
 /// Samples per stage (innermost project frame decides), in [`Stage::ALL`] order.
 pub fn stage_samples(samples: &[Sample]) -> Vec<(Stage, u64)> {
     let mut by: HashMap<Stage, u64> = HashMap::new();
@@ -185,6 +237,13 @@ mod tests {
 
     fn s(frames: &[&str], count: u64) -> Sample {
         Sample { frames: frames.iter().map(|f| f.to_string()).collect(), thread: "main".into(), count }
+    }
+
+    #[test]
+    fn folded_lines_run_outer_to_inner() {
+        let mut a = s(&["inner", "mid", "outer"], 3);
+        a.thread = "w;0".into();
+        assert_eq!(folded(&[a, s(&["x"], 0)]), vec!["w:0;outer;mid;inner 3".to_string()]);
     }
 
     #[test]
@@ -225,6 +284,25 @@ mod tests {
         assert_eq!(by_cum[0].name, "forward");
         assert_eq!(by_cum[1].name, "main");
         assert_eq!(by_cum[0].cum, 10);
+    }
+
+    #[test]
+    fn project_functions_absorb_inlined_helpers() {
+        let samples = [
+            s(&["core_arch::x86::avx512vnni::_mm512_dpbusd_epi32", "quant_kernels::x86_64::avx512::int8_vnni", "gemma_model::linear::forward"], 5),
+            s(&["quant_kernels::x86_64::avx512::int8_vnni", "gemma_model::linear::forward"], 2),
+            s(&["gemma_model::norm::rms_norm_add", "gemma_model::forward::layer_forward"], 3),
+            s(&["rayon_core::sleep::Sleep::sleep"], 1),
+        ];
+        assert_eq!(
+            top_project_functions(&samples, 10),
+            vec![
+                ("quant_kernels::x86_64::avx512::int8_vnni".to_string(), 7),
+                ("gemma_model::norm::rms_norm_add".to_string(), 3),
+                ("(no project frame)".to_string(), 1),
+            ]
+        );
+        assert_eq!(top_project_functions(&samples, 1).len(), 1);
     }
 
     #[test]

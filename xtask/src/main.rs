@@ -23,6 +23,7 @@ mod render;
 mod runtime;
 mod stage;
 mod stats;
+mod symtab;
 mod workload;
 
 use std::path::{Path, PathBuf};

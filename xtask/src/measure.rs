@@ -87,30 +87,69 @@ impl Runs {
     }
 }
 
-/// Runs one cell: `budget.warmup` untimed batches, then timed ones. Batch `k` (warm-up batches
-/// counted first) is [`window`]`(pool, batch, k)`.
-pub fn measure<E: Engine + ?Sized>(engine: &E, pool: &[String], batch: usize, mode: Mode, budget: &Budget) -> anyhow::Result<Runs> {
+/// One timed call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rep {
+    /// Wall time, seconds.
+    pub latency: f64,
+    /// CPU time of the process that ran it, seconds.
+    pub cpu: f64,
+    /// Tokens through the model.
+    pub tokens: usize,
+    /// The mode that ran.
+    pub ran: String,
+}
+
+/// A column of one matrix point: runs batch `k` (see [`window`]) and reports the call.
+pub type Column<'a> = Box<dyn FnMut(usize) -> anyhow::Result<Rep> + 'a>;
+
+/// Measures several columns at one point (same batch size) round-robin: every column does
+/// `budget.warmup` untimed calls, then timed rounds run one call per column still short of its
+/// budget, all columns on the same batch `k` in a round. Interleaving means a load spike on a
+/// shared machine hits every column alike instead of whichever happened to run then.
+pub fn measure_round_robin(columns: &mut [Column<'_>], batch: usize, budget: &Budget) -> anyhow::Result<Vec<Runs>> {
     for k in 0..budget.warmup {
-        engine.embed(&window(pool, batch, k), mode)?;
+        for c in columns.iter_mut() {
+            c(k)?;
+        }
     }
-    let mut runs = Runs { batch, ..Runs::default() };
-    let mut spent = Duration::ZERO;
+    let mut runs: Vec<Runs> = columns.iter().map(|_| Runs { batch, ..Runs::default() }).collect();
+    let mut spent = vec![Duration::ZERO; columns.len()];
     let mut k = budget.warmup;
-    while budget.wants_more(runs.latencies.len(), spent) {
+    loop {
+        let mut any = false;
+        for (i, c) in columns.iter_mut().enumerate() {
+            if !budget.wants_more(runs[i].latencies.len(), spent[i]) {
+                continue;
+            }
+            any = true;
+            let rep = c(k)?;
+            spent[i] += Duration::from_secs_f64(rep.latency);
+            runs[i].latencies.push(rep.latency);
+            runs[i].cpu.push(rep.cpu);
+            runs[i].tokens.push(rep.tokens);
+            *runs[i].ran.entry(rep.ran).or_default() += 1;
+        }
+        if !any {
+            return Ok(runs);
+        }
+        k += 1;
+    }
+}
+
+/// The column for `engine` in `mode` on `pool`.
+pub fn engine_column<'a, E: Engine + ?Sized>(engine: &'a E, pool: &'a [String], batch: usize, mode: Mode) -> Column<'a> {
+    Box::new(move |k| {
         let texts = window(pool, batch, k);
         let c0 = cpu_seconds();
         let t0 = Instant::now();
         let tokens = engine.embed(&texts, mode)?;
-        let dt = t0.elapsed();
-        let c1 = cpu_seconds();
-        spent += dt;
-        runs.latencies.push(dt.as_secs_f64());
-        runs.cpu.push(c1 - c0);
-        runs.tokens.push(tokens);
-        *runs.ran.entry(engine.resolve(&texts, mode).name().to_string()).or_default() += 1;
-        k += 1;
-    }
-    Ok(runs)
+        let latency = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c0;
+        // Outside the timed region: asking which mode ran tokenizes again.
+        let ran = engine.resolve(&texts, mode).name().to_string();
+        Ok(Rep { latency, cpu, tokens, ran })
+    })
 }
 
 #[cfg(test)]
@@ -160,23 +199,48 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_runs_warmup_then_timed_windows() {
+    fn columns_run_round_robin_on_the_same_windows() {
         let pool: Vec<String> = ["a", "bb", "ccc"].iter().map(|s| s.to_string()).collect();
         let fake = Fake { seen: RefCell::new(Vec::new()) };
         let budget = Budget { warmup: 1, min_reps: 2, max_reps: 2, min_time: Duration::ZERO };
-        let runs = measure(&fake, &pool, 2, Mode::Auto, &budget).unwrap();
+        let mut cols = vec![engine_column(&fake, &pool, 2, Mode::Fine), engine_column(&fake, &pool, 2, Mode::Auto)];
+        let runs = measure_round_robin(&mut cols, 2, &budget).unwrap();
+        drop(cols);
         let seen = fake.seen.borrow();
-        assert_eq!(seen.len(), 3, "one warm-up and two timed calls");
+        assert_eq!(seen.len(), 6, "one warm-up and two timed calls per column");
+        // warm-up round, then two timed rounds; both columns see the same window in a round
         assert_eq!(seen[0], vec!["a", "bb"]);
-        assert_eq!(seen[1], vec!["ccc", "a"]);
-        assert_eq!(seen[2], vec!["bb", "ccc"]);
-        assert_eq!(runs.latencies.len(), 2);
-        assert_eq!(runs.tokens, vec![4, 5]);
-        assert_eq!(runs.ran_label(), "fine");
-        assert!(runs.latencies.iter().all(|&l| l >= 0.002));
-        let tps = runs.texts_per_s();
-        assert!(tps > 0.0 && tps <= 4.0 / 0.004 + 1e-9, "{tps}");
-        assert!((runs.tokens_per_text() - 2.25).abs() < 1e-12);
+        assert_eq!(seen[1], vec!["a", "bb"]);
+        assert_eq!(seen[2], vec!["ccc", "a"]);
+        assert_eq!(seen[3], vec!["ccc", "a"]);
+        assert_eq!(seen[4], vec!["bb", "ccc"]);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].tokens, vec![4, 5]);
+        assert_eq!(runs[0].ran_label(), "fine");
+        assert_eq!(runs[1].ran_label(), "fine", "the fake's auto picks fine below 4 texts");
+        assert!(runs[1].latencies.iter().all(|&l| l >= 0.002));
+        assert!((runs[0].tokens_per_text() - 2.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_column_that_met_its_budget_stops_while_others_go_on() {
+        let calls = RefCell::new(vec![0usize; 2]);
+        let budget = Budget { warmup: 0, min_reps: 1, max_reps: 5, min_time: Duration::from_millis(10) };
+        let mut cols: Vec<Column<'_>> = (0..2)
+            .map(|i| {
+                let calls = &calls;
+                Box::new(move |_k: usize| {
+                    calls.borrow_mut()[i] += 1;
+                    // column 0 takes 10 ms per call (done after one), column 1 takes 1 ms
+                    let latency = if i == 0 { 0.010 } else { 0.001 };
+                    Ok(Rep { latency, cpu: latency, tokens: 1, ran: "x".into() })
+                }) as Column<'_>
+            })
+            .collect();
+        let runs = measure_round_robin(&mut cols, 1, &budget).unwrap();
+        drop(cols);
+        assert_eq!(*calls.borrow(), vec![1, 5]);
+        assert_eq!(runs[1].latencies.len(), 5, "capped by max_reps");
     }
 
     #[test]

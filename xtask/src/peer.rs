@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::measure::{Budget, Runs};
+use crate::measure::Rep;
 
 /// A running peer driver.
 pub struct Peer {
@@ -74,18 +74,10 @@ impl Peer {
         self.request(json!({"cmd": "pool", "name": name, "texts": texts})).map(|_| ())
     }
 
-    /// Measures one cell with the same windows and budget as ours.
-    pub fn cell(&mut self, pool: &str, batch: usize, budget: &Budget) -> anyhow::Result<Runs> {
-        let v = self.request(json!({
-            "cmd": "cell",
-            "pool": pool,
-            "batch": batch,
-            "warmup": budget.warmup,
-            "min_reps": budget.min_reps,
-            "max_reps": budget.max_reps,
-            "min_time_s": budget.min_time.as_secs_f64(),
-        }))?;
-        runs_from_reply(batch, &v)
+    /// One timed call on batch `k` of `pool` (the driver times it).
+    pub fn rep(&mut self, pool: &str, batch: usize, k: usize) -> anyhow::Result<Rep> {
+        let v = self.request(json!({"cmd": "rep", "pool": pool, "batch": batch, "k": k}))?;
+        rep_from_reply(&v)
     }
 
     /// Unit vectors for `texts`, one call per text.
@@ -111,20 +103,10 @@ impl Drop for Peer {
     }
 }
 
-/// Turns a `cell` reply into [`Runs`].
-pub fn runs_from_reply(batch: usize, v: &Value) -> anyhow::Result<Runs> {
-    let floats = |key: &str| -> anyhow::Result<Vec<f64>> {
-        v[key].as_array().ok_or_else(|| anyhow!("peer reply lacks {key}"))?.iter().map(|x| x.as_f64().ok_or_else(|| anyhow!("non-number in {key}"))).collect()
-    };
-    let latencies = floats("latencies_s")?;
-    let cpu = floats("cpu_s")?;
-    let tokens: Vec<usize> = floats("tokens")?.into_iter().map(|t| t as usize).collect();
-    if latencies.is_empty() || latencies.len() != cpu.len() || latencies.len() != tokens.len() {
-        bail!("peer reply has mismatched series");
-    }
-    let mut ran = std::collections::BTreeMap::new();
-    ran.insert("llama.cpp".to_string(), latencies.len());
-    Ok(Runs { batch, latencies, cpu, tokens, ran })
+/// Turns a `rep` reply into a [`Rep`].
+pub fn rep_from_reply(v: &Value) -> anyhow::Result<Rep> {
+    let num = |key: &str| v.get(key).and_then(Value::as_f64).ok_or_else(|| anyhow!("peer reply lacks {key}"));
+    Ok(Rep { latency: num("latency_s")?, cpu: num("cpu_s")?, tokens: num("tokens")? as usize, ran: "llama.cpp".into() })
 }
 
 /// Cosine similarity of two vectors (not assumed normalised).
@@ -143,14 +125,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_become_runs() {
-        let v = json!({"ok": true, "latencies_s": [0.5, 0.25], "cpu_s": [1.0, 0.5], "tokens": [10, 12]});
-        let r = runs_from_reply(4, &v).unwrap();
-        assert_eq!(r.latencies, vec![0.5, 0.25]);
-        assert_eq!(r.tokens, vec![10, 12]);
-        assert_eq!(r.ran_label(), "llama.cpp");
-        let bad = json!({"ok": true, "latencies_s": [0.5], "cpu_s": [], "tokens": [1]});
-        assert!(runs_from_reply(4, &bad).is_err());
+    fn replies_become_reps() {
+        let v = json!({"ok": true, "latency_s": 0.5, "cpu_s": 1.0, "tokens": 12});
+        assert_eq!(rep_from_reply(&v).unwrap(), Rep { latency: 0.5, cpu: 1.0, tokens: 12, ran: "llama.cpp".into() });
+        assert!(rep_from_reply(&json!({"ok": true, "latency_s": 0.5})).is_err());
     }
 
     #[test]
@@ -174,7 +152,7 @@ mod tests {
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, r#"{{"cmd":"pool","name":"s","texts":["a","b"]}}"#).unwrap();
         writeln!(stdin, r#"{{"cmd":"bogus"}}"#).unwrap();
-        writeln!(stdin, r#"{{"cmd":"cell","pool":"s","batch":1}}"#).unwrap();
+        writeln!(stdin, r#"{{"cmd":"rep","pool":"s","batch":1,"k":0}}"#).unwrap();
         writeln!(stdin, r#"{{"cmd":"quit"}}"#).unwrap();
         drop(stdin);
         let out = child.wait_with_output().unwrap();
@@ -182,6 +160,6 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["n"], 2);
         assert_eq!(lines[1]["ok"], false);
-        assert!(lines[2]["error"].as_str().unwrap().contains("cell before load"));
+        assert!(lines[2]["error"].as_str().unwrap().contains("rep before load"));
     }
 }

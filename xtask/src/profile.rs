@@ -86,6 +86,8 @@ pub struct ModeReport {
     pub top_flat: Vec<(String, u64, u64)>,
     /// Top functions by cumulative samples.
     pub top_cum: Vec<(String, u64, u64)>,
+    /// Top project functions (innermost project frame of each sample).
+    pub top_project: Vec<(String, u64)>,
     /// Samples per thread name.
     pub threads_sampled: Vec<(String, u64)>,
     /// Peak resident set size after this mode, bytes.
@@ -182,6 +184,7 @@ fn profile_mode(
     let cpu_s = machine::cpu_seconds() - c0;
     let allocs = Snapshot::now().since(a0);
     let profile = capture.finish(&dir.join("flamegraph.svg"), &format!("{mode} mode, batch {batch}"))?;
+    fs::write(dir.join("stacks.folded"), cpu_profile::folded(&profile.samples).join("\n") + "\n")?;
     for k in 0..batches {
         *ran.entry(engine.resolve(&window(pool, batch, 1 + k), mode).name().to_string()).or_default() += 1;
     }
@@ -221,14 +224,21 @@ fn profile_mode(
         cpu_samples: total,
         top_flat: flat.into_iter().map(|r| (r.name, r.flat, r.cum)).collect(),
         top_cum: cum.into_iter().map(|r| (r.name, r.flat, r.cum)).collect(),
+        top_project: cpu_profile::top_project_functions(&profile.samples, 30),
         threads_sampled: cpu_profile::thread_samples(&profile.samples),
         peak_rss: machine::peak_rss_bytes().unwrap_or(0),
     })
 }
 
+/// A name with an allocation count and byte total.
+pub type Tally = (String, u64, u64);
+
+/// A summary-table row: its label and how to compute a mode's cell.
+type Row = (&'static str, Box<dyn Fn(&ModeReport) -> String>);
+
 /// Allocation count and bytes per stage, and the ten biggest sites by bytes, named by the
 /// innermost project function (or the innermost non-allocator frame when none is ours).
-pub fn attribute(sites: &[alloc_track::Site]) -> (Vec<(String, u64, u64)>, Vec<(String, u64, u64)>) {
+pub fn attribute(sites: &[alloc_track::Site]) -> (Vec<Tally>, Vec<Tally>) {
     let mut by_stage: BTreeMap<Stage, (u64, u64)> = BTreeMap::new();
     let mut by_site: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for s in sites {
@@ -248,7 +258,7 @@ pub fn attribute(sites: &[alloc_track::Site]) -> (Vec<(String, u64, u64)>, Vec<(
             (st.label().to_string(), c, b)
         })
         .collect();
-    let mut top: Vec<(String, u64, u64)> = by_site.into_iter().map(|(k, (c, b))| (k, c, b)).collect();
+    let mut top: Vec<Tally> = by_site.into_iter().map(|(k, (c, b))| (k, c, b)).collect();
     top.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(&b.0)));
     top.truncate(10);
     (stages, top)
@@ -280,6 +290,17 @@ fn top_markdown(r: &ModeReport) -> String {
          *cumulative* = samples with it anywhere on the stack (inlined functions count as frames).\n",
         r.cpu_samples, r.wall_s, r.cpu_s
     );
+    let _ = writeln!(
+        s,
+        "## By project function\n\nEach sample charged to its innermost frame in a project crate, so intrinsics and \
+         `core` helpers inlined into a kernel count for that kernel.\n"
+    );
+    let mut t = Table::new(&[">#", "function", ">samples", ">%"]);
+    for (i, (name, n)) in r.top_project.iter().enumerate() {
+        t.row([(i + 1).to_string(), format!("`{name}`"), n.to_string(), pct(*n as f64 / r.cpu_samples.max(1) as f64)]);
+    }
+    s.push_str(&t.to_markdown());
+    s.push('\n');
     for (title, rows) in [("By self time", &r.top_flat), ("By cumulative time", &r.top_cum)] {
         let _ = writeln!(s, "## {title}\n");
         let mut t = Table::new(&[">#", "function", ">self", ">self %", ">cum", ">cum %"]);
@@ -305,7 +326,7 @@ pub fn summary_markdown(machine: &Machine, model: &ModelInfo, settings: &str, re
     let _ = writeln!(s, "# Quick profile comparison: fine vs coarse vs auto\n");
     s.push_str(&machine.markdown(model));
     let _ = writeln!(s, "- **workload**: {settings}\n");
-    let _ = writeln!(s, "Regenerate with `cargo xtask profile` (see `profiles/README.md`). Per mode: `<mode>/flamegraph.svg`, `<mode>/top30.md`, `<mode>/report.json`.\n");
+    let _ = writeln!(s, "Regenerate with `cargo xtask profile` (see `profiles/README.md`). Per mode: `<mode>/flamegraph.svg`, `<mode>/top30.md`, `<mode>/report.json`, `<mode>/stacks.folded` (folded stacks for other flamegraph tools).\n");
 
     // Headline
     let fixed: Vec<&ModeReport> = reports.iter().filter(|r| r.mode != "auto").collect();
@@ -336,7 +357,7 @@ pub fn summary_markdown(machine: &Machine, model: &ModelInfo, settings: &str, re
     let mut header = vec!["metric".to_string()];
     header.extend(reports.iter().map(|r| format!(">{}", r.mode)));
     let mut t = Table::new(&header);
-    let rows: Vec<(&str, Box<dyn Fn(&ModeReport) -> String>)> = vec![
+    let rows: Vec<Row> = vec![
         ("mode that ran", Box::new(|r| r.ran.clone())),
         ("wall time", Box::new(|r| format!("{:.2} s", r.wall_s))),
         ("time per batch", Box::new(|r| format!("{} ms", sig3(r.wall_s * 1e3 / r.batches as f64)))),
@@ -352,7 +373,7 @@ pub fn summary_markdown(machine: &Machine, model: &ModelInfo, settings: &str, re
     ];
     for (name, f) in &rows {
         let mut row = vec![name.to_string()];
-        row.extend(reports.iter().map(|r| f(r)));
+        row.extend(reports.iter().map(f));
         t.row(row);
     }
     s.push_str(&t.to_markdown());
@@ -409,15 +430,16 @@ pub fn summary_markdown(machine: &Machine, model: &ModelInfo, settings: &str, re
         s.push('\n');
     }
 
-    let _ = writeln!(s, "## Top 10 functions by self time (side by side)\n");
+    let _ = writeln!(s, "## Top 10 project functions (side by side)\n");
+    let _ = writeln!(s, "Share of CPU samples whose innermost project frame is the function (inlined intrinsics count for their caller); full tables in `<mode>/top30.md`.\n");
     let mut t = Table::new(&header_with(reports, ">#"));
     for i in 0..10 {
         let mut row = vec![(i + 1).to_string()];
         for r in reports {
             row.push(
-                r.top_flat
+                r.top_project
                     .get(i)
-                    .map(|(n, f, _)| format!("`{}` {}", short_name(n), pct(*f as f64 / r.cpu_samples.max(1) as f64)))
+                    .map(|(n, c)| format!("`{}` {}", short_name(n), pct(*c as f64 / r.cpu_samples.max(1) as f64)))
                     .unwrap_or_default(),
             );
         }
@@ -443,7 +465,7 @@ fn header_with(reports: &[ModeReport], first: &str) -> Vec<String> {
 pub fn short_name(name: &str) -> String {
     let base = name.split('<').next().unwrap_or(name);
     let parts: Vec<&str> = base.split("::").filter(|p| !p.is_empty()).collect();
-    let keep = if parts.last().is_some_and(|p| p.starts_with("{{")) { 3 } else { 2 };
+    let keep = if parts.last().is_some_and(|p| p.starts_with('{')) { 3 } else { 2 };
     let tail = parts.len().saturating_sub(keep);
     let short = parts[tail..].join("::");
     if short.is_empty() { name.to_string() } else { short }

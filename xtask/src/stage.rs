@@ -76,9 +76,84 @@ pub fn code_path(symbol: &str) -> &str {
     let s = s.strip_prefix("mut ").unwrap_or(s);
     let s = s.strip_prefix("dyn ").unwrap_or(s);
     let end = s
-        .find(|c: char| c == '<' || c == '>' || c == ' ' || c == '(' || c == '[')
+        .find(['<', '>', ' ', '(', '['])
         .unwrap_or(s.len());
     &s[..end]
+}
+
+/// The module path a source file belongs to: `crates/gemma-model/src/norm.rs` is
+/// `gemma_model::norm`, a registry file `rayon-core-1.13.0/src/join/mod.rs` is
+/// `rayon_core::join`, a standard-library file `library/alloc/src/raw_vec.rs` is
+/// `alloc::raw_vec`. `None` for files of unknown origin.
+///
+/// Needed because `debug = "line-tables-only"` names inlined functions by their bare name
+/// (`rms_norm_add`), while the file of every frame, inlined or not, is known.
+pub fn module_of_file(file: &str) -> Option<String> {
+    let f = normalize(&file.replace('\\', "/"));
+    if let Some(i) = f.find("/library/") {
+        let rest = &f[i + "/library/".len()..];
+        if let Some(r) = rest.strip_prefix("stdarch/crates/core_arch/src/") {
+            return Some(module_path("core_arch", r));
+        }
+        let (krate, after) = rest.split_once('/')?;
+        return Some(module_path(krate, after.strip_prefix("src/")?));
+    }
+    if let Some(i) = f.find("/registry/src/") {
+        let rest = &f[i + "/registry/src/".len()..];
+        let (_index, rest) = rest.split_once('/')?;
+        let (package, after) = rest.split_once('/')?;
+        // `name-1.2.3` or `name-1.2.3-beta`: the version starts at the first `-digit`.
+        let name = match package.match_indices('-').map(|(j, _)| j).find(|&j| package[j + 1..].starts_with(|c: char| c.is_ascii_digit())) {
+            Some(j) => &package[..j],
+            None => package,
+        };
+        return Some(module_path(&name.replace('-', "_"), after.strip_prefix("src/")?));
+    }
+    if let Some(i) = f.rfind("/crates/") {
+        let (dir, after) = f[i + "/crates/".len()..].split_once('/')?;
+        return Some(module_path(&dir.replace('-', "_"), after.strip_prefix("src/")?));
+    }
+    if let Some(i) = f.rfind("/xtask/src/") {
+        return Some(module_path("xtask", &f[i + "/xtask/src/".len()..]));
+    }
+    None
+}
+
+/// Resolves `.` and `..` segments (standard-library paths point into stdarch through `../..`).
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "." => {}
+            ".." if out.last().is_some_and(|s| !s.is_empty() && *s != "..") => {
+                out.pop();
+            }
+            _ => out.push(seg),
+        }
+    }
+    out.join("/")
+}
+
+fn module_path(krate: &str, rel: &str) -> String {
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    let mut parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    if matches!(parts.last(), Some(&"lib") | Some(&"main") | Some(&"mod")) {
+        parts.pop();
+    }
+    std::iter::once(krate).chain(parts).collect::<Vec<_>>().join("::")
+}
+
+/// A frame's name with its module path: kept as is when the symbol already carries a path,
+/// else prefixed with the module of its source file.
+pub fn qualified_name(name: &str, file: Option<&str>) -> String {
+    let head = name.split('<').next().unwrap_or(name);
+    if head.contains("::") || name.starts_with('<') {
+        return name.to_string();
+    }
+    match file.and_then(module_of_file) {
+        Some(module) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// The stage of one symbol, or `None` when its code is not one of the project's crates.
@@ -125,9 +200,10 @@ fn is_scheduler(symbol: &str) -> bool {
 
 /// The stage of a whole stack, innermost frame first.
 ///
-/// One exception to "innermost project frame wins": attention runs its score and value products
-/// on the kernels' f32 GEMM, so a kernel frame whose nearest model caller is in
-/// `gemma_model::attention` is attention time, not matmul time.
+/// Two refinements of "innermost project frame wins": thread-pool frames inside project code
+/// (a worker spinning in `join` while another runs its half) are scheduler time; and attention
+/// runs its score and value products on the kernels' f32 GEMM, so a kernel frame whose nearest
+/// model caller is in `gemma_model::attention` is attention time, not matmul time.
 pub fn classify_stack<'a>(frames: impl IntoIterator<Item = &'a str>) -> Stage {
     let mut scheduler = false;
     let mut kernel: Option<Stage> = None;
@@ -138,6 +214,7 @@ pub fn classify_stack<'a>(frames: impl IntoIterator<Item = &'a str>) -> Stage {
         };
         let is_kernel = code_path(name).starts_with("quant_kernels::");
         match kernel {
+            None if scheduler => return Stage::Scheduler,
             None if is_kernel => kernel = Some(stage),
             None => return stage,
             Some(_) if is_kernel => {}
@@ -215,6 +292,49 @@ mod tests {
         assert_eq!(classify_stack(quant), Stage::QuantizeActivations);
         // a kernel called from no model code keeps its own stage
         assert_eq!(classify_stack(["quant_kernels::gemm::run_int8", "rayon_core::join"]), Stage::Matmul);
+    }
+
+    #[test]
+    fn pool_frames_inside_project_code_are_scheduler_time() {
+        let waiting = [
+            "rayon_core::sleep::Sleep::sleep",
+            "rayon_core::registry::WorkerThread::wait_until_cold",
+            "rayon_core::join::join_context::{{closure}}",
+            "embed_runtime::pool::split",
+            "quant_kernels::gemm::run_int8",
+            "gemma_model::linear::forward",
+        ];
+        assert_eq!(classify_stack(waiting), Stage::Scheduler);
+        let stolen = ["quant_kernels::x86_64::avx512::int8_vnni", "quant_kernels::gemm::run_int8::{{closure}}", "embed_runtime::pool::split", "rayon_core::job::StackJob::execute"];
+        assert_eq!(classify_stack(stolen), Stage::Matmul);
+    }
+
+    #[test]
+    fn files_give_module_paths() {
+        let cases = [
+            ("/work/main/crates/gemma-model/src/norm.rs", Some("gemma_model::norm")),
+            ("/work/main/crates/quant-kernels/src/gemm/act.rs", Some("quant_kernels::gemm::act")),
+            ("/work/main/crates/quant-kernels/src/gemm/mod.rs", Some("quant_kernels::gemm")),
+            ("/work/main/crates/embed-runtime/src/lib.rs", Some("embed_runtime")),
+            ("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/rayon-core-1.13.0/src/join/mod.rs", Some("rayon_core::join")),
+            ("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crossbeam-deque-0.8.6/src/deque.rs", Some("crossbeam_deque::deque")),
+            ("/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/alloc/src/raw_vec/mod.rs", Some("alloc::raw_vec")),
+            ("/rustc/59807616e/library/stdarch/crates/core_arch/src/x86/avx512vnni.rs", Some("core_arch::x86::avx512vnni")),
+            ("/work/main/xtask/src/profile.rs", Some("xtask::profile")),
+            ("/rustc/5980/library/core/src/../../stdarch/crates/core_arch/src/x86/avx512f.rs", Some("core_arch::x86::avx512f")),
+            ("/usr/src/glibc/memcpy.S", None),
+        ];
+        for (file, want) in cases {
+            assert_eq!(module_of_file(file).as_deref(), want, "{file}");
+        }
+        assert_eq!(qualified_name("rms_norm_add", Some("/w/crates/gemma-model/src/norm.rs")), "gemma_model::norm::rms_norm_add");
+        assert_eq!(qualified_name("std::thread::spawn", Some("/w/crates/gemma-model/src/norm.rs")), "std::thread::spawn");
+        assert_eq!(qualified_name("memcpy", None), "memcpy");
+        assert_eq!(
+            qualified_name("for_each<core::ops::range::Range<usize>>", Some("/rustc/h/library/core/src/iter/traits/iterator.rs")),
+            "core::iter::traits::iterator::for_each<core::ops::range::Range<usize>>"
+        );
+        assert_eq!(classify_symbol(&qualified_name("mean_rows", Some("/w/crates/gemma-model/src/pooling.rs"))), Some(Stage::Pooling));
     }
 
     #[test]

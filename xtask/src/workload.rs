@@ -85,7 +85,7 @@ pub fn build_long_texts(
 
 /// Batch `k` of size `batch` cut from `pool`: `pool[(k*batch + i) % n]` for `i` in `0..batch`.
 /// The peer driver uses the same formula, so both sides embed the same texts.
-pub fn window<'a>(pool: &'a [String], batch: usize, k: usize) -> Vec<&'a str> {
+pub fn window(pool: &[String], batch: usize, k: usize) -> Vec<&str> {
     let n = pool.len();
     (0..batch).map(|i| pool[(k * batch + i) % n].as_str()).collect()
 }
