@@ -329,9 +329,15 @@ fn criterion_dir() -> std::path::PathBuf {
     target.join("criterion")
 }
 
-/// Mean time in ns of a benchmark (criterion's directory names replace '/' with '_').
+/// Mean time in ns of a benchmark. Criterion replaces '/' in group and function names with '_'
+/// and nests a `BenchmarkId`'s parameter one directory deeper: pass `function/param` as
+/// `id` segments separated by '|'.
 fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = criterion_dir().join(group.replace('/', "_")).join(id.replace('/', "_")).join("new/estimates.json");
+    let mut path = criterion_dir().join(group.replace('/', "_"));
+    for seg in id.split('|') {
+        path = path.join(seg.replace('/', "_"));
+    }
+    let path = path.join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()
@@ -351,7 +357,7 @@ fn summary() {
     for &(k, n) in &SHAPES {
         let cells: Vec<String> = MS
             .iter()
-            .map(|&m| match mean_ns(&format!("gemm/q8_0/{best}"), &format!("{k}x{n}/{m}")) {
+            .map(|&m| match mean_ns(&format!("gemm/q8_0/{best}"), &format!("{k}x{n}|{m}")) {
                 Some(ns) => {
                     let g = 2.0 * (m * n * k) as f64 / ns;
                     format!("{g:.0} GOP/s ({:.0}%)", 100.0 * g / vnni.unwrap_or(f64::NAN))

@@ -24,6 +24,9 @@ pub enum Isa {
     Avx512,
     /// AVX-512 as above plus AVX512-VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// AVX-512 VNNI plus AMX-INT8 tiles for the int8 GEMM (Sapphire Rapids and later; needs
+    /// Linux to grant the tile state, which detection requests).
+    Amx,
     /// aarch64 NEON. Not implemented yet: `for_isa(Isa::Neon)` is `None` and aarch64 hosts use
     /// the scalar kernels.
     Neon,
@@ -31,7 +34,8 @@ pub enum Isa {
 
 impl Isa {
     /// All levels, lowest first.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Neon];
+    pub const ALL: [Isa; 6] =
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx, Isa::Neon];
 
     /// Lower-case name (`"avx512vnni"`), used in bench ids.
     pub const fn name(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
         }
     }
@@ -113,7 +118,7 @@ fn scalar_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 static SCALAR: Kernels = Kernels {
     isa: Isa::Scalar,
-    int8: Int8Kernel { mr: 4, nr: 16, tile: scalar::gemm::int8_tile },
+    int8: Int8Kernel { mr: 4, nr: 16, kc: 256, signed_weights: false, tile: scalar::gemm::int8_tile },
     f32k: F32Kernel { mr: 4, nr: 16, tile: scalar::gemm::f32_tile },
     quant_q8_0: crate::gemm::act::quant_act_q8_0,
     quant_q8k: crate::gemm::act::quant_act_q8k,
@@ -142,16 +147,30 @@ fn detect(isa: Isa) -> bool {
         Isa::Avx512Vnni => {
             detect(Isa::Avx512) && std::arch::is_x86_feature_detected!("avx512vnni")
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => {
+            static AMX: OnceLock<bool> = OnceLock::new();
+            detect(Isa::Avx512Vnni) && *AMX.get_or_init(crate::x86_64::amx::detect)
+        }
         _ => false,
     }
 }
 
 impl Kernels {
     /// The best kernels this CPU supports, detected on first use.
+    ///
+    /// [`Isa::Amx`] is not chosen automatically: its tile kernel is correct but not yet faster
+    /// than the VNNI one on this project's shapes (the per-block f32 scaling of the tile results
+    /// dominates); ask for it with [`Kernels::for_isa`].
     pub fn get() -> &'static Kernels {
         static BEST: OnceLock<&'static Kernels> = OnceLock::new();
         BEST.get_or_init(|| {
-            Isa::ALL.iter().rev().find_map(|&isa| Kernels::for_isa(isa)).unwrap_or(&SCALAR)
+            Isa::ALL
+                .iter()
+                .rev()
+                .filter(|&&isa| isa != Isa::Amx)
+                .find_map(|&isa| Kernels::for_isa(isa))
+                .unwrap_or(&SCALAR)
         })
     }
 
@@ -168,6 +187,8 @@ impl Kernels {
             Isa::Avx512 => Some(&crate::x86_64::avx512::KERNELS),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => Some(&crate::x86_64::avx512::KERNELS_VNNI),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => Some(&crate::x86_64::amx::KERNELS),
             _ => None,
         }
     }

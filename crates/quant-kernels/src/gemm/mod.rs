@@ -20,15 +20,13 @@ use crate::{KernelError, QuantType};
 use act::ActFormat;
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
-/// Rows per cache block of the int8 kernels (a multiple of every int8 MR): the activation
+/// Rows per cache block of the int8 kernels (rounded up to the kernel's MR): the activation
 /// block (24 × KC bytes) and the weight tile stay in L1 together, which keeps the kernel fast
 /// when another thread shares the core's caches. Weights are then re-read from L2 every 24
 /// rows, a few bytes per cycle.
 const MC_INT8: usize = 24;
 /// Rows per cache block of the f32 kernels (a multiple of every f32 MR).
 const MC_F32: usize = 96;
-/// K elements per cache block for the int8 kernels: a 32-column weight tile is 9 KiB + scales.
-const KC_INT8: usize = 256;
 /// K elements per cache block for the f32 kernels: a 32-column weight tile is 32 KiB.
 const KC_F32: usize = 256;
 
@@ -98,12 +96,15 @@ impl PackedMatrix {
     ) -> Result<Self, KernelError> {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
         match pack::int8_format(ty, k_cols) {
-            Some((lay, act)) => Ok(PackedMatrix {
+            Some((mut lay, act)) => Ok(PackedMatrix {
                 kernels,
                 ty,
                 n: n_rows,
                 k: k_cols,
-                data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
+                data: {
+                    lay.signed = kernels.int8_kernel().signed_weights;
+                    pack::pack_int8(ty, n_rows, k_cols, bytes, &lay)
+                },
                 repr: Repr::Int8 { lay, act },
             }),
             None => Self::new_f32(kernels, ty, n_rows, k_cols, bytes),
@@ -241,10 +242,12 @@ impl GemmScratch {
         par: &dyn ParallelFor,
     ) {
         let nb = lay.nb;
-        self.q.ensure(m * k);
-        self.ad.ensure(m * nb * 4);
-        self.ac.ensure(m * nb * 4);
-        self.asum.ensure(m * nb * 4);
+        // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
+        let rows = m.next_multiple_of(kernels.int8_kernel().mr);
+        self.q.ensure(rows * k);
+        self.ad.ensure(rows * nb * 4);
+        self.ac.ensure(rows * nb * 4);
+        self.asum.ensure(rows * nb * 4);
         let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
         let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
@@ -322,7 +325,8 @@ fn run_int8(
 ) {
     let kern = kernels.int8_kernel();
     let plan = Plan::new(m, n, kern.mr, kern.nr, par.num_threads());
-    let kcb = (KC_INT8 / lay.kb).max(1);
+    let kcb = (kern.kc / lay.kb).max(1);
+    let mc = MC_INT8.next_multiple_of(kern.mr);
     let nb = lay.nb;
     let cp = SyncPtr(c.as_mut_ptr());
     let q = scratch.q.bytes().as_ptr().cast::<i8>();
@@ -336,8 +340,8 @@ fn run_int8(
     let wp = SyncPtr(w.as_ptr().cast_mut());
     par.run(plan.n_tasks(), &|t| {
         let (r0, r1, c0, c1) = plan.task(t, m, n);
-        for ic in (r0..r1).step_by(MC_INT8) {
-            let ic1 = (ic + MC_INT8).min(r1);
+        for ic in (r0..r1).step_by(mc) {
+            let ic1 = (ic + mc).min(r1);
             for kc in (0..nb).step_by(kcb) {
                 let nblocks = kcb.min(nb - kc);
                 for jc in (c0..c1).step_by(kern.nr) {

@@ -134,9 +134,12 @@ pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layo
         let (p, cc) = (j / PANEL, j % PANEL);
         for b in 0..lay.nb {
             let cell = p * lay.panel_stride + b * lay.block_stride;
+            let flip = if lay.signed && !lay.affine { 0x80 } else { 0 };
             for s in 0..lay.kb / 4 {
                 let dst = cell + s * 64 + cc * 4;
-                out[dst..dst + 4].copy_from_slice(&u[b * lay.kb + s * 4..b * lay.kb + s * 4 + 4]);
+                for t in 0..4 {
+                    out[dst + t] = u[b * lay.kb + s * 4 + t] ^ flip;
+                }
             }
             let d = cell + lay.dw_offset() + cc * 4;
             out[d..d + 4].copy_from_slice(&dw[b].to_le_bytes());

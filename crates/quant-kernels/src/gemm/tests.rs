@@ -228,3 +228,11 @@ fn scratch_stops_growing() {
         assert_eq!(s.allocated_bytes(), size);
     }
 }
+
+#[test]
+fn handles_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PackedMatrix>();
+    send_sync::<GemmScratch>();
+    send_sync::<&'static Kernels>();
+}

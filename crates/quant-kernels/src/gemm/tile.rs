@@ -46,13 +46,16 @@ pub struct Int8Layout {
     pub nb: usize,
     /// Bytes per panel (`nb * block_stride`).
     pub panel_stride: usize,
+    /// Symmetric formats store `w` as i8 instead of `w + 128` as u8 (for kernels with a
+    /// signed × signed instruction, AMX `tdpbssd`); no `-128 * sum(a)` correction is applied.
+    pub signed: bool,
 }
 
 impl Int8Layout {
     pub fn new(kb: usize, affine: bool, k: usize) -> Self {
         let block_stride = kb * PANEL + 64 + if affine { 64 } else { 0 };
         let nb = k / kb;
-        Int8Layout { kb, affine, block_stride, nb, panel_stride: nb * block_stride }
+        Int8Layout { kb, affine, block_stride, nb, panel_stride: nb * block_stride, signed: false }
     }
     /// Byte offset of the scales within a cell.
     pub fn dw_offset(&self) -> usize {
@@ -126,9 +129,14 @@ pub struct Int8Kernel {
     pub mr: usize,
     /// Largest column count per call (a multiple of [`PANEL`]).
     pub nr: usize,
+    /// K elements per call (the K cache block).
+    pub kc: usize,
+    /// Whether symmetric formats are packed signed (see [`Int8Layout::signed`]).
+    pub signed_weights: bool,
     /// # Safety
     /// The ISA must be supported, and the tile's pointers valid for the extents it describes
-    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns).
+    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns; activations and their
+    /// per-block arrays: `mr` rows rounded up to the kernel's MR, which the scratch provides).
     pub tile: unsafe fn(&Int8Tile, &Int8Layout),
 }
 

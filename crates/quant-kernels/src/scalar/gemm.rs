@@ -22,10 +22,11 @@ pub unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
                     let cell = t.w.add(p * lay.panel_stride + b * lay.block_stride);
                     let arow = t.a.add(r * t.lda + b * lay.kb);
                     let s = r * t.lds + b;
-                    let mut isum = if lay.affine { 0 } else { *t.ac.add(s) };
+                    let mut isum = if lay.affine || lay.signed { 0 } else { *t.ac.add(s) };
                     for e in 0..lay.kb {
                         let u = *cell.add((e / 4) * 64 + cc * 4 + e % 4);
-                        isum += i32::from(u) * i32::from(*arow.add(e));
+                        let w = if lay.signed && !lay.affine { i32::from(u as i8) } else { i32::from(u) };
+                        isum += w * i32::from(*arow.add(e));
                     }
                     let dw = cell.add(lay.dw_offset() + cc * 4).cast::<f32>().read();
                     let scale = *t.ad.add(s) * dw;

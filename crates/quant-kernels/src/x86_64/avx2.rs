@@ -17,7 +17,7 @@ use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PA
 
 pub(crate) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
-    int8: Int8Kernel { mr: INT8_MR, nr: 16, tile: int8_tile },
+    int8: Int8Kernel { mr: INT8_MR, nr: 16, kc: 256, signed_weights: false, tile: int8_tile },
     f32k: F32Kernel { mr: F32_MR, nr: 16, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
     quant_q8k: quant_act_q8k,

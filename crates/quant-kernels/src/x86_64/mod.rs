@@ -1,14 +1,15 @@
 //! x86-64 kernels. Each module's entry points are `#[target_feature]` `unsafe fn`s; they are only
 //! reachable through a `Kernels` table handed out after detection (see `dispatch`).
 
+pub mod amx;
 pub mod avx2;
 pub mod avx512;
 
 /// Bumped by each ISA's GEMM entry points in test builds, so tests can prove that the path they
 /// asked for actually ran (index: `Isa as usize`).
 #[cfg(test)]
-pub(crate) static ISA_HITS: [std::sync::atomic::AtomicUsize; 5] =
-    [const { std::sync::atomic::AtomicUsize::new(0) }; 5];
+pub(crate) static ISA_HITS: [std::sync::atomic::AtomicUsize; 6] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 6];
 
 #[cfg(test)]
 #[inline(always)]
