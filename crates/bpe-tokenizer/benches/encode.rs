@@ -1,8 +1,8 @@
 //! Single-thread encode throughput on the STS-B dev sentences (all tokens-dev-*.jsonl
 //! texts): this crate against HF `tokenizers` on the same model's tokenizer.json.
 //!
-//! Needs the model folder (`GGUFEMBED_TEST_SRC`, default /work/dl/model_download) and
-//! shared/reference (`GGUFEMBED_REFERENCE`).
+//! Needs the model folder (`GGUFEMBED_TEST_SRC`, else model-fetch's cache) and
+//! shared/reference (`GGUFEMBED_REFERENCE`, else beside the checkout).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -13,9 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const LANGS: [&str; 11] = ["en", "de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh"];
 
 fn model_dir() -> PathBuf {
-    std::env::var_os("GGUFEMBED_TEST_SRC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/dl/model_download"))
+    std::env::var_os("GGUFEMBED_TEST_SRC").map(PathBuf::from).unwrap_or_else(model_fetch::testing::source_dir)
 }
 
 fn reference_dir() -> PathBuf {

@@ -15,10 +15,16 @@
 //!   derived from the scores the way HF's converter derived `tokenizer.json`'s merges
 //!   (see [`TokenizerBuilder`] and `src/builder.rs`).
 //!
+//! Speed comes from doing less than HF, not from a different algorithm: no offsets,
+//! strings or `Encoding` objects, a stale-entry check without hash lookups in the
+//! merge queue, a direct table for character ids, and cutting each BPE word at the
+//! spaces that no merge rule can cross (derived from the rules at build time; Gemma has
+//! one rule, `>` + `▁</`, that does cross) so that frequent words come from a cache.
+//!
 //! The crate does not depend on a GGUF reader: the runtime passes the arrays to
-//! [`TokenizerBuilder`]. Encoding allocates nothing in the steady state: symbol lists
-//! and the merge queue live in a [`Scratch`] (pooled inside the tokenizer, or owned by
-//! the caller), and ids go into a caller's `Vec`.
+//! [`TokenizerBuilder`]. Encoding allocates nothing in the steady state: symbol lists,
+//! the merge queue and the word cache live in a [`Scratch`] (pooled inside the
+//! tokenizer, or owned by the caller), and ids go into a caller's `Vec`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -7,20 +7,23 @@ use std::sync::OnceLock;
 use bpe_tokenizer::{TokenType, Tokenizer};
 use serde::Deserialize;
 
-/// The sentence-transformers model folder (tokenizer.model, tokenizer.json, ...).
-///
-/// Until crates/model-fetch announces its test-support function, the folder comes from
-/// `GGUFEMBED_TEST_SRC` (default: the dev download). A missing folder fails the test.
+/// The sentence-transformers model folder (tokenizer.model, tokenizer.json, ...):
+/// `GGUFEMBED_TEST_SRC` if set, else model-fetch's verified cache (fetched on first use;
+/// it panics with the reason if it cannot, so no test silently skips).
 pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("GGUFEMBED_TEST_SRC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/dl/model_download"));
-    assert!(
-        dir.join("tokenizer.model").is_file() && dir.join("tokenizer.json").is_file(),
-        "model folder {} lacks tokenizer.model/tokenizer.json; set GGUFEMBED_TEST_SRC",
-        dir.display()
-    );
-    dir
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("GGUFEMBED_TEST_SRC")
+            .map(PathBuf::from)
+            .unwrap_or_else(model_fetch::testing::source_dir);
+        assert!(
+            dir.join("tokenizer.model").is_file() && dir.join("tokenizer.json").is_file(),
+            "model folder {} lacks tokenizer.model/tokenizer.json",
+            dir.display()
+        );
+        dir
+    })
+    .clone()
 }
 
 /// `shared/reference`, beside the repository checkout (override: `GGUFEMBED_REFERENCE`).
