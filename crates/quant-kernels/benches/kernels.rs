@@ -135,6 +135,7 @@ mod peak {
     }
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn bench_peak(c: &mut Criterion) {
     #[cfg(target_arch = "x86_64")]
     {

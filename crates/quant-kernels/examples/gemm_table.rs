@@ -95,6 +95,7 @@ impl Rng {
 /// Best GOP/s of `f` and best vpdpbusd GOP/s of a peak loop run for the same duration right
 /// before each repetition: on a shared machine both then see the same interference, so their
 /// ratio is the kernel's efficiency (a short-burst peak alone would flatter the denominator).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_assignments, unused_mut))]
 fn interleaved(reps: usize, ops: f64, short_peak: f64, mut f: impl FnMut()) -> (f64, f64) {
     let (mut best_f, mut best_p) = (0f64, 0f64);
     // Iterations of the peak loop that take about as long as one call of `f` at short_peak.

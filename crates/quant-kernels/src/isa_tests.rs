@@ -1,8 +1,6 @@
 //! One runner that checks every ISA this host supports against the scalar specification, on
 //! random data with ragged shapes, and proves the requested path actually ran.
 
-use std::sync::atomic::Ordering;
-
 use crate::dispatch::{Isa, Kernels};
 use crate::gemm::act::quant_act_q8_0;
 use crate::testutil::{random_f32, random_weights, rng};
@@ -20,7 +18,7 @@ fn simd_tables() -> Vec<&'static Kernels> {
 
 #[cfg(target_arch = "x86_64")]
 fn hits(isa: Isa) -> usize {
-    crate::x86_64::ISA_HITS[isa as usize].load(Ordering::Relaxed)
+    crate::x86_64::ISA_HITS[isa as usize].load(std::sync::atomic::Ordering::Relaxed)
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn hits(_isa: Isa) -> usize {
