@@ -121,6 +121,7 @@ fn interleaved(reps: usize, ops: f64, short_peak: f64, mut f: impl FnMut()) -> (
     (best_f, best_p)
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let kern = match std::env::var("ISA").ok().as_deref() {
