@@ -3,7 +3,7 @@
 //! (so time spent descheduled on a busy machine is not counted).
 //!
 //! `cargo run --release -p quant-kernels --example gemm_table [-- --quick]`
-//! Env: `ISA=avx512vnni|avx512|avx2|scalar` (default: best), `SHAPES=768x768,...` (K×N).
+//! Env: `ISA=amx|avx512vnni|avx512|avx2|scalar` (default: best), `SHAPES=768x768,...` (K×N).
 
 use std::time::Instant;
 
@@ -129,6 +129,7 @@ fn main() {
         Some("avx2") => Kernels::for_isa(Isa::Avx2),
         Some("avx512") => Kernels::for_isa(Isa::Avx512),
         Some("avx512vnni") => Kernels::for_isa(Isa::Avx512Vnni),
+        Some("amx") => Kernels::for_isa(Isa::Amx),
         _ => Some(Kernels::get()),
     }
     .expect("requested ISA not supported here");
