@@ -439,19 +439,9 @@ pub fn gemm_f32_nt(
     scratch: &mut GemmScratch,
     par: &dyn ParallelFor,
 ) -> Result<(), KernelError> {
-    check_len("a", m * k, a.len())?;
-    check_len("w", n * k, w.len())?;
-    check_len("c", m * n, c.len())?;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        c.fill(0.0);
-        return Ok(());
-    }
-    pack::pack_f32_nt_into(&mut scratch.wpack, w, n, k);
-    run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
-    Ok(())
+    gemm_f32_unpacked(kernels, a, m, k, ("w", w.len()), n, c, scratch, par, |buf| {
+        pack::pack_f32_nt_into(buf, w, n, k)
+    })
 }
 
 /// `C = A · B` in f32 for unpacked operands: `a` is `m × k`, `b` is `k × n` (both row-major),
@@ -468,8 +458,28 @@ pub fn gemm_f32_nn(
     scratch: &mut GemmScratch,
     par: &dyn ParallelFor,
 ) -> Result<(), KernelError> {
+    gemm_f32_unpacked(kernels, a, m, k, ("b", b.len()), n, c, scratch, par, |buf| {
+        pack::pack_f32_nn_into(buf, b, k, n)
+    })
+}
+
+/// The body both unpacked f32 GEMMs share: shape checks, the empty cases, packing the right-hand
+/// operand (`rhs` names it and gives its length, which must be `n·k`) into `scratch`, the product.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_unpacked(
+    kernels: &Kernels,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    rhs: (&'static str, usize),
+    n: usize,
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+    par: &dyn ParallelFor,
+    pack: impl FnOnce(&mut AlignedBuf),
+) -> Result<(), KernelError> {
     check_len("a", m * k, a.len())?;
-    check_len("b", k * n, b.len())?;
+    check_len(rhs.0, n * k, rhs.1)?;
     check_len("c", m * n, c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -478,7 +488,7 @@ pub fn gemm_f32_nn(
         c.fill(0.0);
         return Ok(());
     }
-    pack::pack_f32_nn_into(&mut scratch.wpack, b, k, n);
+    pack(&mut scratch.wpack);
     run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
     Ok(())
 }

@@ -176,13 +176,7 @@ pub fn pack_f32_rows_into(
     let npanels = n.div_ceil(PANEL);
     buf.ensure(npanels * k * PANEL * 4);
     let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
-    // Padding columns of the last panel must be zero (they are multiplied, never stored).
-    if !n.is_multiple_of(PANEL) {
-        let p = npanels - 1;
-        for kk in 0..k {
-            out[p * k * PANEL + kk * PANEL + n % PANEL..p * k * PANEL + (kk + 1) * PANEL].fill(0.0);
-        }
-    }
+    zero_panel_padding(out, n, k);
     let mut tmp = vec![0f32; k];
     for j in 0..n {
         row(j, &mut tmp)?;
@@ -195,6 +189,17 @@ pub fn pack_f32_rows_into(
     Ok(())
 }
 
+/// Zeroes the padding columns of the last panel. They are multiplied but never stored; stale
+/// scratch there could be NaN or denormal and slow the kernel down.
+fn zero_panel_padding(out: &mut [f32], n: usize, k: usize) {
+    if !n.is_multiple_of(PANEL) {
+        let p = n.div_ceil(PANEL) - 1;
+        for kk in 0..k {
+            out[p * k * PANEL + kk * PANEL + n % PANEL..p * k * PANEL + (kk + 1) * PANEL].fill(0.0);
+        }
+    }
+}
+
 /// Packs `W` (`n × k`, row-major) for `C = A · Wᵀ` straight from its rows: the per-call path of
 /// attention's `Q·Kᵀ`, so it must not allocate (unlike [`pack_f32_rows_into`], whose row callback
 /// needs a staging row).
@@ -202,12 +207,7 @@ pub fn pack_f32_nt_into(buf: &mut AlignedBuf, w: &[f32], n: usize, k: usize) {
     let npanels = n.div_ceil(PANEL);
     buf.ensure(npanels * k * PANEL * 4);
     let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
-    if !n.is_multiple_of(PANEL) {
-        let p = npanels - 1;
-        for kk in 0..k {
-            out[p * k * PANEL + kk * PANEL + n % PANEL..p * k * PANEL + (kk + 1) * PANEL].fill(0.0);
-        }
-    }
+    zero_panel_padding(out, n, k);
     for (j, row) in w.chunks_exact(k).take(n).enumerate() {
         let base = (j / PANEL) * k * PANEL + j % PANEL;
         for (kk, &v) in row.iter().enumerate() {
