@@ -1,49 +1,44 @@
 //! Encoding with a warmed-up `Scratch` and output vector allocates nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tracking_allocator::{AllocationGroupId, AllocationGroupToken, AllocationRegistry, AllocationTracker};
 
 use crate::support;
 
-/// Counts allocations made by the current thread while `COUNTING` is set.
-pub struct CountingAlloc;
+/// The group whose allocations are counted: other tests of this binary run on other threads
+/// at the same time, and their allocations land in other groups.
+static GROUP: AtomicUsize = AtomicUsize::new(0);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// One counting window at a time.
+static WINDOW: Mutex<()> = Mutex::new(());
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
+struct Counter;
+
+impl AllocationTracker for Counter {
+    fn allocated(&self, _addr: usize, _size: usize, _wrapped: usize, group: AllocationGroupId) {
+        if group.as_usize().get() == GROUP.load(Ordering::SeqCst) {
+            COUNT.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn deallocated(&self, _addr: usize, _size: usize, _wrapped: usize, _src: AllocationGroupId, _dst: AllocationGroupId) {}
 }
 
-// SAFETY: forwards every call to `System` unchanged; the bookkeeping touches only
-// const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Allocations made by `f` on this thread.
 fn count_allocs(f: impl FnOnce()) -> usize {
-    COUNT.with(|c| c.set(0));
-    COUNTING.with(|c| c.set(true));
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| AllocationRegistry::set_global_tracker(Counter).expect("the only tracker"));
+    let _window = WINDOW.lock().unwrap_or_else(|e| e.into_inner());
+    let mut token = AllocationGroupToken::register().expect("allocation group");
+    GROUP.store(token.id().as_usize().get(), Ordering::SeqCst);
+    COUNT.store(0, Ordering::SeqCst);
+    AllocationRegistry::enable_tracking();
+    let guard = token.enter();
     f();
-    COUNTING.with(|c| c.set(false));
-    COUNT.with(Cell::get)
+    drop(guard);
+    AllocationRegistry::disable_tracking();
+    COUNT.load(Ordering::SeqCst)
 }
 
 #[test]

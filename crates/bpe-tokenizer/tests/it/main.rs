@@ -9,4 +9,4 @@ mod reference;
 mod support;
 
 #[global_allocator]
-static ALLOC: alloc::CountingAlloc = alloc::CountingAlloc;
+static ALLOC: tracking_allocator::Allocator<std::alloc::System> = tracking_allocator::Allocator::system();
