@@ -25,26 +25,26 @@ mod dispatch;
 mod error;
 pub mod fp16;
 mod gemm;
+#[cfg(test)]
+mod isa_tests;
 mod parallel;
 pub mod scalar;
+#[cfg(test)]
+mod testutil;
 mod types;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
-#[cfg(test)]
-mod isa_tests;
-#[cfg(test)]
-mod testutil;
 
 pub use blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
-    BlockQ8_1, BlockQ8K,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    BlockQ8K,
 };
 pub use codec::{
-    dequantize_row, dequantize_tensor_row, quantize_q8_0, quantize_row_q8_0, quantize_row_q8_1,
-    quantize_row_q8k,
+    dequantize_row, dequantize_tensor_row, quantize_q8_0, quantize_row, quantize_row_q8_0,
+    quantize_row_q8_1, quantize_row_q8k, quantize_tensor,
 };
 pub use dispatch::{Isa, Kernels};
 pub use error::KernelError;
-pub use gemm::{GemmScratch, PackedMatrix, __int8_microkernel_loop, gemm_f32_nn, gemm_f32_nt};
+pub use gemm::{__int8_microkernel_loop, GemmScratch, PackedMatrix, gemm_f32_nn, gemm_f32_nt};
 pub use parallel::{ParallelFor, Serial};
 pub use types::{QK_K, QK8_0, QuantType};

@@ -4,5 +4,6 @@
 pub mod dequant;
 pub mod dot;
 
-pub mod quant;
 pub mod gemm;
+pub mod quant;
+pub mod quant_weights;

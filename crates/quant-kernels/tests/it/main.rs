@@ -1,3 +1,4 @@
 //! The crate's one integration-test binary: API-boundary tests against reference data.
 
+mod quantize;
 mod reference_blocks;
