@@ -157,10 +157,14 @@ impl EmbedderBuilder {
 
     fn build_from(self, path: &Path) -> Result<Embedder, EmbedError> {
         if self.token_budget == 0 {
-            return Err(EmbedError::InvalidOption("token budget must be at least 1".into()));
+            return Err(EmbedError::InvalidOption(
+                "token budget must be at least 1".into(),
+            ));
         }
         if self.threads == Some(0) {
-            return Err(EmbedError::InvalidOption("threads must be at least 1".into()));
+            return Err(EmbedError::InvalidOption(
+                "threads must be at least 1".into(),
+            ));
         }
         if let Some(isa) = self.isa {
             if quant_kernels::Kernels::for_isa(isa).is_none() {
@@ -183,12 +187,11 @@ impl EmbedderBuilder {
             path: self.numeric,
             isa: self.isa,
         };
-        let model = GemmaModel::load(Arc::clone(&file), options).map_err(|source| {
-            EmbedError::Model {
+        let model =
+            GemmaModel::load(Arc::clone(&file), options).map_err(|source| EmbedError::Model {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         let full = model.embedding_dim();
         let dims = self.dims.unwrap_or(full);
         if dims == 0 || dims > full || (full == 768 && !MATRYOSHKA_DIMS.contains(&dims)) {
@@ -216,7 +219,9 @@ impl EmbedderBuilder {
                 parallelism: self.parallelism,
                 token_budget: self.token_budget,
                 context,
-                isa: self.isa.unwrap_or_else(|| quant_kernels::Kernels::get().isa()),
+                isa: self
+                    .isa
+                    .unwrap_or_else(|| quant_kernels::Kernels::get().isa()),
                 slots,
                 spare: Mutex::new(Vec::new()),
                 #[cfg(test)]
@@ -332,7 +337,12 @@ impl Embedder {
     ) -> Result<Embeddings, EmbedError> {
         let inner = &*self.inner;
         if texts.is_empty() {
-            return Ok(Embeddings::new(inner.dims, Vec::new(), Vec::new(), Vec::new()));
+            return Ok(Embeddings::new(
+                inner.dims,
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ));
         }
         let mut bufs = inner.spare.lock().pop().unwrap_or_default();
         let result = inner.embed_into(texts, parallelism, &mut bufs);
@@ -348,7 +358,10 @@ impl Embedder {
                 let mut input = String::with_capacity(self.inner.prefix.len() + t.as_ref().len());
                 input.push_str(&self.inner.prefix);
                 input.push_str(t.as_ref());
-                self.inner.tokenizer.count_ids(&input).min(self.inner.context)
+                self.inner
+                    .tokenizer
+                    .count_ids(&input)
+                    .min(self.inner.context)
             })
             .collect();
         self.inner.resolve(&tokens, Parallelism::Auto).0
@@ -423,7 +436,11 @@ impl Inner {
     }
 
     /// Tokenizes every text into `bufs.ids`, prompt first, applying the truncation policy.
-    fn tokenize<S: AsRef<str>>(&self, texts: &[S], bufs: &mut CallBuffers) -> Result<(), EmbedError> {
+    fn tokenize<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        bufs: &mut CallBuffers,
+    ) -> Result<(), EmbedError> {
         bufs.ids.clear();
         bufs.offsets.clear();
         bufs.tokens.clear();
@@ -490,6 +507,10 @@ impl Inner {
         // Rows go straight into this call's output: per-worker state must not outlive the
         // call, since another call's broadcast may reach the same worker right after.
         let out = Mutex::new(out);
+        // Which worker takes which item depends on timing, so every worker sizes its buffers
+        // for the largest item up front: otherwise a worker meeting a larger item than it ever
+        // saw would allocate in a steady state that is otherwise allocation-free.
+        let max_texts = items.iter().map(|r| r.len()).max().unwrap_or(0);
         self.pool.broadcast(|worker| {
             let mut guard = self.slots[worker].lock();
             let slot = guard.get_or_insert_with(|| WorkerSlot {
@@ -498,6 +519,9 @@ impl Inner {
                 refs: Vec::new(),
             });
             let mut refs = recycle(std::mem::take(&mut slot.refs));
+            refs.reserve(max_texts);
+            slot.rows.clear();
+            slot.rows.reserve(max_texts * full);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { break };
@@ -613,14 +637,25 @@ mod tests {
     fn a_worker_panic_fails_that_call_only() {
         let model = model_fetch::testing::gguf(model_fetch::OutType::Q8_0);
         let e = Embedder::builder().model(model).threads(2).build().unwrap();
-        let texts = ["a man is playing a flute", "a woman is slicing an onion", "dogs run"];
+        let texts = [
+            "a man is playing a flute",
+            "a woman is slicing an onion",
+            "dogs run",
+        ];
         let want = e.embed(&texts).unwrap();
         for mode in [Parallelism::Coarse, Parallelism::Fine] {
             e.inner.inject_panic.store(true, Ordering::SeqCst);
             let err = e.embed_with(&texts, mode).unwrap_err();
-            assert!(matches!(err, EmbedError::WorkerPanic(ref m) if m.contains("injected")), "{err}");
+            assert!(
+                matches!(err, EmbedError::WorkerPanic(ref m) if m.contains("injected")),
+                "{err}"
+            );
             // Same results as before the panic, in either mode.
-            assert_eq!(e.embed_with(&texts, mode).unwrap(), want, "{mode:?} after a panic");
+            assert_eq!(
+                e.embed_with(&texts, mode).unwrap(),
+                want,
+                "{mode:?} after a panic"
+            );
         }
     }
 }

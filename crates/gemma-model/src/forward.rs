@@ -13,7 +13,7 @@ use quant_kernels::ParallelFor;
 use crate::activation::gelu_tanh_mul;
 use crate::attention::{self, AttnShape};
 use crate::config::LayerKind;
-use crate::linear::Exec;
+use crate::linear::{Exec, Linear};
 use crate::model::{GemmaModel, Layer};
 use crate::norm::{rms_norm_add, rms_norm_in_place, rms_norm_into};
 use crate::pooling::{l2_normalize, mean_rows};
@@ -158,9 +158,13 @@ fn layer_forward<T: MaybeTrace>(
         rms_norm_into(xr, &layer.attn_norm, eps, hr);
     }
     tr.record(TracePoint::AttnNorm(l), b.h);
-    layer.wq.forward(b.h, m, b.q, exec);
-    layer.wk.forward(b.h, m, b.k, exec);
-    layer.wv.forward(b.h, m, b.v, exec);
+    Linear::forward_many(
+        [&layer.wq, &layer.wk, &layer.wv],
+        b.h,
+        m,
+        [&mut *b.q, &mut *b.k, &mut *b.v],
+        exec,
+    );
     tr.record(TracePoint::Q(l), b.q);
     tr.record(TracePoint::K(l), b.k);
     tr.record(TracePoint::V(l), b.v);
@@ -251,7 +255,7 @@ fn layer_forward<T: MaybeTrace>(
             let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             // A parallel-for running more tasks at once than it reports threads gets a
             // temporary workspace rather than an error.
-            let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len));
+            let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len, 0, 0));
             let (k, v) = (&kall[t0 * hd..(t0 + t) * hd], &vall[t0 * hd..(t0 + t) * hd]);
             attention::attend_block(
                 kernels,
@@ -287,8 +291,13 @@ fn layer_forward<T: MaybeTrace>(
         rms_norm_into(xr, &layer.ffn_norm, eps, hr);
     }
     tr.record(TracePoint::FfnNorm(l), b.h);
-    layer.gate.forward(b.h, m, b.gate, exec);
-    layer.up.forward(b.h, m, b.up, exec);
+    Linear::forward_many(
+        [&layer.gate, &layer.up],
+        b.h,
+        m,
+        [&mut *b.gate, &mut *b.up],
+        exec,
+    );
     tr.record(TracePoint::Gate(l), b.gate);
     tr.record(TracePoint::Up(l), b.up);
     gelu_tanh_mul(b.gate, b.up);

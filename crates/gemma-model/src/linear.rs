@@ -31,6 +31,21 @@ impl Linear {
         }
     }
 
+    /// `outs[i] = a · W_iᵀ` for matrices reading the same activations, quantized once and run in
+    /// one parallel region when their formats allow (bit-identical to separate `forward`s).
+    pub(crate) fn forward_many<const N: usize>(
+        mats: [&Linear; N],
+        a: &[f32],
+        m: usize,
+        mut outs: [&mut [f32]; N],
+        exec: &mut Exec<'_>,
+    ) {
+        let packed = mats.map(|l| &l.packed);
+        if let Err(e) = PackedMatrix::matmul_many(&packed, a, m, &mut outs, exec.gemm, exec.par) {
+            unreachable!("matmul operands are sized from validated shapes: {e}");
+        }
+    }
+
     /// Bytes of packed weights.
     pub(crate) fn packed_bytes(&self) -> usize {
         self.packed.packed_bytes()

@@ -42,6 +42,9 @@ pub struct ModelScratch {
     pub(crate) scores_len: usize,
     /// Workspaces created so far (the pool's size when no task holds one).
     pub(crate) attn_workers: usize,
+    /// Longest text the attention workspaces are sized for, and the head width.
+    pub(crate) longest: usize,
+    pub(crate) head_dim: usize,
     /// Start of each text of the current group in the token rows, plus the end.
     pub(crate) offsets: Vec<usize>,
     /// Pooled vectors, `HEAD_CHUNK × d`.
@@ -68,6 +71,8 @@ impl ModelScratch {
             attn: Mutex::new(Vec::new()),
             scores_len: 0,
             attn_workers: 0,
+            longest: 0,
+            head_dim: 0,
             offsets: Vec::with_capacity(HEAD_CHUNK + 1),
             pooled: Vec::new(),
             dense_mid: Vec::new(),
@@ -105,10 +110,17 @@ impl ModelScratch {
         self.gate.resize(tokens * c.feed_forward_length, 0.0);
         self.up.resize(tokens * c.feed_forward_length, 0.0);
         self.scores_len = attention::scores_len(&shape, longest);
+        self.longest = longest;
+        self.head_dim = c.key_length;
         let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
         for w in pool.iter_mut() {
-            w.scores.resize(self.scores_len, 0.0);
+            w.reserve(self.scores_len, longest, c.key_length);
         }
+        // Sized for the largest shapes up front: which texts share a group can depend on
+        // scheduling, and a buffer growing mid-stream would be an allocation in the steady state.
+        self.gemm
+            .reserve_activations(tokens, d.max(c.feed_forward_length));
+        self.gemm.reserve_activations(HEAD_CHUNK, c.dense_hidden);
         self.pooled.resize(HEAD_CHUNK * d, 0.0);
         self.dense_mid.resize(HEAD_CHUNK * c.dense_hidden, 0.0);
         self.acc.resize(d, 0.0);
@@ -124,11 +136,21 @@ pub(crate) struct AttnWork {
 }
 
 impl AttnWork {
-    pub(crate) fn new(scores_len: usize) -> AttnWork {
-        AttnWork {
-            scores: vec![0.0; scores_len],
+    /// A workspace for texts of up to `longest` tokens with heads of `head_dim` values.
+    pub(crate) fn new(scores_len: usize, longest: usize, head_dim: usize) -> AttnWork {
+        let mut w = AttnWork {
+            scores: Vec::new(),
             gemm: GemmScratch::new(),
-        }
+        };
+        w.reserve(scores_len, longest, head_dim);
+        w
+    }
+
+    fn reserve(&mut self, scores_len: usize, longest: usize, head_dim: usize) {
+        self.scores.resize(scores_len, 0.0);
+        // The key span packed for `S = Q·Kᵀ` (keys × head_dim) and the value span for `O = P·V`.
+        self.gemm.reserve_f32_operand(longest, head_dim);
+        self.gemm.reserve_f32_operand(head_dim, longest);
     }
 }
 
@@ -137,7 +159,7 @@ impl ModelScratch {
     pub(crate) fn ensure_workers(&mut self, threads: usize) {
         let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
         while self.attn_workers < threads.max(1) {
-            pool.push(AttnWork::new(self.scores_len));
+            pool.push(AttnWork::new(self.scores_len, self.longest, self.head_dim));
             self.attn_workers += 1;
         }
     }

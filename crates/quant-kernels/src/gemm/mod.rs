@@ -68,7 +68,10 @@ impl std::fmt::Debug for PackedMatrix {
 
 fn check_shape(ty: QuantType, n: usize, k: usize, bytes: usize) -> Result<(), KernelError> {
     if !ty.is_weight_format() {
-        return Err(KernelError::Unsupported { ty, op: "matmul weights" });
+        return Err(KernelError::Unsupported {
+            ty,
+            op: "matmul weights",
+        });
     }
     if n == 0 || k == 0 {
         return Err(KernelError::Shape { rows: n, cols: k });
@@ -78,7 +81,11 @@ fn check_shape(ty: QuantType, n: usize, k: usize, bytes: usize) -> Result<(), Ke
         .checked_mul(n)
         .ok_or(KernelError::Shape { rows: n, cols: k })?;
     if bytes != expected {
-        return Err(KernelError::ByteLength { ty, expected, actual: bytes });
+        return Err(KernelError::ByteLength {
+            ty,
+            expected,
+            actual: bytes,
+        });
     }
     Ok(())
 }
@@ -138,7 +145,13 @@ impl PackedMatrix {
         k_cols: usize,
         w: &[f32],
     ) -> Result<Self, KernelError> {
-        Self::new_f32(kernels, QuantType::F32, n_rows, k_cols, bytemuck::cast_slice(w))
+        Self::new_f32(
+            kernels,
+            QuantType::F32,
+            n_rows,
+            k_cols,
+            bytemuck::cast_slice(w),
+        )
     }
 
     /// Output columns (`W`'s rows).
@@ -183,17 +196,160 @@ impl PackedMatrix {
         match &self.repr {
             Repr::Int8 { lay, act } => {
                 scratch.quantize(self.kernels, *act, lay, a, m, self.k, par);
-                run_int8(self.kernels, lay, self.data.bytes(), scratch, m, self.n, self.k, c, par);
+                run_int8(
+                    self.kernels,
+                    &[Some(self.int8_job(lay, m, c, par.num_threads()))],
+                    scratch,
+                    m,
+                    self.k,
+                    par,
+                );
             }
-            Repr::F32 => run_f32(self.kernels, self.data.as_f32(), a, m, self.n, self.k, c, par),
+            Repr::F32 => run_f32(
+                self.kernels,
+                &[Some(self.f32_job(m, c, par.num_threads()))],
+                a,
+                m,
+                self.k,
+                par,
+            ),
         }
         Ok(())
     }
+
+    /// `outs[i] = A · W_iᵀ` for several matrices that read the same activations (the Q, K and V
+    /// projections, or gate and up): when they share a kernel table, a representation and an
+    /// activation format, `a` is quantized once and all products run in one parallel region,
+    /// so a fine-grained caller pays one barrier instead of one per matrix. Each output is
+    /// bit-identical to [`PackedMatrix::matmul`] of its own matrix.
+    pub fn matmul_many(
+        mats: &[&PackedMatrix],
+        a: &[f32],
+        m: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut GemmScratch,
+        par: &dyn ParallelFor,
+    ) -> Result<(), KernelError> {
+        check_len("outputs", mats.len(), outs.len())?;
+        let Some(first) = mats.first() else {
+            return Ok(());
+        };
+        for (w, c) in mats.iter().zip(outs.iter()) {
+            check_len("a", m * w.k, a.len())?;
+            check_len("c", m * w.n, c.len())?;
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let fusable = mats.len() <= MAX_FUSED
+            && mats.iter().all(|w| {
+                std::ptr::eq(w.kernels, first.kernels)
+                    && match (&w.repr, &first.repr) {
+                        (Repr::F32, Repr::F32) => true,
+                        (Repr::Int8 { lay, act }, Repr::Int8 { lay: l0, act: a0 }) => {
+                            act == a0 && lay.kb == l0.kb
+                        }
+                        _ => false,
+                    }
+            });
+        if !fusable {
+            for (w, c) in mats.iter().zip(outs.iter_mut()) {
+                w.matmul(a, m, c, scratch, par)?;
+            }
+            return Ok(());
+        }
+        let threads = par.num_threads();
+        // Fixed-size job lists keep the call allocation-free.
+        match &first.repr {
+            Repr::Int8 { lay, act } => {
+                scratch.quantize(first.kernels, *act, lay, a, m, first.k, par);
+                let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
+                for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
+                    if let Repr::Int8 { lay, .. } = &w.repr {
+                        *slot = Some(w.int8_job(lay, m, c, threads));
+                    }
+                }
+                run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.k, par);
+            }
+            Repr::F32 => {
+                let mut jobs: [Option<F32Job>; MAX_FUSED] = [None, None, None, None];
+                for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
+                    *slot = Some(w.f32_job(m, c, threads));
+                }
+                run_f32(first.kernels, &jobs[..mats.len()], a, m, first.k, par);
+            }
+        }
+        Ok(())
+    }
+
+    fn int8_job<'l>(
+        &self,
+        lay: &'l Int8Layout,
+        m: usize,
+        c: &mut [f32],
+        threads: usize,
+    ) -> Int8Job<'l> {
+        let kern = self.kernels.int8_kernel();
+        Int8Job {
+            lay,
+            w: SyncPtr(self.data.bytes().as_ptr().cast_mut()),
+            c: SyncPtr(c.as_mut_ptr()),
+            n: self.n,
+            plan: Plan::new(m, self.n, kern.mr, kern.nr, threads),
+        }
+    }
+
+    fn f32_job(&self, m: usize, c: &mut [f32], threads: usize) -> F32Job {
+        let kern = self.kernels.f32_kernel();
+        F32Job {
+            w: SyncPtr(self.data.as_f32().as_ptr().cast_mut()),
+            c: SyncPtr(c.as_mut_ptr()),
+            n: self.n,
+            plan: Plan::new(m, self.n, kern.mr, kern.nr, threads),
+        }
+    }
+}
+
+/// One product of a (possibly fused) int8 GEMM call: its packed weights, its output and how it
+/// is cut into tasks. The pointers come from live borrows held by the caller for the whole call.
+struct Int8Job<'l> {
+    lay: &'l Int8Layout,
+    w: SyncPtr<u8>,
+    c: SyncPtr<f32>,
+    n: usize,
+    plan: Plan,
+}
+
+/// One product of a (possibly fused) f32 GEMM call; see [`Int8Job`].
+struct F32Job {
+    w: SyncPtr<f32>,
+    c: SyncPtr<f32>,
+    n: usize,
+    plan: Plan,
+}
+
+/// Most matrices [`PackedMatrix::matmul_many`] fuses into one parallel region.
+const MAX_FUSED: usize = 4;
+
+/// The job owning global task `t`, and `t`'s index within it.
+fn locate<J>(jobs: &[Option<J>], plan: impl Fn(&J) -> &Plan, mut t: usize) -> (&J, usize) {
+    for j in jobs.iter().flatten() {
+        let n = plan(j).n_tasks();
+        if t < n {
+            return (j, t);
+        }
+        t -= n;
+    }
+    unreachable!("task index below the total task count")
 }
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), KernelError> {
     if expected != actual {
-        return Err(KernelError::Length { what, expected, actual });
+        return Err(KernelError::Length {
+            what,
+            expected,
+            actual,
+        });
     }
     Ok(())
 }
@@ -212,7 +368,9 @@ pub struct GemmScratch {
 
 impl std::fmt::Debug for GemmScratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GemmScratch").field("bytes", &self.allocated_bytes()).finish()
+        f.debug_struct("GemmScratch")
+            .field("bytes", &self.allocated_bytes())
+            .finish()
     }
 }
 
@@ -228,6 +386,25 @@ impl GemmScratch {
             .iter()
             .map(|b| b.capacity_bytes())
             .sum()
+    }
+
+    /// Reserves room for quantizing activations of up to `m` rows × `k` columns, so that later
+    /// [`PackedMatrix::matmul`] calls up to that size never allocate (callers whose row counts
+    /// vary with scheduling use this to keep a steady state allocation-free).
+    pub fn reserve_activations(&mut self, m: usize, k: usize) {
+        // Rows rounded up past any kernel's MR; the smallest block length (Q6_K's 16) gives
+        // the most per-block values.
+        let rows = m.next_multiple_of(64);
+        self.q.ensure(rows * k);
+        for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
+            b.ensure(rows * k.div_ceil(16) * 4);
+        }
+    }
+
+    /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
+    /// [`gemm_f32_nn`] (`k × n`).
+    pub fn reserve_f32_operand(&mut self, n: usize, k: usize) {
+        self.wpack.ensure(n.div_ceil(PANEL) * k * PANEL * 4);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -252,7 +429,13 @@ impl GemmScratch {
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
         let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
         let asum = SyncPtr(self.asum.as_f32_mut().as_mut_ptr());
-        let rows_per_task = if par.num_threads() <= 1 { m } else { m.div_ceil(4 * par.num_threads()).max(8) };
+        // Below this many elements a parallel region costs more than the quantization it splits.
+        const SERIAL_QUANT_ELEMS: usize = 32 * 1024;
+        let rows_per_task = if par.num_threads() <= 1 || m * k <= SERIAL_QUANT_ELEMS {
+            m
+        } else {
+            m.div_ceil(4 * par.num_threads()).max(8)
+        };
         let n_tasks = m.div_ceil(rows_per_task);
         par.run(n_tasks, &|t| {
             let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
@@ -284,7 +467,12 @@ struct Plan {
 impl Plan {
     fn new(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
         if threads <= 1 {
-            return Plan { rows_per_task: m, cols_per_task: n, row_tasks: 1, col_tasks: 1 };
+            return Plan {
+                rows_per_task: m,
+                cols_per_task: n,
+                row_tasks: 1,
+                col_tasks: 1,
+            };
         }
         // Prefer splitting columns (each task then streams its own weights); split rows too
         // when there are not enough column tiles for a few tasks per thread.
@@ -297,7 +485,12 @@ impl Plan {
         let row_tasks = target.div_ceil(col_tasks).min(row_units).max(1);
         let rows_per_task = row_units.div_ceil(row_tasks) * mr;
         let row_tasks = m.div_ceil(rows_per_task);
-        Plan { rows_per_task, cols_per_task, row_tasks, col_tasks }
+        Plan {
+            rows_per_task,
+            cols_per_task,
+            row_tasks,
+            col_tasks,
+        }
     }
     fn n_tasks(&self) -> usize {
         self.row_tasks * self.col_tasks
@@ -307,39 +500,44 @@ impl Plan {
         let (rt, ct) = (t / self.col_tasks, t % self.col_tasks);
         let r0 = rt * self.rows_per_task;
         let c0 = ct * self.cols_per_task;
-        (r0, (r0 + self.rows_per_task).min(m), c0, (c0 + self.cols_per_task).min(n))
+        (
+            r0,
+            (r0 + self.rows_per_task).min(m),
+            c0,
+            (c0 + self.cols_per_task).min(n),
+        )
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_int8(
     kernels: &Kernels,
-    lay: &Int8Layout,
-    w: &[u8],
+    jobs: &[Option<Int8Job<'_>>],
     scratch: &GemmScratch,
     m: usize,
-    n: usize,
     k: usize,
-    c: &mut [f32],
     par: &dyn ParallelFor,
 ) {
     let kern = kernels.int8_kernel();
-    let plan = Plan::new(m, n, kern.mr, kern.nr, par.num_threads());
-    let kcb = (kern.kc / lay.kb).max(1);
+    let n_tasks = jobs.iter().flatten().map(|j| j.plan.n_tasks()).sum();
     let mc = MC_INT8.next_multiple_of(kern.mr);
-    let nb = lay.nb;
-    let cp = SyncPtr(c.as_mut_ptr());
     let q = scratch.q.bytes().as_ptr().cast::<i8>();
     let (ad, ac, asum) = (
         scratch.ad.as_f32().as_ptr(),
         scratch.ac.bytes().as_ptr().cast::<i32>(),
         scratch.asum.as_f32().as_ptr(),
     );
-    let (qp, adp, acp, asp) =
-        (SyncPtr(q.cast_mut()), SyncPtr(ad.cast_mut()), SyncPtr(ac.cast_mut()), SyncPtr(asum.cast_mut()));
-    let wp = SyncPtr(w.as_ptr().cast_mut());
-    par.run(plan.n_tasks(), &|t| {
-        let (r0, r1, c0, c1) = plan.task(t, m, n);
+    let (qp, adp, acp, asp) = (
+        SyncPtr(q.cast_mut()),
+        SyncPtr(ad.cast_mut()),
+        SyncPtr(ac.cast_mut()),
+        SyncPtr(asum.cast_mut()),
+    );
+    par.run(n_tasks, &|t| {
+        let (job, t) = locate(jobs, |j| &j.plan, t);
+        let (lay, n) = (job.lay, job.n);
+        let nb = lay.nb;
+        let kcb = (kern.kc / lay.kb).max(1);
+        let (r0, r1, c0, c1) = job.plan.task(t, m, n);
         for ic in (r0..r1).step_by(mc) {
             let ic1 = (ic + mc).min(r1);
             for kc in (0..nb).step_by(kcb) {
@@ -349,7 +547,8 @@ fn run_int8(
                         // SAFETY: rows ir..ir+mr < m, blocks kc..kc+nblocks < nb and columns
                         // jc..jc+ncols < n are inside the scratch, packed and output buffers
                         // (packed panels are padded to whole panels); this task alone writes
-                        // rows r0..r1 × columns c0..c1 of C.
+                        // rows r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
+                        // distinct borrows.
                         unsafe {
                             let tile = Int8Tile {
                                 a: qp.ptr().add(ir * k + kc * lay.kb),
@@ -358,9 +557,12 @@ fn run_int8(
                                 ac: acp.ptr().add(ir * nb + kc),
                                 asum: asp.ptr().add(ir * nb + kc),
                                 lds: nb,
-                                w: wp.ptr().add((jc / PANEL) * lay.panel_stride + kc * lay.block_stride),
+                                w: job
+                                    .w
+                                    .ptr()
+                                    .add((jc / PANEL) * lay.panel_stride + kc * lay.block_stride),
                                 nblocks,
-                                c: cp.ptr().add(ir * n + jc),
+                                c: job.c.ptr().add(ir * n + jc),
                                 ldc: n,
                                 mr: kern.mr.min(ic1 - ir),
                                 ncols: kern.nr.min(c1 - jc),
@@ -375,25 +577,22 @@ fn run_int8(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_f32(
     kernels: &Kernels,
-    w: &[f32],
+    jobs: &[Option<F32Job>],
     a: &[f32],
     m: usize,
-    n: usize,
     k: usize,
-    c: &mut [f32],
     par: &dyn ParallelFor,
 ) {
     let kern = kernels.f32_kernel();
-    let plan = Plan::new(m, n, kern.mr, kern.nr, par.num_threads());
+    let n_tasks = jobs.iter().flatten().map(|j| j.plan.n_tasks()).sum();
     let panel_stride = k * PANEL;
-    let cp = SyncPtr(c.as_mut_ptr());
     let ap = SyncPtr(a.as_ptr().cast_mut());
-    let wp = SyncPtr(w.as_ptr().cast_mut());
-    par.run(plan.n_tasks(), &|t| {
-        let (r0, r1, c0, c1) = plan.task(t, m, n);
+    par.run(n_tasks, &|t| {
+        let (job, t) = locate(jobs, |j| &j.plan, t);
+        let n = job.n;
+        let (r0, r1, c0, c1) = job.plan.task(t, m, n);
         for ic in (r0..r1).step_by(MC_F32) {
             let ic1 = (ic + MC_F32).min(r1);
             for kc in (0..k).step_by(KC_F32) {
@@ -406,10 +605,10 @@ fn run_f32(
                             let tile = F32Tile {
                                 a: ap.ptr().add(ir * k + kc),
                                 lda: k,
-                                w: wp.ptr().add((jc / PANEL) * panel_stride + kc * PANEL),
+                                w: job.w.ptr().add((jc / PANEL) * panel_stride + kc * PANEL),
                                 panel_stride,
                                 kc: kcl,
-                                c: cp.ptr().add(ir * n + jc),
+                                c: job.c.ptr().add(ir * n + jc),
                                 ldc: n,
                                 mr: kern.mr.min(ic1 - ir),
                                 ncols: kern.nr.min(c1 - jc),
@@ -439,9 +638,18 @@ pub fn gemm_f32_nt(
     scratch: &mut GemmScratch,
     par: &dyn ParallelFor,
 ) -> Result<(), KernelError> {
-    gemm_f32_unpacked(kernels, a, m, k, ("w", w.len()), n, c, scratch, par, |buf| {
-        pack::pack_f32_nt_into(buf, w, n, k)
-    })
+    gemm_f32_unpacked(
+        kernels,
+        a,
+        m,
+        k,
+        ("w", w.len()),
+        n,
+        c,
+        scratch,
+        par,
+        |buf| pack::pack_f32_nt_into(buf, w, n, k),
+    )
 }
 
 /// `C = A · B` in f32 for unpacked operands: `a` is `m × k`, `b` is `k × n` (both row-major),
@@ -458,9 +666,18 @@ pub fn gemm_f32_nn(
     scratch: &mut GemmScratch,
     par: &dyn ParallelFor,
 ) -> Result<(), KernelError> {
-    gemm_f32_unpacked(kernels, a, m, k, ("b", b.len()), n, c, scratch, par, |buf| {
-        pack::pack_f32_nn_into(buf, b, k, n)
-    })
+    gemm_f32_unpacked(
+        kernels,
+        a,
+        m,
+        k,
+        ("b", b.len()),
+        n,
+        c,
+        scratch,
+        par,
+        |buf| pack::pack_f32_nn_into(buf, b, k, n),
+    )
 }
 
 /// The body both unpacked f32 GEMMs share: shape checks, the empty cases, packing the right-hand
@@ -489,7 +706,14 @@ fn gemm_f32_unpacked(
         return Ok(());
     }
     pack(&mut scratch.wpack);
-    run_f32(kernels, scratch.wpack.as_f32(), a, m, n, k, c, par);
+    let kern = kernels.f32_kernel();
+    let job = F32Job {
+        w: SyncPtr(scratch.wpack.as_f32().as_ptr().cast_mut()),
+        c: SyncPtr(c.as_mut_ptr()),
+        n,
+        plan: Plan::new(m, n, kern.mr, kern.nr, par.num_threads()),
+    };
+    run_f32(kernels, &[Some(job)], a, m, k, par);
     Ok(())
 }
 
@@ -502,11 +726,19 @@ pub(crate) mod tests;
 pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters: usize) -> f64 {
     let kern = kernels.int8_kernel();
     let (m, n, k) = (kern.mr, kern.nr, 32 * kblocks);
-    let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 255) as f32 - 127.0).collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919) % 255) as f32 - 127.0)
+        .collect();
     let wq = crate::quantize_q8_0(&w).unwrap_or_default();
-    let Ok(pm) = PackedMatrix::new(kernels, QuantType::Q8_0, n, k, &wq) else { return 0.0 };
-    let Repr::Int8 { lay, act } = pm.repr.clone() else { return 0.0 };
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 104729) % 251) as f32 - 125.0).collect();
+    let Ok(pm) = PackedMatrix::new(kernels, QuantType::Q8_0, n, k, &wq) else {
+        return 0.0;
+    };
+    let Repr::Int8 { lay, act } = pm.repr.clone() else {
+        return 0.0;
+    };
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 104729) % 251) as f32 - 125.0)
+        .collect();
     let mut s = GemmScratch::new();
     s.quantize(kernels, act, &lay, &a, m, k, &crate::Serial);
     let mut c = vec![0f32; m * n];

@@ -59,7 +59,8 @@ fn int8_gemm_matches_vec_dot_for_every_format() {
         let pm = PackedMatrix::new(scalar, ty, n, k, &w).unwrap();
         assert!(!pm.is_f32());
         let mut c = vec![f32::NAN; m * n];
-        pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+        pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial)
+            .unwrap();
         let row_bytes = ty.row_bytes(k).unwrap();
         for i in 0..m {
             let act = quantize_act_blocks(ty, &a[i * k..(i + 1) * k]);
@@ -69,7 +70,11 @@ fn int8_gemm_matches_vec_dot_for_every_format() {
                 let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
                 let want = scalar.vec_dot(ty, wrow, &act).unwrap();
                 dequantize_row(ty, wrow, &mut wf).unwrap();
-                let mag: f32 = wf.iter().zip(&a[i * k..]).map(|(x, y)| (x * y).abs()).sum::<f32>()
+                let mag: f32 = wf
+                    .iter()
+                    .zip(&a[i * k..])
+                    .map(|(x, y)| (x * y).abs())
+                    .sum::<f32>()
                     + 1e-6;
                 let got = c[i * n + j];
                 assert!(
@@ -91,19 +96,34 @@ fn f32_paths_match_f64_reference() {
             let mut want = vec![0f64; m * n];
             for i in 0..m {
                 for j in 0..n {
-                    want[i * n + j] =
-                        (0..k).map(|t| f64::from(a[i * k + t]) * f64::from(w[j * k + t])).sum();
+                    want[i * n + j] = (0..k)
+                        .map(|t| f64::from(a[i * k + t]) * f64::from(w[j * k + t]))
+                        .sum();
                 }
             }
             let tol = |i: usize, j: usize| {
-                let mag: f64 = (0..k).map(|t| f64::from((a[i * k + t] * w[j * k + t]).abs())).sum();
+                let mag: f64 = (0..k)
+                    .map(|t| f64::from((a[i * k + t] * w[j * k + t]).abs()))
+                    .sum();
                 mag * F32_REL_PER_K * k as f64 + 1e-30
             };
             let pm = PackedMatrix::from_f32(kern, n, k, &w).unwrap();
             let mut c1 = vec![f32::NAN; m * n];
-            pm.matmul(&a, m, &mut c1, &mut GemmScratch::new(), &Serial).unwrap();
+            pm.matmul(&a, m, &mut c1, &mut GemmScratch::new(), &Serial)
+                .unwrap();
             let mut c2 = vec![f32::NAN; m * n];
-            gemm_f32_nt(kern, &a, m, k, &w, n, &mut c2, &mut GemmScratch::new(), &Serial).unwrap();
+            gemm_f32_nt(
+                kern,
+                &a,
+                m,
+                k,
+                &w,
+                n,
+                &mut c2,
+                &mut GemmScratch::new(),
+                &Serial,
+            )
+            .unwrap();
             let mut wt = vec![0f32; n * k];
             for j in 0..n {
                 for t in 0..k {
@@ -111,11 +131,26 @@ fn f32_paths_match_f64_reference() {
                 }
             }
             let mut c3 = vec![f32::NAN; m * n];
-            gemm_f32_nn(kern, &a, m, k, &wt, n, &mut c3, &mut GemmScratch::new(), &Serial).unwrap();
+            gemm_f32_nn(
+                kern,
+                &a,
+                m,
+                k,
+                &wt,
+                n,
+                &mut c3,
+                &mut GemmScratch::new(),
+                &Serial,
+            )
+            .unwrap();
             for i in 0..m {
                 for j in 0..n {
                     let e = want[i * n + j];
-                    assert!((f64::from(c1[i * n + j]) - e).abs() <= tol(i, j), "{:?} {m}x{n}x{k}", kern.isa());
+                    assert!(
+                        (f64::from(c1[i * n + j]) - e).abs() <= tol(i, j),
+                        "{:?} {m}x{n}x{k}",
+                        kern.isa()
+                    );
                 }
             }
             assert_eq!(c1, c2, "packed and nt agree bit for bit");
@@ -129,7 +164,11 @@ fn f32_paths_match_f64_reference() {
 fn rows_are_bit_identical_across_isa_batch_and_threads() {
     let mut r = rng(3);
     let (n, k) = (80, 1024);
-    for ty in QUANTIZED.iter().copied().chain([QuantType::F32, QuantType::F16, QuantType::BF16]) {
+    for ty in QUANTIZED
+        .iter()
+        .copied()
+        .chain([QuantType::F32, QuantType::F16, QuantType::BF16])
+    {
         let w = random_weights(&mut r, ty, n, k);
         let big = 77;
         let a = random_f32(&mut r, big * k, 2.0);
@@ -140,12 +179,19 @@ fn rows_are_bit_identical_across_isa_batch_and_threads() {
             for (m, threads) in [(big, 1), (big, 3), (1, 1), (6, 2), (13, 1)] {
                 let mut c = vec![f32::NAN; m * n];
                 if threads == 1 {
-                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Serial).unwrap();
+                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Serial)
+                        .unwrap();
                 } else {
-                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Threads(threads)).unwrap();
+                    pm.matmul(&a[..m * k], m, &mut c, &mut scratch, &Threads(threads))
+                        .unwrap();
                 }
                 let want = reference.get_or_insert_with(|| c.clone());
-                assert_eq!(&c[..], &want[..m * n], "{ty:?} {:?} m={m} threads={threads}", kern.isa());
+                assert_eq!(
+                    &c[..],
+                    &want[..m * n],
+                    "{ty:?} {:?} m={m} threads={threads}",
+                    kern.isa()
+                );
             }
         }
     }
@@ -173,7 +219,11 @@ fn quantized_gemm_is_close_to_f32_gemm() {
             dequantize_row(ty, &w[j * row_bytes..(j + 1) * row_bytes], &mut wf).unwrap();
             for i in 0..m {
                 let ar = &a[i * k..(i + 1) * k];
-                let bs = if ty.vec_dot_type() == QuantType::Q8K { 256 } else { 32 };
+                let bs = if ty.vec_dot_type() == QuantType::Q8K {
+                    256
+                } else {
+                    32
+                };
                 let bound: f32 = wf
                     .chunks(bs)
                     .zip(ar.chunks(bs))
@@ -184,7 +234,10 @@ fn quantized_gemm_is_close_to_f32_gemm() {
                     .sum::<f32>()
                     + 1e-4;
                 let (x, y) = (cq[i * n + j], cf[i * n + j]);
-                assert!((x - y).abs() <= bound, "{ty:?} ({i},{j}): {x} vs {y}, bound {bound}");
+                assert!(
+                    (x - y).abs() <= bound,
+                    "{ty:?} ({i},{j}): {x} vs {y}, bound {bound}"
+                );
             }
         }
     }
@@ -206,7 +259,10 @@ fn bad_shapes_are_errors() {
     let mut c = vec![0f32; 2];
     let mut s = GemmScratch::new();
     assert!(pm.matmul(&[0.0; 63], 1, &mut c, &mut s, &Serial).is_err());
-    assert!(pm.matmul(&[0.0; 64], 1, &mut c[..1], &mut s, &Serial).is_err());
+    assert!(
+        pm.matmul(&[0.0; 64], 1, &mut c[..1], &mut s, &Serial)
+            .is_err()
+    );
     pm.matmul(&[0.0; 64], 1, &mut c, &mut s, &Serial).unwrap();
     assert_eq!(c, [0.0, 0.0]);
     pm.matmul(&[], 0, &mut [], &mut s, &Serial).unwrap();
@@ -224,7 +280,8 @@ fn scratch_stops_growing() {
     pm.matmul(&a, 32, &mut c, &mut s, &Serial).unwrap();
     let size = s.allocated_bytes();
     for m in [1, 7, 32, 16] {
-        pm.matmul(&a[..m * 256], m, &mut c[..m * 64], &mut s, &Serial).unwrap();
+        pm.matmul(&a[..m * 256], m, &mut c[..m * 64], &mut s, &Serial)
+            .unwrap();
         assert_eq!(s.allocated_bytes(), size);
     }
 }
@@ -235,4 +292,78 @@ fn handles_are_thread_safe() {
     send_sync::<PackedMatrix>();
     send_sync::<GemmScratch>();
     send_sync::<&'static Kernels>();
+}
+
+#[test]
+fn matmul_many_equals_separate_matmuls_bit_for_bit() {
+    let mut r = rng(11);
+    let k = 256;
+    // Fusable groups (same activation format and block length) and mixed ones that fall back.
+    let groups: [&[(QuantType, usize)]; 4] = [
+        &[
+            (QuantType::Q8_0, 48),
+            (QuantType::Q8_0, 16),
+            (QuantType::Q8_0, 33),
+        ],
+        &[(QuantType::Q4K, 32), (QuantType::Q5K, 17)],
+        &[
+            (QuantType::Q4K, 32),
+            (QuantType::Q6K, 16),
+            (QuantType::Q8_0, 5),
+        ],
+        &[(QuantType::F32, 20), (QuantType::F16, 40)],
+    ];
+    for kernels in Kernels::all_supported() {
+        for group in groups {
+            let mats: Vec<PackedMatrix> = group
+                .iter()
+                .map(|&(ty, n)| {
+                    PackedMatrix::new(kernels, ty, n, k, &random_weights(&mut r, ty, n, k)).unwrap()
+                })
+                .collect();
+            let refs: Vec<&PackedMatrix> = mats.iter().collect();
+            for (m, threads) in [(1, 1), (7, 2), (40, 3)] {
+                let a = random_f32(&mut r, m * k, 2.0);
+                let mut want: Vec<Vec<f32>> = mats.iter().map(|w| vec![0.0; m * w.n()]).collect();
+                for (w, c) in mats.iter().zip(want.iter_mut()) {
+                    w.matmul(&a, m, c, &mut GemmScratch::new(), &Serial)
+                        .unwrap();
+                }
+                let mut got: Vec<Vec<f32>> =
+                    mats.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+                PackedMatrix::matmul_many(
+                    &refs,
+                    &a,
+                    m,
+                    &mut outs,
+                    &mut GemmScratch::new(),
+                    &Threads(threads),
+                )
+                .unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let same = g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{:?} {group:?} m={m} threads={threads}: matrix {i} differs",
+                        kernels.isa()
+                    );
+                }
+            }
+            // Mismatched lengths are errors, not panics.
+            let mut short = vec![0.0; 3];
+            let mut outs: Vec<&mut [f32]> = vec![short.as_mut_slice()];
+            assert!(
+                PackedMatrix::matmul_many(
+                    &refs[..1],
+                    &[0.0; 10],
+                    2,
+                    &mut outs,
+                    &mut GemmScratch::new(),
+                    &Serial
+                )
+                .is_err()
+            );
+        }
+    }
 }
