@@ -483,13 +483,17 @@ impl Inner {
         let workers = self.pool.threads();
         let order = plan::longest_first(tokens);
         let coarse = plan::coarse_items(&order, tokens, self.token_budget, workers);
-        let mode = match parallelism {
-            Parallelism::Auto => plan::choose_mode(tokens, &coarse, &order, workers),
-            m => m,
-        };
-        let items = match mode {
-            Parallelism::Fine => plan::fine_items(&order, tokens, self.token_budget),
-            _ => coarse,
+        let fine = || plan::fine_items(&order, tokens, self.token_budget);
+        let (mode, items) = match parallelism {
+            Parallelism::Auto => {
+                let fine = fine();
+                match plan::choose_mode(tokens, &order, &coarse, &fine, workers) {
+                    Parallelism::Fine => (Parallelism::Fine, fine),
+                    m => (m, coarse),
+                }
+            }
+            Parallelism::Fine => (Parallelism::Fine, fine()),
+            m => (m, coarse),
         };
         (mode, order, items)
     }

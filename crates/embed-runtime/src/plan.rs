@@ -39,7 +39,8 @@ pub(crate) fn text_cost(tokens: usize) -> f64 {
 /// Cuts texts into work items for coarse mode.
 ///
 /// Items are made small enough that every worker gets several of them, so the dynamic queue can
-/// balance the tail, but no smaller than `MIN_ITEM_TOKENS`, and never over `token_budget`.
+/// balance the tail, but no smaller than `MIN_ITEM_TOKENS` unless that would leave a worker
+/// idle, and never over `token_budget`.
 pub(crate) fn coarse_items(
     order: &[usize],
     tokens: &[usize],
@@ -47,10 +48,13 @@ pub(crate) fn coarse_items(
     workers: usize,
 ) -> Vec<Range<usize>> {
     let total: usize = order.iter().map(|&i| tokens[i]).sum();
+    let workers = workers.max(1);
     // About four items per worker; below ~64 tokens per GEMM the weight traffic of each matmul
-    // is poorly amortised, so do not cut finer than that.
+    // is poorly amortised, so do not cut finer than that while there is enough work for every
+    // worker; a small batch is cut into one share per worker instead.
     const MIN_ITEM_TOKENS: usize = 64;
-    let cap = (total / (workers.max(1) * 4)).max(MIN_ITEM_TOKENS);
+    let floor = MIN_ITEM_TOKENS.min(total.div_ceil(workers));
+    let cap = (total / (workers * 4)).max(floor);
     group(order, tokens, cap.min(token_budget))
 }
 
@@ -83,44 +87,55 @@ fn group(order: &[usize], tokens: &[usize], cap: usize) -> Vec<Range<usize>> {
     items
 }
 
+/// Fixed cost of one forward pass in token-equivalents: streaming every weight matrix through
+/// the caches once, which a pass of a few tokens cannot hide behind arithmetic. Measured: see
+/// `PASS_OVERHEAD_TOKENS` in docs/ARCHITECTURE.md and `cargo xtask bench-matrix`.
+const PASS_OVERHEAD_TOKENS: f64 = 6.0;
+/// Share of perfect speed-up fine mode reaches on a pass (barriers, serial norms and attention
+/// bookkeeping, the slower of the workers at every matmul).
+const FINE_EFFICIENCY: f64 = 0.80;
+/// Synchronisation cost of one fine-mode pass (about a hundred barriers), in token-equivalents.
+const FINE_SYNC_TOKENS: f64 = 1.0;
+
+/// Cost of running one work item as one serial forward pass.
+fn item_cost(tokens: &[usize], order: &[usize], item: &Range<usize>) -> f64 {
+    PASS_OVERHEAD_TOKENS * text_cost(1) + order[item.clone()].iter().map(|&i| text_cost(tokens[i])).sum::<f64>()
+}
+
 /// The rule `Parallelism::Auto` applies.
 ///
-/// Coarse mode wins whenever the texts can be spread evenly over the workers, because it has no
-/// synchronisation inside a forward pass; fine mode wins when there are too few texts (or one
-/// dominating long text) to keep every worker busy. We simulate the coarse schedule (items taken
-/// longest first by whichever worker is free) and pick coarse when its makespan is within
-/// `FINE_EFFICIENCY` of a perfect split, i.e. when it beats what fine mode can achieve.
-pub(crate) fn choose_mode(tokens: &[usize], items: &[Range<usize>], order: &[usize], workers: usize) -> Parallelism {
+/// Both modes are costed with the same model: a forward pass costs a fixed weight-streaming
+/// overhead plus its texts' [`text_cost`]. Coarse mode runs its items on whichever worker is
+/// free (simulated longest first, as the runtime hands them out); fine mode runs its (larger)
+/// items one after another, each split over every worker at `FINE_EFFICIENCY` plus a
+/// synchronisation cost. The cheaper estimate wins; ties go to coarse, which has no barriers.
+pub(crate) fn choose_mode(
+    tokens: &[usize],
+    order: &[usize],
+    coarse: &[Range<usize>],
+    fine: &[Range<usize>],
+    workers: usize,
+) -> Parallelism {
     if workers <= 1 {
         return Parallelism::Coarse;
     }
-    if items.len() < 2 {
-        return Parallelism::Fine;
-    }
-    let item_costs: Vec<f64> = items
-        .iter()
-        .map(|r| order[r.clone()].iter().map(|&i| text_cost(tokens[i])).sum())
-        .collect();
-    let total: f64 = item_costs.iter().sum();
     let mut load = vec![0.0f64; workers];
-    for c in &item_costs {
+    for item in coarse {
         let (w, _) = load
             .iter()
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(b.1))
             .expect("workers > 1");
-        load[w] += c;
+        load[w] += item_cost(tokens, order, item);
     }
-    let makespan = load.iter().cloned().fold(0.0, f64::max);
-    // Fine mode splits each matmul over the workers but pays a barrier per matmul and serial
-    // attention/norm work; measured efficiency on 2 cores is recorded in docs/ARCHITECTURE.md.
-    const FINE_EFFICIENCY: f64 = 0.80;
-    let fine_time = total / (workers as f64 * FINE_EFFICIENCY);
-    if makespan <= fine_time {
-        Parallelism::Coarse
-    } else {
-        Parallelism::Fine
-    }
+    let coarse_time = load.iter().cloned().fold(0.0, f64::max);
+    let fine_time: f64 = fine
+        .iter()
+        .map(|item| {
+            item_cost(tokens, order, item) / (workers as f64 * FINE_EFFICIENCY) + FINE_SYNC_TOKENS * text_cost(1)
+        })
+        .sum();
+    if coarse_time <= fine_time { Parallelism::Coarse } else { Parallelism::Fine }
 }
 
 /// Text indices sorted longest first (ties keep input order, so plans are deterministic).
@@ -177,25 +192,31 @@ mod tests {
         assert_eq!(longest_first(&[5, 9, 5, 9]), vec![1, 3, 0, 2]);
     }
 
+    fn auto(tokens: &[usize], workers: usize) -> Parallelism {
+        let order = longest_first(tokens);
+        let coarse = coarse_items(&order, tokens, 4096, workers);
+        let fine = fine_items(&order, tokens, 4096);
+        choose_mode(tokens, &order, &coarse, &fine, workers)
+    }
+
+    #[test]
+    fn a_small_batch_is_cut_into_one_item_per_worker() {
+        let tokens = [11usize; 4];
+        let order = longest_first(&tokens);
+        assert_eq!(coarse_items(&order, &tokens, 4096, 2).len(), 2);
+        assert_eq!(coarse_items(&order, &tokens, 4096, 4).len(), 4);
+    }
+
     #[test]
     fn auto_picks_fine_for_one_text_and_coarse_for_many_even_ones() {
-        let one = [12];
-        let order = longest_first(&one);
-        let items = coarse_items(&order, &one, 4096, 2);
-        assert_eq!(choose_mode(&one, &items, &order, 2), Parallelism::Fine);
-
-        let many = [12usize; 64];
-        let order = longest_first(&many);
-        let items = coarse_items(&order, &many, 4096, 2);
-        assert_eq!(choose_mode(&many, &items, &order, 2), Parallelism::Coarse);
+        assert_eq!(auto(&[12], 2), Parallelism::Fine);
+        assert_eq!(auto(&[12usize; 64], 2), Parallelism::Coarse);
+        assert_eq!(auto(&[12usize; 64], 1), Parallelism::Coarse);
     }
 
     #[test]
     fn auto_picks_fine_when_one_long_text_dominates() {
-        let tokens = [2000, 10, 10, 10];
-        let order = longest_first(&tokens);
-        let items = coarse_items(&order, &tokens, 4096, 2);
-        assert_eq!(choose_mode(&tokens, &items, &order, 2), Parallelism::Fine);
+        assert_eq!(auto(&[2000, 10, 10, 10], 2), Parallelism::Fine);
     }
 
     #[test]
