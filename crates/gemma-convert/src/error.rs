@@ -87,6 +87,14 @@ pub enum ConvertError {
     /// `tokenizer.model` could not be decoded.
     #[error("invalid tokenizer.model: {0}")]
     SentencePiece(#[from] SentencePieceError),
+    /// A tensor could not be quantized to its output type.
+    #[error("quantizing {name}: {source}")]
+    Quantize {
+        /// The GGUF name of the tensor.
+        name: String,
+        /// The quantizer's error.
+        source: quant_kernels::KernelError,
+    },
     /// The GGUF writer rejected the output.
     #[error("writing GGUF: {0}")]
     Gguf(#[from] gguf_format::GgufError),

@@ -12,8 +12,8 @@
 //!   before any tensor data is read, so malformed input fails fast and nothing half-written
 //!   is left behind.
 //! - Tensor data is streamed: each tensor is read in bounded row chunks, transformed (norm
-//!   weights `+ 1`), encoded (F32, F16, BF16 or Q8_0 via quant-kernels' bit-exact quantizer)
-//!   and written; peak memory is about 230 MB whatever the output type (mostly the parsed
+//!   weights `+ 1`), encoded (F32, F16, BF16, or Q8_0 / Q4_K / Q5_0 / Q6_K via quant-kernels'
+//!   bit-exact reference quantizers) and written; peak memory is about 230 MB whatever the output type (mostly the parsed
 //!   `tokenizer.json` and the 262,144-entry vocabulary), not the 1.2 GB of weights.
 //! - The output goes to a temporary file beside the target and is renamed into place only
 //!   when complete, so a crash never leaves a truncated GGUF under the final name.
@@ -23,7 +23,6 @@
 mod error;
 mod metadata;
 mod plan;
-mod q8;
 pub mod sentencepiece;
 mod source;
 mod tensors;
@@ -54,11 +53,19 @@ pub enum OutType {
     BF16,
     /// Matrices Q8_0, vectors F32 (`general.file_type` 7).
     Q8_0,
+    /// llama.cpp's `llama-quantize Q4_K_M` mixture of the F32 file (`general.file_type` 15):
+    /// matrices Q4_K, the token embedding Q6_K, and `attn_v` / `ffn_down` Q6_K in the layers
+    /// llama.cpp's `use_more_bits` picks; rows that are not whole 256-blocks fall back
+    /// (Q4_K → Q5_0, Q6_K → Q8_0). Tensors are in `llama-quantize`'s order (by layer, then
+    /// name), so the file is byte-identical to the one `llama-quantize` writes without an
+    /// importance matrix.
+    #[allow(non_camel_case_types)]
+    Q4_K_M,
 }
 
 impl OutType {
     /// Every output type.
-    pub const ALL: [OutType; 4] = [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0];
+    pub const ALL: [OutType; 5] = [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0, OutType::Q4_K_M];
 
     /// The value of `general.file_type` (llama.cpp's `LlamaFileType`).
     pub fn file_type(self) -> u32 {
@@ -66,6 +73,7 @@ impl OutType {
             OutType::F32 => 0,
             OutType::F16 => 1,
             OutType::Q8_0 => 7,
+            OutType::Q4_K_M => 15,
             OutType::BF16 => 32,
         }
     }
@@ -77,6 +85,7 @@ impl OutType {
             OutType::F16 => "f16",
             OutType::BF16 => "bf16",
             OutType::Q8_0 => "q8_0",
+            OutType::Q4_K_M => "q4_k_m",
         }
     }
 
@@ -85,13 +94,15 @@ impl OutType {
         OutType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
-    /// The type 2-D weights are written in.
+    /// The type 2-D weights are written in (for Q4_K_M the base type of the mixture, which
+    /// some tensors upgrade).
     pub fn tensor_type(self) -> TensorType {
         match self {
             OutType::F32 => TensorType::F32,
             OutType::F16 => TensorType::F16,
             OutType::BF16 => TensorType::Bf16,
             OutType::Q8_0 => TensorType::Q8_0,
+            OutType::Q4_K_M => TensorType::Q4K,
         }
     }
 }

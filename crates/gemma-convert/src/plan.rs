@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::metadata::{GeneralMetadata, KvValue};
 use crate::sentencepiece::SentencePieceModel;
 use crate::source::{HParams, Modules, SafetensorsFile, SourceTensor};
-use crate::tensors::{TensorType, gguf_name, pick_type};
+use crate::tensors::{Q4KMixture, TensorType, gguf_name, llama_quantize_order, pick_type};
 use crate::vocab::{SpecialTokens, Vocab};
 use crate::{ConvertError, OutType};
 
@@ -157,9 +157,28 @@ impl Plan {
             }
         }
 
+        if out == OutType::Q4_K_M {
+            // llama-quantize rewrites the F32 file: its tensor order, its per-tensor types.
+            tensors.sort_by(|a, b| llama_quantize_order(&a.name, &b.name));
+            let mut mixture = Q4KMixture::new(tensors.iter().map(|t| t.name.as_str()), hp.num_layers as usize);
+            for t in &mut tensors {
+                t.ty = mixture.pick(&t.name, t.source.shape.len(), t.row_len());
+            }
+        }
+
         let param_count = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
         let general = GeneralMetadata::from_folder(dir, model_id, param_count)?;
-        let kvs = metadata_kvs(&hp, &modules, &general, out, &vocab, &special);
+        let mut kvs = metadata_kvs(&hp, &modules, &general, out, &vocab, &special);
+        if out == OutType::Q4_K_M {
+            // llama-quantize copies the F32 file's keys, then sets these two again; ggml's gguf
+            // removes a key it sets and appends it, so they end the list in this order.
+            for key in ["general.quantization_version", "general.file_type"] {
+                if let Some(i) = kvs.iter().position(|(k, _)| k == key) {
+                    let kv = kvs.remove(i);
+                    kvs.push(kv);
+                }
+            }
+        }
         Ok(Plan { kvs, tensors, files, vocab_len: vocab.len() })
     }
 }

@@ -21,6 +21,9 @@ fn ggml_type(t: TensorType) -> GgmlType {
         TensorType::F16 => GgmlType::F16,
         TensorType::Bf16 => GgmlType::Bf16,
         TensorType::Q8_0 => GgmlType::Q8_0,
+        TensorType::Q5_0 => GgmlType::Q5_0,
+        TensorType::Q4K => GgmlType::Q4K,
+        TensorType::Q6K => GgmlType::Q6K,
     }
 }
 
@@ -93,7 +96,8 @@ pub(crate) fn write_atomic(plan: &mut Plan, out: &Path, progress: &mut dyn Conve
                         *v += 1.0;
                     }
                 }
-                encode(t.ty, &values, &mut encoded);
+                encode(t.ty, &values, &mut encoded)
+                    .map_err(|source| ConvertError::Quantize { name: t.name.clone(), source })?;
                 data.write_tensor_part(&encoded)?;
             }
             row += n;

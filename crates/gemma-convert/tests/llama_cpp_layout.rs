@@ -1,6 +1,6 @@
 //! Our conversions of the real model against what llama.cpp's converter wrote
-//! (`shared/reference/gguf-layout-q8_0.txt`, `quant-blocks.json`), and the F32/F16/BF16 outputs
-//! against each other.
+//! (`shared/reference/gguf-layout-q8_0.txt`, `quant-blocks.json`) and what `llama-quantize
+//! Q4_K_M` wrote (`gguf-layout-q4_k_m.txt`), and the F32/F16/BF16 outputs against each other.
 
 use std::path::PathBuf;
 
@@ -66,33 +66,57 @@ fn format_py_float(x: f64) -> String {
     if s.contains('.') { s } else { format!("{s}.0") }
 }
 
+/// A header number of a layout file (`file_size_bytes: N` ...).
+fn layout_header(layout: &str, key: &str) -> u64 {
+    let line = layout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in layout"));
+    line[key.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The lines of a `== TITLE` section of a layout file, without comments.
+fn layout_section<'a>(layout: &'a str, title: &str) -> Vec<&'a str> {
+    layout
+        .lines()
+        .skip_while(|l| !l.starts_with(title))
+        .skip(1)
+        .take_while(|l| !l.starts_with("==") && !l.is_empty() && !l.starts_with("tensor type counts"))
+        .filter(|l| !l.starts_with('#'))
+        .collect()
+}
+
+/// File size, data offset, version, alignment, and every tensor in order: name, ggml shape,
+/// type, size, offsets.
+fn assert_layout(layout: &str, file: &GgufFile) {
+    assert_eq!(file.bytes().len() as u64, layout_header(layout, "file_size_bytes:"));
+    assert_eq!(
+        file.data_offset(),
+        layout_header(layout, "tensor_data_offset (absolute file offset of data section start):")
+    );
+    assert_eq!(file.version(), 3);
+    assert_eq!(file.alignment(), 32);
+    assert!(file.get("general.alignment").is_none());
+    let expected_tensors = layout_section(layout, "== TENSORS");
+    assert_eq!(expected_tensors.len(), 316);
+    assert_eq!(file.tensor_count(), expected_tensors.len());
+    for (line, t) in expected_tensors.iter().zip(file.tensors()) {
+        let cols: Vec<&str> = line.split(" | ").map(str::trim).collect();
+        assert_eq!(cols[1], t.name);
+        let shape: Vec<u64> = parse_list(cols[2]).iter().map(|d| d.parse().unwrap()).collect();
+        assert_eq!(shape, t.shape, "{}", t.name);
+        assert_eq!(cols[3], t.ggml_type.name(), "{}", t.name);
+        assert_eq!(cols[4].parse::<usize>().unwrap(), t.data.len(), "{}", t.name);
+        assert_eq!(cols[5].parse::<u64>().unwrap(), t.offset - file.data_offset(), "{}", t.name);
+        assert_eq!(cols[6].parse::<u64>().unwrap(), t.offset, "{}", t.name);
+    }
+}
+
 #[test]
 fn q8_0_file_matches_llama_cpp_layout_exactly() {
     let layout = std::fs::read_to_string(reference("gguf-layout-q8_0.txt")).expect("reference layout");
     let file = GgufFile::open(testing::gguf(OutType::Q8_0)).expect("our Q8_0 GGUF");
-
-    let header = |key: &str| -> u64 {
-        let line = layout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in layout"));
-        line[key.len()..].split_whitespace().next().unwrap().parse().unwrap()
-    };
-    assert_eq!(file.bytes().len() as u64, header("file_size_bytes:"));
-    assert_eq!(file.data_offset(), header("tensor_data_offset (absolute file offset of data section start):"));
-    assert_eq!(file.version(), 3);
-    assert_eq!(file.alignment(), 32);
-    assert!(file.get("general.alignment").is_none());
-
-    let section = |title: &str| -> Vec<&str> {
-        layout
-            .lines()
-            .skip_while(|l| !l.starts_with(title))
-            .skip(1)
-            .take_while(|l| !l.starts_with("==") && !l.is_empty() && !l.starts_with("tensor type counts"))
-            .filter(|l| !l.starts_with('#'))
-            .collect()
-    };
+    assert_layout(&layout, &file);
 
     // Every key, in order, with its type and value (arrays: type, length and first five).
-    let expected_kv = section("== METADATA");
+    let expected_kv = layout_section(&layout, "== METADATA");
     assert_eq!(expected_kv.len(), 41);
     let ours: Vec<(String, String)> = file.metadata().map(|(k, v)| (k.to_owned(), render(&v))).collect();
     assert_eq!(ours.len(), expected_kv.len(), "metadata count");
@@ -109,21 +133,41 @@ fn q8_0_file_matches_llama_cpp_layout_exactly() {
             assert_eq!(rendered, ref_rest, "{key}");
         }
     }
+}
 
-    // Every tensor, in order: name, ggml shape, type, size, offsets.
-    let expected_tensors = section("== TENSORS");
-    assert_eq!(expected_tensors.len(), 316);
-    assert_eq!(file.tensor_count(), expected_tensors.len());
-    for (line, t) in expected_tensors.iter().zip(file.tensors()) {
-        let cols: Vec<&str> = line.split(" | ").map(str::trim).collect();
-        assert_eq!(cols[1], t.name);
-        let shape: Vec<u64> = parse_list(cols[2]).iter().map(|d| d.parse().unwrap()).collect();
-        assert_eq!(shape, t.shape, "{}", t.name);
-        assert_eq!(cols[3], t.ggml_type.name(), "{}", t.name);
-        assert_eq!(cols[4].parse::<usize>().unwrap(), t.data.len(), "{}", t.name);
-        assert_eq!(cols[5].parse::<u64>().unwrap(), t.offset - file.data_offset(), "{}", t.name);
-        assert_eq!(cols[6].parse::<u64>().unwrap(), t.offset, "{}", t.name);
+/// SHA-256 of the file llama.cpp's `llama_model_quantize` (llama-cpp-python 0.3.36,
+/// `LLAMA_FTYPE_MOSTLY_Q4_K_M`, default parameters, no importance matrix) wrote from our F32
+/// conversion; our Q4_K_M conversion was byte-identical to it.
+const LLAMA_CPP_Q4_K_M_SHA256: &str = "089ffef2f058e9ffbd5088ed95cd75a26fea6fb224747368082f3d7b4d924c22";
+
+#[test]
+fn q4_k_m_file_matches_llama_quantize_exactly() {
+    use sha2::Digest;
+    let layout = std::fs::read_to_string(reference("gguf-layout-q4_k_m.txt")).expect("reference layout");
+    let file = GgufFile::open(testing::gguf(OutType::Q4_K_M)).expect("our Q4_K_M GGUF");
+    assert_layout(&layout, &file);
+    let count = |ty: GgmlType| file.tensors().filter(|t| t.ggml_type == ty).count();
+    assert_eq!(
+        [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::F32].map(count),
+        [134, 13, 12, 12, 145]
+    );
+    assert_eq!(file.get_u32("general.file_type").unwrap(), 15);
+
+    // The F32 file's keys and values, with the two keys llama-quantize sets moved to the end.
+    let f32_file = GgufFile::open(testing::gguf(OutType::F32)).unwrap();
+    let mut expected: Vec<&str> = f32_file.metadata().map(|(k, _)| k).collect();
+    expected.retain(|k| *k != "general.quantization_version" && *k != "general.file_type");
+    expected.extend(["general.quantization_version", "general.file_type"]);
+    assert_eq!(file.metadata().map(|(k, _)| k).collect::<Vec<_>>(), expected);
+    for (k, v) in file.metadata() {
+        if k != "general.file_type" {
+            // Arrays are views into their file: compare what `render` shows (type, len, head).
+            assert_eq!(Some(render(&v)), f32_file.get(k).map(|f| render(&f)), "{k}");
+        }
     }
+
+    let digest = hex::encode(sha2::Sha256::digest(file.bytes()));
+    assert_eq!(digest, LLAMA_CPP_Q4_K_M_SHA256, "whole file byte-identical to llama.cpp's");
 }
 
 #[test]
