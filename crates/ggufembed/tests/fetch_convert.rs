@@ -17,9 +17,14 @@ fn fetch_prints_the_cached_path_without_redoing_work() {
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), expected.display().to_string());
     assert_eq!(std::fs::metadata(&expected).unwrap().modified().unwrap(), before, "a cached GGUF must be reused");
 
+    let q4_k_m = testing::gguf(OutType::Q4_K_M);
+    let out = ggufembed().args(["fetch", "--type", "q4_k_m"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), q4_k_m.display().to_string());
+
     let out = ggufembed().args(["fetch", "--type", "q4_k"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected q8_0, f32, f16 or bf16"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected q8_0, q4_k_m, f32, f16 or bf16"));
 }
 
 #[test]
