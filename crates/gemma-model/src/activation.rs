@@ -56,6 +56,7 @@ pub(crate) fn gelu_tanh(x: f32) -> f32 {
 }
 
 /// `gate[i] = gelu_tanh(gate[i]) · up[i]`: the gated feed-forward product, in place.
+#[inline(always)]
 pub(crate) fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
     for (g, &u) in gate.iter_mut().zip(up) {

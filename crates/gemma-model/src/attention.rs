@@ -87,14 +87,16 @@ pub(crate) fn attend_block(
     ) {
         unreachable!("attention operands are sized from the block: {e}");
     }
-    for (r, row) in s.chunks_exact_mut(n).enumerate() {
-        let i = i0 + r / h;
-        let (lo, hi) = match shape.half_window {
-            Some(w) => (i.saturating_sub(w).max(j0) - j0, (i + w + 1).min(j1) - j0),
-            None => (0, n),
-        };
-        softmax_span(row, lo, hi, shape.scale);
-    }
+    kernels.vectorize(|| {
+        for (r, row) in s.chunks_exact_mut(n).enumerate() {
+            let i = i0 + r / h;
+            let (lo, hi) = match shape.half_window {
+                Some(w) => (i.saturating_sub(w).max(j0) - j0, (i + w + 1).min(j1) - j0),
+                None => (0, n),
+            };
+            softmax_span(row, lo, hi, shape.scale);
+        }
+    });
     if let Err(e) = gemm_f32_nn(kernels, s, rows, n, &v[kv], d, q_block, gemm, &Serial) {
         unreachable!("attention operands are sized from the block: {e}");
     }
@@ -102,6 +104,7 @@ pub(crate) fn attend_block(
 }
 
 /// Softmax of `row[lo..hi] · scale` in place; entries outside the span become 0.
+#[inline(always)]
 fn softmax_span(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
     let span = &mut row[lo..hi];
     // Lane-wise maxima with plain comparisons so the loop vectorises (`f32::max` does not).
@@ -120,18 +123,21 @@ fn softmax_span(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
     let max = lanes
         .iter()
         .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    // The exponentials as a plain map (which vectorises at any width), then the sum over the
+    // same eight lanes as always, so the bits do not depend on the vector width.
+    for x in span.iter_mut() {
+        *x = exp_f32(*x - max);
+    }
     let mut acc = [0.0f32; 8];
-    let mut chunks = span.chunks_exact_mut(8);
+    let mut chunks = span.chunks_exact(8);
     for c in &mut chunks {
-        for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
-            *x = exp_f32(*x - max);
-            *a += *x;
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
         }
     }
     let mut sum: f32 = acc.iter().sum();
-    for x in chunks.into_remainder() {
-        *x = exp_f32(*x - max);
-        sum += *x;
+    for &x in chunks.remainder() {
+        sum += x;
     }
     let inv = 1.0 / sum;
     for x in span.iter_mut() {

@@ -62,14 +62,17 @@ pub(crate) fn forward_group<T: MaybeTrace>(
 
     // Token embeddings, scaled by sqrt(d) in f32 as the reference does.
     let scale = (d as f32).sqrt();
+    let kernels = model.kernels();
     for (row, &id) in x[..m * d]
         .chunks_exact_mut(d)
         .zip(texts.iter().flat_map(|t| t.iter()))
     {
         model.embedding.row(id, row);
-        for v in row.iter_mut() {
-            *v *= scale;
-        }
+        kernels.vectorize(|| {
+            for v in row.iter_mut() {
+                *v *= scale;
+            }
+        });
     }
     tr.record(TracePoint::Embedding, &x[..m * d]);
 
@@ -92,9 +95,11 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     }
 
     let x = &mut x[..m * d];
-    for row in x.chunks_exact_mut(d) {
-        rms_norm_in_place(row, &model.output_norm, c.rms_norm_eps);
-    }
+    kernels.vectorize(|| {
+        for row in x.chunks_exact_mut(d) {
+            rms_norm_in_place(row, &model.output_norm, c.rms_norm_eps);
+        }
+    });
     tr.record(TracePoint::FinalNorm, x);
 
     // Dense head, HEAD_CHUNK texts at a time.
@@ -152,11 +157,15 @@ fn layer_forward<T: MaybeTrace>(
     let hd = c.key_length;
     let qd = c.q_dim();
     let m = b.m;
+    // Per-row work runs inside `vectorize` so it gets the CPU's full vector width (same bits).
+    let kernels = model.kernels();
 
     // Attention block.
-    for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
-        rms_norm_into(xr, &layer.attn_norm, eps, hr);
-    }
+    kernels.vectorize(|| {
+        for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+            rms_norm_into(xr, &layer.attn_norm, eps, hr);
+        }
+    });
     tr.record(TracePoint::AttnNorm(l), b.h);
     Linear::forward_many(
         [&layer.wq, &layer.wk, &layer.wv],
@@ -182,20 +191,22 @@ fn layer_forward<T: MaybeTrace>(
         rotate_rows(b.q, qd, b.offsets, rope);
         rotate_rows(b.k, hd, b.offsets, rope);
     } else {
-        for w in b.offsets.windows(2) {
-            for (p, (qr, kr)) in b.q[w[0] * qd..w[1] * qd]
-                .chunks_exact_mut(qd)
-                .zip(b.k[w[0] * hd..w[1] * hd].chunks_exact_mut(hd))
-                .enumerate()
-            {
-                for head in qr.chunks_exact_mut(hd) {
-                    rms_norm_in_place(head, &layer.q_norm, eps);
+        kernels.vectorize(|| {
+            for w in b.offsets.windows(2) {
+                for (p, (qr, kr)) in b.q[w[0] * qd..w[1] * qd]
+                    .chunks_exact_mut(qd)
+                    .zip(b.k[w[0] * hd..w[1] * hd].chunks_exact_mut(hd))
+                    .enumerate()
+                {
+                    for head in qr.chunks_exact_mut(hd) {
+                        rms_norm_in_place(head, &layer.q_norm, eps);
+                    }
+                    rms_norm_in_place(kr, &layer.k_norm, eps);
+                    rope.rotate(qr, p);
+                    rope.rotate(kr, p);
                 }
-                rms_norm_in_place(kr, &layer.k_norm, eps);
-                rope.rotate(qr, p);
-                rope.rotate(kr, p);
             }
-        }
+        });
     }
     tr.record(TracePoint::QRope(l), b.q);
     tr.record(TracePoint::KRope(l), b.k);
@@ -209,7 +220,6 @@ fn layer_forward<T: MaybeTrace>(
         },
         scale: c.attention_scale,
     };
-    let kernels = model.kernels();
     let blocks = QueryBlocks::new(b.q, b.offsets, qd);
     if T::ON {
         // Traced runs are serial and record each block's probabilities.
@@ -281,15 +291,19 @@ fn layer_forward<T: MaybeTrace>(
         }
         tr.record(TracePoint::PostAttnNorm(l), &b.gate[..m * d]);
     }
-    for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
-        rms_norm_add(hr, &layer.post_attn_norm, eps, xr);
-    }
+    kernels.vectorize(|| {
+        for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
+            rms_norm_add(hr, &layer.post_attn_norm, eps, xr);
+        }
+    });
     tr.record(TracePoint::ResidualAfterAttn(l), b.x);
 
     // Feed-forward block.
-    for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
-        rms_norm_into(xr, &layer.ffn_norm, eps, hr);
-    }
+    kernels.vectorize(|| {
+        for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+            rms_norm_into(xr, &layer.ffn_norm, eps, hr);
+        }
+    });
     tr.record(TracePoint::FfnNorm(l), b.h);
     Linear::forward_many(
         [&layer.gate, &layer.up],
@@ -300,7 +314,7 @@ fn layer_forward<T: MaybeTrace>(
     );
     tr.record(TracePoint::Gate(l), b.gate);
     tr.record(TracePoint::Up(l), b.up);
-    gelu_tanh_mul(b.gate, b.up);
+    kernels.vectorize(|| gelu_tanh_mul(b.gate, b.up));
     tr.record(TracePoint::DownIn(l), b.gate);
     layer.down.forward(b.gate, m, b.h, exec);
     tr.record(TracePoint::Down(l), b.h);
@@ -310,9 +324,11 @@ fn layer_forward<T: MaybeTrace>(
         }
         tr.record(TracePoint::PostFfwNorm(l), &b.up[..m * d]);
     }
-    for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
-        rms_norm_add(hr, &layer.post_ffw_norm, eps, xr);
-    }
+    kernels.vectorize(|| {
+        for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
+            rms_norm_add(hr, &layer.post_ffw_norm, eps, xr);
+        }
+    });
     tr.record(TracePoint::LayerOut(l), b.x);
 }
 

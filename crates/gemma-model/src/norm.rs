@@ -8,7 +8,7 @@
 const LANES: usize = 16;
 
 /// `1 / sqrt(mean(x²) + eps)` for one row.
-#[inline]
+#[inline(always)]
 pub(crate) fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -28,7 +28,7 @@ pub(crate) fn inv_rms(x: &[f32], eps: f32) -> f32 {
 }
 
 /// `out = rms_norm(x) · w`.
-#[inline]
+#[inline(always)]
 pub(crate) fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert!(x.len() == w.len() && x.len() == out.len());
     let s = inv_rms(x, eps);
@@ -38,7 +38,7 @@ pub(crate) fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// `x = rms_norm(x) · w`, in place.
-#[inline]
+#[inline(always)]
 pub(crate) fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     debug_assert_eq!(x.len(), w.len());
     let s = inv_rms(x, eps);
@@ -48,7 +48,7 @@ pub(crate) fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
 }
 
 /// `acc += rms_norm(y) · w`: the post-norm and residual add of a Gemma block in one pass.
-#[inline]
+#[inline(always)]
 pub(crate) fn rms_norm_add(y: &[f32], w: &[f32], eps: f32, acc: &mut [f32]) {
     debug_assert!(y.len() == w.len() && y.len() == acc.len());
     let s = inv_rms(y, eps);

@@ -50,7 +50,7 @@ impl RopeTable {
 
     /// Rotates every head of `row` (heads of `2·half` values laid end to end) for `pos`:
     /// `(a, b) -> (a·cos − b·sin, b·cos + a·sin)` for each pair `(x[i], x[i + half])`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rotate(&self, row: &mut [f32], pos: usize) {
         let cos = self.cos(pos);
         let sin = self.sin(pos);

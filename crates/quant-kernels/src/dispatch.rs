@@ -203,6 +203,31 @@ impl Kernels {
         self.isa
     }
 
+    /// Runs `f` compiled for this table's instruction set: code the compiler inlines into `f`
+    /// (element-wise loops, lane-array reductions) is auto-vectorised with AVX-512 or AVX2
+    /// instead of the SSE2 baseline. Callers mark their loop helpers `#[inline(always)]` so they
+    /// are inlined. The results are the same bits as the baseline build: Rust never contracts
+    /// `a * b + c` into an FMA, element-wise operations are exact IEEE operations whatever the
+    /// vector width, and reductions written over explicit lane arrays keep their order. This is
+    /// how crates that forbid `unsafe` get wide SIMD for their per-row work.
+    #[inline]
+    pub fn vectorize<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => {
+                // SAFETY: a table of these ISAs exists only when detection found AVX-512
+                // F/BW/VL/DQ, AVX2 and FMA on this CPU.
+                unsafe { crate::x86_64::vectorize_avx512(f) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                // SAFETY: an AVX2 table exists only when detection found AVX2 and FMA.
+                unsafe { crate::x86_64::vectorize_avx2(f) }
+            }
+            _ => f(),
+        }
+    }
+
     pub(crate) fn int8_kernel(&self) -> Int8Kernel {
         self.int8
     }

@@ -219,3 +219,29 @@ fn quantized_dots_match_scalar() {
         }
     }
 }
+
+/// `Kernels::vectorize` promises the baseline's bits at any vector width, for element-wise maps
+/// and lane-array reductions: check both shapes of code on every supported table.
+#[test]
+fn vectorize_gives_the_same_bits_on_every_isa() {
+    fn work(x: &[f32]) -> (Vec<f32>, f32) {
+        let y: Vec<f32> = x.iter().map(|&v| (v * 1.5 + 0.25) / (1.0 + v * v) - v.sqrt().abs()).collect();
+        let mut lanes = [0.0f32; 16];
+        for c in y.chunks_exact(16) {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        (y, lanes.iter().sum())
+    }
+    let x: Vec<f32> = (0..4099).map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 11.0).collect();
+    let want = work(&x);
+    for k in Kernels::all_supported() {
+        let got = k.vectorize(|| work(&x));
+        assert!(
+            got.0.iter().zip(&want.0).all(|(a, b)| a.to_bits() == b.to_bits()) && got.1.to_bits() == want.1.to_bits(),
+            "{:?}",
+            k.isa()
+        );
+    }
+}

@@ -20,3 +20,23 @@ pub(crate) fn hit(isa: crate::Isa) {
 #[cfg(not(test))]
 #[inline(always)]
 pub(crate) fn hit(_isa: crate::Isa) {}
+
+/// Runs `f` in a function compiled for AVX-512, so that what inlines into it vectorises wide.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/DQ, AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+pub(crate) unsafe fn vectorize_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f` in a function compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn vectorize_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
