@@ -190,6 +190,31 @@ fn main() {
         }
         println!("| K×N {k}×{n} | {} |", cells.join(" | "));
     }
+    // The model never multiplies by K or V alone (nor by gate or up): it runs Q, K and V as one
+    // fused call (one activation quantization, one pass), and gate with up.
+    for (name, k, ns) in [("Q/K/V fused", 768, vec![768, 256, 256]), ("gate/up fused", 768, vec![1152, 1152])] {
+        let pms: Vec<PackedMatrix> = ns
+            .iter()
+            .map(|&n| PackedMatrix::new(kern, QuantType::Q8_0, n, k, &quantize_q8_0(&rng.vec(n * k)).expect("blocks")).expect("shape"))
+            .collect();
+        let refs: Vec<&PackedMatrix> = pms.iter().collect();
+        let n_total: usize = ns.iter().sum();
+        let mut cells = Vec::new();
+        for &m in &ms {
+            let a = rng.vec(m * k);
+            let mut cs: Vec<Vec<f32>> = ns.iter().map(|&n| vec![0f32; m * n]).collect();
+            let mut s = GemmScratch::new();
+            let ops = 2.0 * (m * n_total * k) as f64;
+            let reps = (if quick { 300_000_000 } else { 3_000_000_000 } / (m * n_total * k)).clamp(5, 300);
+            let (g, pk) = interleaved(reps, ops, vnni_peak, || {
+                let mut outs: Vec<&mut [f32]> = cs.iter_mut().map(|c| c.as_mut_slice()).collect();
+                PackedMatrix::matmul_many(&refs, &a, m, &mut outs, &mut s, &Serial).expect("shapes match")
+            });
+            cells.push(format!("{g:.0} ({:.0}%)", 100.0 * g / pk));
+        }
+        let dims: Vec<String> = ns.iter().map(|n| n.to_string()).collect();
+        println!("| {name} {k}×({}) | {} |", dims.join("+"), cells.join(" | "));
+    }
 
     println!("\n| format (768×768, M=64), {} | GOP/s | % of vpdpbusd peak |\n|---|---|---|", kern.isa());
     for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {

@@ -25,6 +25,9 @@ use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 /// when another thread shares the core's caches. Weights are then re-read from L2 every 24
 /// rows, a few bytes per cycle.
 const MC_INT8: usize = 24;
+/// Packed weight bytes per column block of the int8 kernels: about half of a 2 MiB L2, leaving
+/// room for the activations and the output rows.
+const NC_INT8_BYTES: usize = 1 << 20;
 /// Rows per cache block of the f32 kernels (a multiple of every f32 MR).
 const MC_F32: usize = 96;
 /// K elements per cache block for the f32 kernels: a 32-column weight tile is 32 KiB.
@@ -538,37 +541,42 @@ fn run_int8(
         let nb = lay.nb;
         let kcb = (kern.kc / lay.kb).max(1);
         let (r0, r1, c0, c1) = job.plan.task(t, m, n);
-        for ic in (r0..r1).step_by(mc) {
-            let ic1 = (ic + mc).min(r1);
-            for kc in (0..nb).step_by(kcb) {
-                let nblocks = kcb.min(nb - kc);
-                for jc in (c0..c1).step_by(kern.nr) {
-                    for ir in (ic..ic1).step_by(kern.mr) {
-                        // SAFETY: rows ir..ir+mr < m, blocks kc..kc+nblocks < nb and columns
-                        // jc..jc+ncols < n are inside the scratch, packed and output buffers
-                        // (packed panels are padded to whole panels); this task alone writes
-                        // rows r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
-                        // distinct borrows.
-                        unsafe {
-                            let tile = Int8Tile {
-                                a: qp.ptr().add(ir * k + kc * lay.kb),
-                                lda: k,
-                                ad: adp.ptr().add(ir * nb + kc),
-                                ac: acp.ptr().add(ir * nb + kc),
-                                asum: asp.ptr().add(ir * nb + kc),
-                                lds: nb,
-                                w: job
-                                    .w
-                                    .ptr()
-                                    .add((jc / PANEL) * lay.panel_stride + kc * lay.block_stride),
-                                nblocks,
-                                c: job.c.ptr().add(ir * n + jc),
-                                ldc: n,
-                                mr: kern.mr.min(ic1 - ir),
-                                ncols: kern.nr.min(c1 - jc),
-                                accumulate: kc > 0,
-                            };
-                            (kern.tile)(&tile, lay);
+        // Column blocks whose packed weights fit in L2, so the row blocks re-read them from L2
+        // rather than from L3 or memory (the dense head's 768×3072 is 2.6 MB packed).
+        let nc = (NC_INT8_BYTES / lay.panel_stride.max(1)).max(1) * PANEL;
+        for jc0 in (c0..c1).step_by(nc) {
+            let jc1 = (jc0 + nc).min(c1);
+            for ic in (r0..r1).step_by(mc) {
+                let ic1 = (ic + mc).min(r1);
+                for kc in (0..nb).step_by(kcb) {
+                    let nblocks = kcb.min(nb - kc);
+                    for jc in (jc0..jc1).step_by(kern.nr) {
+                        for ir in (ic..ic1).step_by(kern.mr) {
+                            // SAFETY: rows ir..ir+mr < m, blocks kc..kc+nblocks < nb and columns
+                            // jc..jc+ncols < n are inside the scratch, packed and output buffers
+                            // (packed panels are padded to whole panels); this task alone writes
+                            // rows r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
+                            // distinct borrows.
+                            unsafe {
+                                let tile = Int8Tile {
+                                    a: qp.ptr().add(ir * k + kc * lay.kb),
+                                    lda: k,
+                                    ad: adp.ptr().add(ir * nb + kc),
+                                    ac: acp.ptr().add(ir * nb + kc),
+                                    asum: asp.ptr().add(ir * nb + kc),
+                                    lds: nb,
+                                    w: job.w.ptr().add(
+                                        (jc / PANEL) * lay.panel_stride + kc * lay.block_stride,
+                                    ),
+                                    nblocks,
+                                    c: job.c.ptr().add(ir * n + jc),
+                                    ldc: n,
+                                    mr: kern.mr.min(ic1 - ir),
+                                    ncols: kern.nr.min(jc1 - jc),
+                                    accumulate: kc > 0,
+                                };
+                                (kern.tile)(&tile, lay);
+                            }
                         }
                     }
                 }
