@@ -38,24 +38,56 @@ pub(crate) fn text_cost(tokens: usize) -> f64 {
 
 /// Cuts texts into work items for coarse mode.
 ///
-/// Items are made small enough that every worker gets several of them, so the dynamic queue can
-/// balance the tail, but no smaller than `MIN_ITEM_TOKENS` unless that would leave a worker
-/// idle, and never over `token_budget`.
+/// Bigger passes amortise the weight traffic of every matmul (measured on one core: 16.2 ms
+/// per text for passes of one 11-token text, 7.1 ms in passes of 700 tokens, flat from about
+/// 256 tokens), while the dynamic queue wants a couple of items per worker to balance texts of
+/// different lengths. So: two items per worker, each of at least `MIN_ITEM_TOKENS` unless
+/// that would leave a worker without work, never over `token_budget`. One worker has nothing
+/// to balance and gets budget-sized items.
 pub(crate) fn coarse_items(
     order: &[usize],
     tokens: &[usize],
     token_budget: usize,
     workers: usize,
 ) -> Vec<Range<usize>> {
+    if workers <= 1 {
+        return group(order, tokens, token_budget);
+    }
     let total: usize = order.iter().map(|&i| tokens[i]).sum();
-    let workers = workers.max(1);
-    // About four items per worker; below ~64 tokens per GEMM the weight traffic of each matmul
-    // is poorly amortised, so do not cut finer than that while there is enough work for every
-    // worker; a small batch is cut into one share per worker instead.
-    const MIN_ITEM_TOKENS: usize = 64;
-    let floor = MIN_ITEM_TOKENS.min(total.div_ceil(workers));
-    let cap = (total / (workers * 4)).max(floor);
-    group(order, tokens, cap.min(token_budget))
+    const MIN_ITEM_TOKENS: usize = 256;
+    let per_worker = if total >= 2 * workers * MIN_ITEM_TOKENS { 2 } else { 1 };
+    let parts = (per_worker * workers).min(order.len()).max(1);
+    // A run can exceed its share by up to one text; it must still fit the budget.
+    let longest = order.first().map_or(0, |&i| tokens[i]);
+    if total.div_ceil(parts) + longest > token_budget {
+        // Large batches: budget-sized passes, balanced by the queue.
+        return group(order, tokens, token_budget);
+    }
+    split_even(order, tokens, parts, total)
+}
+
+/// Cuts `order` into about `parts` contiguous runs of nearly equal token counts: a run ends
+/// before the text whose middle lies past the next `total / parts` boundary.
+fn split_even(order: &[usize], tokens: &[usize], parts: usize, total: usize) -> Vec<Range<usize>> {
+    let mut items = Vec::with_capacity(order.len());
+    let (mut start, mut before, mut next) = (0, 0usize, 1usize);
+    for (pos, &i) in order.iter().enumerate() {
+        let t = tokens[i];
+        // Compared in doubled units so the half-token middle stays an integer.
+        let mid2 = 2 * before + t;
+        if pos > start && mid2 * parts >= 2 * next * total {
+            items.push(start..pos);
+            start = pos;
+            while 2 * next * total <= mid2 * parts {
+                next += 1;
+            }
+        }
+        before += t;
+    }
+    if start < order.len() {
+        items.push(start..order.len());
+    }
+    items
 }
 
 /// Cuts texts into work items for fine mode: as large as the token budget allows, since every
@@ -88,14 +120,17 @@ fn group(order: &[usize], tokens: &[usize], cap: usize) -> Vec<Range<usize>> {
 }
 
 /// Fixed cost of one forward pass in token-equivalents: streaming every weight matrix through
-/// the caches once, which a pass of a few tokens cannot hide behind arithmetic. Measured: see
-/// `PASS_OVERHEAD_TOKENS` in docs/ARCHITECTURE.md and `cargo xtask bench-matrix`.
-const PASS_OVERHEAD_TOKENS: f64 = 6.0;
-/// Share of perfect speed-up fine mode reaches on a pass (barriers, serial norms and attention
-/// bookkeeping, the slower of the workers at every matmul).
-const FINE_EFFICIENCY: f64 = 0.80;
-/// Synchronisation cost of one fine-mode pass (about a hundred barriers), in token-equivalents.
-const FINE_SYNC_TOKENS: f64 = 1.0;
+/// the caches once, which a pass of a few tokens cannot hide behind arithmetic. Fitted to one
+/// core's serial passes (`cargo xtask bench-matrix`, 2026-11-21, profiles/): 16.2 ms for one
+/// 11-token text, 7.1 ms per text in passes of 64 texts, i.e. about 9 ms + 0.64 ms per token.
+const PASS_OVERHEAD_TOKENS: f64 = 14.0;
+/// Share of perfect speed-up fine mode reaches on a pass (barriers, serial bookkeeping, the
+/// slower of the workers at every matmul). Fitted as above: fine on 2 threads over fine on 1
+/// is 1.64× to 1.94× for batches of 1 to 64 short texts.
+const FINE_EFFICIENCY: f64 = 0.92;
+/// Synchronisation cost of one fine-mode pass (about a hundred barriers), in token-equivalents
+/// (about 1.3 ms on 2 cores).
+const FINE_SYNC_TOKENS: f64 = 2.0;
 
 /// Cost of running one work item as one serial forward pass.
 fn item_cost(tokens: &[usize], order: &[usize], item: &Range<usize>) -> f64 {
@@ -200,11 +235,29 @@ mod tests {
     }
 
     #[test]
+    fn even_splits_balance_tokens_within_one_text() {
+        for (tokens, parts) in [(vec![11usize; 64], 2), (vec![11usize; 128], 4), ((0..100).map(|i| 5 + i % 40).collect::<Vec<_>>(), 4)] {
+            let order = longest_first(&tokens);
+            let total: usize = tokens.iter().sum();
+            let items = split_even(&order, &tokens, parts, total);
+            covers_every_text_once(&items, tokens.len());
+            assert_eq!(items.len(), parts, "{tokens:?}");
+            let longest = *tokens.iter().max().unwrap();
+            for r in &items {
+                let sum: usize = order[r.clone()].iter().map(|&i| tokens[i]).sum();
+                assert!(sum.abs_diff(total / parts) <= longest, "item {r:?}: {sum} tokens vs share {}", total / parts);
+            }
+        }
+    }
+
+    #[test]
     fn a_small_batch_is_cut_into_one_item_per_worker() {
         let tokens = [11usize; 4];
         let order = longest_first(&tokens);
         assert_eq!(coarse_items(&order, &tokens, 4096, 2).len(), 2);
         assert_eq!(coarse_items(&order, &tokens, 4096, 4).len(), 4);
+        // One worker has nothing to balance: one pass as large as the budget allows.
+        assert_eq!(coarse_items(&order, &tokens, 4096, 1).len(), 1);
     }
 
     #[test]
