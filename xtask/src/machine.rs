@@ -66,7 +66,7 @@ impl Machine {
         let commit = if self.dirty_files == 0 {
             self.commit.clone()
         } else {
-            format!("{} (+{} uncommitted tracked files: runtime crates still being written)", self.commit, self.dirty_files)
+            format!("{} (+{} uncommitted tracked files at run time)", self.commit, self.dirty_files)
         };
         crate::render::bullets(&[
             ("date", format!("{} {} UTC", self.date, self.time)),
