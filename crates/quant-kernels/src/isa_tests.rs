@@ -133,12 +133,17 @@ fn q8_0_activation_quantizer_is_bit_identical() {
         assert_eq!(d0[b], blk.d.to_f32());
     }
     for kern in simd_tables() {
-        let (mut q, mut d, mut c, mut r) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
-        kern.quant_act_q8_0(&x, &mut q, &mut d, &mut c, &mut r);
-        assert_eq!(q, q0, "{}", kern.isa());
-        assert_eq!(r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), r0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-        assert_eq!(d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), d0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-        assert_eq!(c, c0, "{}", kern.isa());
+        // Whole rows and rows whose block count is not a multiple of a SIMD group.
+        for nbp in [nb, 1, 5, 16, 17, 24, 37] {
+            let xp = &x[..nbp * 32];
+            let (mut q, mut d, mut c, mut r) = (vec![0i8; xp.len()], vec![0f32; nbp], vec![0i32; nbp], vec![0f32; nbp]);
+            kern.quant_act_q8_0(xp, &mut q, &mut d, &mut c, &mut r);
+            let isa = kern.isa();
+            assert_eq!(q, q0[..nbp * 32], "{isa} {nbp} blocks");
+            assert_eq!(r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), r0[..nbp].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa} {nbp}");
+            assert_eq!(d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), d0[..nbp].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa} {nbp}");
+            assert_eq!(c, c0[..nbp], "{isa} {nbp} blocks");
+        }
     }
 }
 
