@@ -166,12 +166,12 @@ impl EmbedderBuilder {
                 "threads must be at least 1".into(),
             ));
         }
-        if let Some(isa) = self.isa {
-            if quant_kernels::Kernels::for_isa(isa).is_none() {
-                return Err(EmbedError::InvalidOption(format!(
-                    "instruction set {isa:?} is not supported by this CPU"
-                )));
-            }
+        if let Some(isa) = self.isa
+            && quant_kernels::Kernels::for_isa(isa).is_none()
+        {
+            return Err(EmbedError::InvalidOption(format!(
+                "instruction set {isa:?} is not supported by this CPU"
+            )));
         }
         let file = GgufFile::open(path).map_err(|source| EmbedError::ModelFile {
             path: path.to_owned(),
@@ -190,7 +190,7 @@ impl EmbedderBuilder {
         let model =
             GemmaModel::load(Arc::clone(&file), options).map_err(|source| EmbedError::Model {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let full = model.embedding_dim();
         let dims = self.dims.unwrap_or(full);

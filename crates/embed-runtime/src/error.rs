@@ -22,9 +22,10 @@ pub enum EmbedError {
     Model {
         /// The file given.
         path: PathBuf,
-        /// What the model loader said.
+        /// What the model loader said (boxed: it carries names and shapes, and would make
+        /// every `Result` of this crate large).
         #[source]
-        source: gemma_model::ModelError,
+        source: Box<gemma_model::ModelError>,
     },
     /// The tokenizer described by the GGUF's `tokenizer.ggml.*` keys is unusable.
     #[error("cannot build tokenizer from {path}: {reason}")]
