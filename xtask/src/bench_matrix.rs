@@ -81,7 +81,7 @@ pub struct BenchArgs {
     /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output folder (default: profiles/<date>-<host>-<isa>/bench-matrix).
+    /// Output folder (default: `profiles/<date>-<host>-<isa>/bench-matrix`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// JSON-lines file whose `text` fields are the short texts (default: ../shared/reference/tokens-dev-en.jsonl).

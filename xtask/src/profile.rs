@@ -33,7 +33,7 @@ pub struct ProfileArgs {
     /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output folder (default: profiles/<date>-<host>-<isa>/profile).
+    /// Output folder (default: `profiles/<date>-<host>-<isa>/profile`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// JSON-lines file whose `text` fields are the workload (default: ../shared/reference/tokens-dev-en.jsonl).

@@ -16,7 +16,9 @@ pub enum Parallelism {
     Coarse,
     /// One work item at a time, every matmul split across all workers.
     Fine,
-    /// Chosen per call from the batch's size and lengths (see [`choose_mode`]).
+    /// Chosen per call from the batch's size and lengths: both modes are costed with a model
+    /// fitted to `cargo xtask bench-matrix` runs and the cheaper one runs (see
+    /// docs/ARCHITECTURE.md and profiles/README.md).
     #[default]
     Auto,
 }
