@@ -482,18 +482,18 @@ impl Inner {
     ) -> (Parallelism, Vec<usize>, Vec<std::ops::Range<usize>>) {
         let workers = self.pool.threads();
         let order = plan::longest_first(tokens);
-        let coarse = plan::coarse_items(&order, tokens, self.token_budget, workers);
+        let coarse = || plan::coarse_items(&order, tokens, self.token_budget, workers);
         let fine = || plan::fine_items(&order, tokens, self.token_budget);
         let (mode, items) = match parallelism {
             Parallelism::Auto => {
-                let fine = fine();
+                let (coarse, fine) = (coarse(), fine());
                 match plan::choose_mode(tokens, &order, &coarse, &fine, workers) {
                     Parallelism::Fine => (Parallelism::Fine, fine),
                     m => (m, coarse),
                 }
             }
             Parallelism::Fine => (Parallelism::Fine, fine()),
-            m => (m, coarse),
+            m => (m, coarse()),
         };
         (mode, order, items)
     }

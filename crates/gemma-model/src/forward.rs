@@ -63,17 +63,17 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     // Token embeddings, scaled by sqrt(d) in f32 as the reference does.
     let scale = (d as f32).sqrt();
     let kernels = model.kernels();
-    for (row, &id) in x[..m * d]
-        .chunks_exact_mut(d)
-        .zip(texts.iter().flat_map(|t| t.iter()))
-    {
-        model.embedding.row(id, row);
-        kernels.vectorize(|| {
+    kernels.vectorize(|| {
+        for (row, &id) in x[..m * d]
+            .chunks_exact_mut(d)
+            .zip(texts.iter().flat_map(|t| t.iter()))
+        {
+            model.embedding.row(id, row);
             for v in row.iter_mut() {
                 *v *= scale;
             }
-        });
-    }
+        }
+    });
     tr.record(TracePoint::Embedding, &x[..m * d]);
 
     let bufs = LayerBufs {
@@ -228,19 +228,8 @@ fn layer_forward<T: MaybeTrace>(
             unreachable!("the pool holds a workspace")
         };
         for (t0, t, blk, q_block) in blocks {
-            let (k, v) = (&b.k[t0 * hd..(t0 + t) * hd], &b.v[t0 * hd..(t0 + t) * hd]);
-            let first_key = attention::attend_block(
-                kernels,
-                &mut work.gemm,
-                &shape,
-                q_block,
-                k,
-                v,
-                t,
-                blk,
-                &mut work.scores,
-            );
             let rows = q_block.len() / hd;
+            let first_key = attend_item(kernels, &shape, b.k, b.v, (t0, t, blk, q_block), work);
             let (j0, j1) = attention::key_span(&shape, t, blk);
             tr.record(
                 TracePoint::AttnProbs {
@@ -266,18 +255,7 @@ fn layer_forward<T: MaybeTrace>(
             // A parallel-for running more tasks at once than it reports threads gets a
             // temporary workspace rather than an error.
             let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len, 0, 0));
-            let (k, v) = (&kall[t0 * hd..(t0 + t) * hd], &vall[t0 * hd..(t0 + t) * hd]);
-            attention::attend_block(
-                kernels,
-                &mut work.gemm,
-                &shape,
-                q_block,
-                k,
-                v,
-                t,
-                blk,
-                &mut work.scores,
-            );
+            attend_item(kernels, &shape, kall, vall, (t0, t, blk, q_block), &mut work);
             pool.lock().unwrap_or_else(|p| p.into_inner()).push(work);
         });
     }
@@ -330,6 +308,31 @@ fn layer_forward<T: MaybeTrace>(
         }
     });
     tr.record(TracePoint::LayerOut(l), b.x);
+}
+
+/// Attention of one query block (`(first row of its text, text length, block, rows)`, as
+/// [`QueryBlocks`] yields it) against its own text's keys and values; returns the first key.
+fn attend_item(
+    kernels: &quant_kernels::Kernels,
+    shape: &AttnShape,
+    k: &[f32],
+    v: &[f32],
+    (t0, t, blk, q_block): (usize, usize, usize, &mut [f32]),
+    work: &mut AttnWork,
+) -> usize {
+    let hd = shape.head_dim;
+    let text = t0 * hd..(t0 + t) * hd;
+    attention::attend_block(
+        kernels,
+        &mut work.gemm,
+        shape,
+        q_block,
+        &k[text.clone()],
+        &v[text],
+        t,
+        blk,
+        &mut work.scores,
+    )
 }
 
 fn norm_heads(rows: &mut [f32], hd: usize, w: &[f32], eps: f32) {

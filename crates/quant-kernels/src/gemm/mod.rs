@@ -397,10 +397,14 @@ impl GemmScratch {
     pub fn reserve_activations(&mut self, m: usize, k: usize) {
         // Rows rounded up past any kernel's MR; the smallest block length (Q6_K's 16) gives
         // the most per-block values.
-        let rows = m.next_multiple_of(64);
+        self.ensure_activations(m.next_multiple_of(64), k, k.div_ceil(16));
+    }
+
+    /// Room for `rows` quantized activation rows of `k` values in `nb` blocks each.
+    fn ensure_activations(&mut self, rows: usize, k: usize, nb: usize) {
         self.q.ensure(rows * k);
         for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
-            b.ensure(rows * k.div_ceil(16) * 4);
+            b.ensure(rows * nb * 4);
         }
     }
 
@@ -423,11 +427,7 @@ impl GemmScratch {
     ) {
         let nb = lay.nb;
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
-        let rows = m.next_multiple_of(kernels.int8_kernel().mr);
-        self.q.ensure(rows * k);
-        self.ad.ensure(rows * nb * 4);
-        self.ac.ensure(rows * nb * 4);
-        self.asum.ensure(rows * nb * 4);
+        self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
         let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
         let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
