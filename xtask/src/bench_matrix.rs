@@ -78,15 +78,8 @@ pub struct BenchArgs {
     /// whole text must fit one micro-batch.
     #[arg(long, default_value_t = 2048)]
     pub peer_n_batch: usize,
-    /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Output folder (default: `profiles/<date>-<host>-<isa>/bench-matrix`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// JSON-lines file whose `text` fields are the short texts (default: ../shared/reference/tokens-dev-en.jsonl).
-    #[arg(long)]
-    pub texts: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: crate::workload::Inputs,
 }
 
 /// Short sentences or ~512-token texts.
@@ -154,7 +147,7 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
     let started = Instant::now();
     let mut machine = Machine::detect();
     let model_info = ModelInfo::of(model)?;
-    let texts_path = args.texts.clone().unwrap_or_else(crate::workload::default_sentences_path);
+    let texts_path = args.inputs.texts_path();
     let short_pool = load_sentences(&texts_path)?;
     let modes = crate::engine::parse_modes(&args.modes).map_err(anyhow::Error::msg)?;
     let threads = parse_threads(&args.threads, machine.cores).map_err(anyhow::Error::msg)?;
@@ -176,10 +169,7 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
     if let Some(e) = &first {
         machine.isa = e.isa();
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::workspace_root().join("profiles").join(machine.folder_name()).join("bench-matrix"));
+    let out = args.inputs.out_dir(&machine, "bench-matrix");
     fs::create_dir_all(out.join("plots")).with_context(|| format!("creating {}", out.display()))?;
 
     let mut peer = match args.peer {

@@ -60,11 +60,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Profile(args) => {
-            let model = runtime::resolve_model(args.model.as_deref())?;
+            let model = runtime::resolve_model(args.inputs.model.as_deref())?;
             profile::run(&args, &model, &|t| runtime::open(&model, t))?;
         }
         Command::BenchMatrix(args) => {
-            let model = runtime::resolve_model(args.model.as_deref())?;
+            let model = runtime::resolve_model(args.inputs.model.as_deref())?;
             bench_matrix::run(&args, &model, &|t| runtime::open(&model, t))?;
         }
     }

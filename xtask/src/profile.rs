@@ -30,15 +30,8 @@ pub struct ProfileArgs {
     /// Worker threads (default: every available core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Output folder (default: `profiles/<date>-<host>-<isa>/profile`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// JSON-lines file whose `text` fields are the workload (default: ../shared/reference/tokens-dev-en.jsonl).
-    #[arg(long)]
-    pub texts: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: crate::workload::Inputs,
     /// Modes to profile, in order.
     #[arg(long, default_value = "fine,coarse,auto")]
     pub modes: String,
@@ -105,7 +98,7 @@ pub fn run(args: &ProfileArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Res
     let started = Instant::now();
     let mut machine = Machine::detect();
     let model_info = ModelInfo::of(model)?;
-    let texts_path = args.texts.clone().unwrap_or_else(crate::workload::default_sentences_path);
+    let texts_path = args.inputs.texts_path();
     let pool = crate::workload::load_sentences(&texts_path)?;
     let threads = args.threads.unwrap_or(machine.cores).max(1);
     let modes = crate::engine::parse_modes(&args.modes).map_err(anyhow::Error::msg)?;
@@ -113,10 +106,7 @@ pub fn run(args: &ProfileArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Res
     machine.isa = engine.isa();
     let batch = args.batch.max(1);
     let batches = args.count.max(1).div_ceil(batch);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::workspace_root().join("profiles").join(machine.folder_name()).join("profile"));
+    let out = args.inputs.out_dir(&machine, "profile");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     eprintln!(
         "profile: {} modes × {batches} batches of {batch} texts, {threads} threads, model {}",

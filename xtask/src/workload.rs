@@ -5,6 +5,35 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+/// The inputs and output folder both commands take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Inputs {
+    /// GGUF model (default: the Q8_0 model from the model cache, fetched on first use).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output folder (default: `profiles/<date>-<host>-<isa>/<command>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON-lines file whose `text` fields are the (short) texts (default:
+    /// ../shared/reference/tokens-dev-en.jsonl).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+}
+
+impl Inputs {
+    /// The sentence file: `--texts` or the reference en-dev sentences.
+    pub fn texts_path(&self) -> PathBuf {
+        self.texts.clone().unwrap_or_else(default_sentences_path)
+    }
+
+    /// The output folder: `--out` or `profiles/<machine folder>/<command>` in the workspace.
+    pub fn out_dir(&self, machine: &crate::machine::Machine, command: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| crate::workspace_root().join("profiles").join(machine.folder_name()).join(command))
+    }
+}
+
 /// The STS-B en-dev sentences shipped beside the repository (`../shared/reference`).
 pub fn default_sentences_path() -> PathBuf {
     crate::workspace_root().join("../shared/reference/tokens-dev-en.jsonl")
