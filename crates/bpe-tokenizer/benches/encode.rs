@@ -17,9 +17,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("GGUFEMBED_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"))
+    model_fetch::testing::reference_dir()
 }
 
 fn texts() -> Vec<String> {

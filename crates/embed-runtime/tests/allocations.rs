@@ -35,7 +35,7 @@ fn measure(e: &Embedder, texts: &[String], mode: Parallelism) -> (u64, u64) {
 }
 
 fn sentences(n: usize) -> Vec<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/emb-dev-en.jsonl");
+    let path = model_fetch::testing::reference_file("emb-dev-en.jsonl");
     std::fs::read_to_string(path)
         .expect("reference sentences")
         .lines()

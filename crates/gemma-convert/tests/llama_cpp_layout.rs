@@ -10,10 +10,7 @@ use model_fetch::testing;
 
 /// `shared/reference`, beside the repository checkout (override: `GGUFEMBED_REFERENCE`).
 fn reference(name: &str) -> PathBuf {
-    let dir = std::env::var_os("GGUFEMBED_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"));
-    dir.join(name)
+    model_fetch::testing::reference_file(name)
 }
 
 /// A Python list literal of numbers or simply quoted strings, as the layout file prints them.

@@ -45,11 +45,7 @@ const Q8_SENSITIVE_SETS: &[(&str, f64, f64)] = &[
 
 /// `shared/reference`, beside the repository checkout (override: `GGUFEMBED_REFERENCE`).
 fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("GGUFEMBED_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-        });
+    let dir = model_fetch::testing::reference_dir();
     assert!(
         dir.join("trace-flute.npz").exists(),
         "reference data not found at {}",

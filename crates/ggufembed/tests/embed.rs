@@ -16,7 +16,7 @@ fn model() -> &'static Path {
 }
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference").join(name)
+    model_fetch::testing::reference_file(name)
 }
 
 fn run(args: &[&str]) -> Output {

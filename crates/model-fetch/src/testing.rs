@@ -68,3 +68,57 @@ pub fn gguf(out: OutType) -> PathBuf {
 pub fn gemma3_270m() -> PathBuf {
     obtain("gemma3-270m", |s, check| s.ensure_gemma3_270m_with(check, &StderrProgress))
 }
+
+/// The project's reference data, `shared/reference` (embeddings, token ids, layouts made with
+/// sentence-transformers, HF tokenizers and llama.cpp), found in this order:
+/// - `GGUFEMBED_REFERENCE`, if set;
+/// - a `shared/reference` folder beside the checkout or any folder above it;
+/// - beside the repository this checkout was cloned from (a CI clone in a temporary folder).
+///
+/// Panics with the places it looked when none holds the data: a test that needs it must fail,
+/// not skip.
+pub fn reference_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(find_reference_dir).clone()
+}
+
+/// `reference_dir().join(name)`.
+pub fn reference_file(name: &str) -> PathBuf {
+    reference_dir().join(name)
+}
+
+fn find_reference_dir() -> PathBuf {
+    let holds = |d: &std::path::Path| d.join("emb-dev-en.jsonl").is_file();
+    if let Some(d) = std::env::var_os("GGUFEMBED_REFERENCE").map(PathBuf::from) {
+        assert!(holds(&d), "GGUFEMBED_REFERENCE={} holds no reference data", d.display());
+        return d;
+    }
+    // This crate sits at <checkout>/crates/model-fetch.
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut looked = Vec::new();
+    let mut roots: Vec<PathBuf> = checkout.ancestors().map(std::path::Path::to_path_buf).collect();
+    if let Some(origin) = clone_origin(&checkout) {
+        roots.extend(origin.ancestors().map(std::path::Path::to_path_buf));
+    }
+    for root in roots {
+        let d = root.join("shared/reference");
+        if holds(&d) {
+            return d;
+        }
+        looked.push(d.display().to_string());
+    }
+    panic!("reference data (shared/reference) not found; set GGUFEMBED_REFERENCE. Looked in: {}", looked.join(", "))
+}
+
+/// The local folder `checkout` was cloned from, if its `origin` remote is a local path.
+fn clone_origin(checkout: &std::path::Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(checkout)
+        .args(["config", "--get", "remote.origin.url"])
+        .output()
+        .ok()?;
+    let url = String::from_utf8(out.stdout).ok()?;
+    let path = PathBuf::from(url.trim().trim_start_matches("file://"));
+    (out.status.success() && path.is_absolute() && path.is_dir()).then_some(path)
+}

@@ -28,9 +28,7 @@ pub fn model_dir() -> PathBuf {
 
 /// `shared/reference`, beside the repository checkout (override: `GGUFEMBED_REFERENCE`).
 pub fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("GGUFEMBED_REFERENCE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-    });
+    let dir = model_fetch::testing::reference_dir();
     assert!(dir.join("tokens-edge.jsonl").is_file(), "reference folder {} not found", dir.display());
     dir
 }

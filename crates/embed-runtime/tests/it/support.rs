@@ -14,7 +14,7 @@ pub const Q8_0_MEAN_COSINE: f32 = 0.9996;
 pub const F32_MIN_COSINE: f32 = 0.99999;
 
 pub fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+    model_fetch::testing::reference_dir()
 }
 
 pub fn q8_0_model() -> PathBuf {
