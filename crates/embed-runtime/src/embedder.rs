@@ -19,21 +19,11 @@ use parking_lot::Mutex;
 use quant_kernels::{Isa, ParallelFor, Serial};
 
 use crate::embeddings::Embeddings;
-use crate::error::EmbedError;
+use crate::error::{EmbedError, TextError};
+use crate::options::{Dims, EmbedOptions, Input, MATRYOSHKA_DIMS, Prepared, Truncation};
 use crate::plan::{self, Parallelism};
 use crate::pool::WorkerPool;
 use crate::prompt::Prompt;
-
-/// What to do with a text longer than the model's context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Truncation {
-    /// Keep `<bos>`, the first `context − 2` content ids and `<eos>` (what sentence-transformers
-    /// does), and report it in [`Embeddings::truncated`].
-    #[default]
-    Truncate,
-    /// Fail the call with [`EmbedError::TooLong`].
-    Error,
-}
 
 /// Configures and builds an [`Embedder`].
 #[derive(Debug, Clone)]
@@ -60,7 +50,7 @@ impl Default for EmbedderBuilder {
             prompt: Prompt::None,
             dims: None,
             renormalize: false,
-            truncation: Truncation::Truncate,
+            truncation: Truncation::Right,
             isa: None,
             numeric: NumericPath::Quantized,
         }
@@ -71,8 +61,14 @@ impl Default for EmbedderBuilder {
 /// token, so this keeps each worker near 50 MB.
 pub const DEFAULT_TOKEN_BUDGET: usize = 2048;
 
-/// The Matryoshka dimensions EmbeddingGemma was trained to support (768 being the full vector).
-pub const MATRYOSHKA_DIMS: [usize; 4] = [768, 512, 256, 128];
+/// At most this many worker threads per available core. More threads than cores only add
+/// memory (each worker holds ~50 MB of scratch) and contention; an absurd count would spawn
+/// threads until the process is killed.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 impl EmbedderBuilder {
     /// A builder with the defaults: the default model (fetched on first use), all available
@@ -88,7 +84,8 @@ impl EmbedderBuilder {
         self
     }
 
-    /// Worker threads (default: the machine's available parallelism).
+    /// Worker threads (default: the machine's available parallelism; at most
+    /// [`MAX_THREADS_PER_CORE`] per available core).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
         self
@@ -126,7 +123,7 @@ impl EmbedderBuilder {
         self
     }
 
-    /// What to do with texts longer than the context (default [`Truncation::Truncate`]).
+    /// What to do with texts longer than the context (default [`Truncation::Right`]).
     pub fn truncation(mut self, t: Truncation) -> Self {
         self.truncation = t;
         self
@@ -161,11 +158,29 @@ impl EmbedderBuilder {
                 "token budget must be at least 1".into(),
             ));
         }
-        if self.threads == Some(0) {
-            return Err(EmbedError::InvalidOption(
-                "threads must be at least 1".into(),
-            ));
+        let cores = available_cores();
+        match self.threads {
+            Some(0) => {
+                return Err(EmbedError::InvalidOption(
+                    "threads must be at least 1".into(),
+                ));
+            }
+            Some(n) if n > MAX_THREADS_PER_CORE * cores => {
+                return Err(EmbedError::InvalidOption(format!(
+                    "{n} threads is more than {MAX_THREADS_PER_CORE} per available core \
+                     ({} on this machine's {cores})",
+                    MAX_THREADS_PER_CORE * cores
+                )));
+            }
+            _ => {}
         }
+        // Options are checked before the model is mapped, so the message blames the option.
+        let dims = Dims::new(self.dims.unwrap_or(MATRYOSHKA_DIMS[0]))?;
+        let defaults = EmbedOptions::default()
+            .with_prompt(self.prompt.clone())
+            .with_dims(dims)
+            .with_normalize(self.renormalize)
+            .with_truncation(self.truncation);
         if let Some(isa) = self.isa
             && quant_kernels::Kernels::for_isa(isa).is_none()
         {
@@ -193,15 +208,13 @@ impl EmbedderBuilder {
                 source: Box::new(source),
             })?;
         let full = model.embedding_dim();
-        let dims = self.dims.unwrap_or(full);
-        if dims == 0 || dims > full || (full == 768 && !MATRYOSHKA_DIMS.contains(&dims)) {
+        if full != MATRYOSHKA_DIMS[0] {
             return Err(EmbedError::InvalidOption(format!(
-                "dimension {dims} is not one of the model's Matryoshka sizes {MATRYOSHKA_DIMS:?}"
+                "the model's vectors have {full} values; this runtime serves EmbeddingGemma's {}",
+                MATRYOSHKA_DIMS[0]
             )));
         }
-        let threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = self.threads.unwrap_or(cores);
         let pool = WorkerPool::new(threads)?;
         let context = model.config().context_length;
         let slots = (0..pool.threads()).map(|_| Mutex::new(None)).collect();
@@ -211,11 +224,7 @@ impl EmbedderBuilder {
                 tokenizer,
                 pool,
                 path: path.to_owned(),
-                prefix: self.prompt.prefix().into_owned(),
-                prompt: self.prompt,
-                dims,
-                renormalize: self.renormalize,
-                truncation: self.truncation,
+                defaults,
                 parallelism: self.parallelism,
                 token_budget: self.token_budget,
                 context,
@@ -257,8 +266,7 @@ impl std::fmt::Debug for Embedder {
             .field("model", &self.inner.path)
             .field("threads", &self.inner.pool.threads())
             .field("parallelism", &self.inner.parallelism)
-            .field("prompt", &self.inner.prompt)
-            .field("dims", &self.inner.dims)
+            .field("options", &self.inner.defaults)
             .finish_non_exhaustive()
     }
 }
@@ -268,11 +276,8 @@ struct Inner {
     tokenizer: Tokenizer,
     pool: WorkerPool,
     path: PathBuf,
-    prompt: Prompt,
-    prefix: String,
-    dims: usize,
-    renormalize: bool,
-    truncation: Truncation,
+    /// The builder's settings: the options of calls that give none.
+    defaults: EmbedOptions,
     parallelism: Parallelism,
     token_budget: usize,
     context: usize,
@@ -306,6 +311,10 @@ struct CallBuffers {
     offsets: Vec<usize>,
     tokens: Vec<usize>,
     truncated: Vec<bool>,
+    /// Where each text's output starts in the call's output, plus the end.
+    out_start: Vec<usize>,
+    /// Whether each text's Matryoshka prefix is renormalised.
+    renorm: Vec<bool>,
     one: Vec<u32>,
     tok: Option<TokScratch>,
     /// Fine mode's scratch (fine mode runs one work item at a time on the calling side).
@@ -320,13 +329,14 @@ impl Embedder {
         EmbedderBuilder::new()
     }
 
-    /// Embeds `texts`, returning one vector per text in input order.
+    /// Embeds `texts` with the builder's options, returning one vector per text in input
+    /// order.
     ///
     /// An empty slice gives an empty result; an empty string is a valid text (`<bos><eos>`). A
     /// text's vector is bit-identical whatever batch it is in, whatever the thread count and
     /// parallelism mode.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings, EmbedError> {
-        self.embed_with(texts, self.inner.parallelism)
+        self.embed_with_options(texts, &self.inner.defaults, self.inner.parallelism)
     }
 
     /// [`Embedder::embed`] with this call's parallelism mode given explicitly.
@@ -335,28 +345,94 @@ impl Embedder {
         texts: &[S],
         parallelism: Parallelism,
     ) -> Result<Embeddings, EmbedError> {
+        self.embed_with_options(texts, &self.inner.defaults, parallelism)
+    }
+
+    /// Embeds `texts` with this call's options instead of the builder's.
+    ///
+    /// Any text that cannot be embedded fails the whole call with [`EmbedError::Text`] naming
+    /// its position, before any work is done.
+    pub fn embed_with_options<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+        parallelism: Parallelism,
+    ) -> Result<Embeddings, EmbedError> {
         let inner = &*self.inner;
+        let dims = options.dims().get();
         if texts.is_empty() {
-            return Ok(Embeddings::new(
-                inner.dims,
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            ));
+            return Ok(Embeddings::new(dims, Vec::new(), Vec::new(), Vec::new()));
         }
         let mut bufs = inner.spare.lock().pop().unwrap_or_default();
-        let result = inner.embed_into(texts, parallelism, &mut bufs);
+        let result = inner
+            .tokenize(texts, options, &mut bufs)
+            .and_then(|()| inner.run(parallelism, &mut bufs))
+            .map(|out| {
+                Embeddings::new(dims, out, bufs.tokens.clone(), bufs.truncated.clone())
+            });
         inner.spare.lock().push(bufs);
         result
     }
 
+    /// Tokenizes and checks one input under `options`, for [`Embedder::embed_prepared`].
+    ///
+    /// This is how a caller that gathers inputs from many sources (a server's requests) checks
+    /// each where it arrives and then runs them together: texts with different prompts,
+    /// dimensions, normalisation and truncation share one forward pass.
+    pub fn prepare(&self, input: Input<'_>, options: &EmbedOptions) -> Result<Prepared, TextError> {
+        let inner = &*self.inner;
+        let mut ids = Vec::new();
+        let mut bufs = inner.spare.lock().pop().unwrap_or_default();
+        let tok = bufs.tok.get_or_insert_with(TokScratch::default);
+        let untruncated = inner.tokenize_one(input, options, &mut bufs.input, &mut ids, tok);
+        inner.spare.lock().push(bufs);
+        let untruncated = untruncated?;
+        Ok(Prepared {
+            ids,
+            untruncated,
+            dims: options.dims(),
+            normalize: options.normalize(),
+        })
+    }
+
+    /// Embeds prepared inputs in one call (with the builder's parallelism), each with its own
+    /// output dimension and normalisation; vector `i` belongs to `items[i]`. A vector is
+    /// bit-identical to what [`Embedder::embed_with_options`] gives for the same input and
+    /// options alone.
+    pub fn embed_prepared(&self, items: &[&Prepared]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let inner = &*self.inner;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut bufs = inner.spare.lock().pop().unwrap_or_default();
+        bufs.clear_texts();
+        for item in items {
+            bufs.push_text(&item.ids, item.untruncated, item.dims.get(), item.normalize);
+        }
+        let result = inner.run(inner.parallelism, &mut bufs).map(|out| {
+            bufs.out_start
+                .windows(2)
+                .map(|w| out[w[0]..w[1]].to_vec())
+                .collect()
+        });
+        inner.spare.lock().push(bufs);
+        result
+    }
+
+    /// The options of calls that give none: the builder's prompt, dimension, normalisation and
+    /// truncation.
+    pub fn options(&self) -> &EmbedOptions {
+        &self.inner.defaults
+    }
+
     /// The mode [`Parallelism::Auto`] would run `texts` with (for benchmarks and profiles).
     pub fn plan<S: AsRef<str>>(&self, texts: &[S]) -> Parallelism {
+        let prefix = self.inner.defaults.prompt().prefix();
         let tokens: Vec<usize> = texts
             .iter()
             .map(|t| {
-                let mut input = String::with_capacity(self.inner.prefix.len() + t.as_ref().len());
-                input.push_str(&self.inner.prefix);
+                let mut input = String::with_capacity(prefix.len() + t.as_ref().len());
+                input.push_str(&prefix);
                 input.push_str(t.as_ref());
                 self.inner
                     .tokenizer
@@ -377,9 +453,14 @@ impl Embedder {
         self.inner.pool.threads()
     }
 
-    /// Length of the returned vectors.
+    /// Length of the vectors [`Embedder::embed`] returns (the builder's dimension).
     pub fn dim(&self) -> usize {
-        self.inner.dims
+        self.inner.defaults.dims().get()
+    }
+
+    /// Rows of the model's token-embedding matrix: token ids must be below this.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.model.config().vocab_size
     }
 
     /// The model's context length in tokens.
@@ -399,24 +480,19 @@ impl Embedder {
 }
 
 impl Inner {
-    fn embed_into<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        parallelism: Parallelism,
-        bufs: &mut CallBuffers,
-    ) -> Result<Embeddings, EmbedError> {
-        self.tokenize(texts, bufs)?;
+    /// Runs the texts tokenized into `bufs` and returns their finished vectors, laid out by
+    /// `bufs.out_start`.
+    fn run(&self, parallelism: Parallelism, bufs: &mut CallBuffers) -> Result<Vec<f32>, EmbedError> {
         let (mode, order, items) = self.resolve(&bufs.tokens, parallelism);
-        let n = texts.len();
-        let mut out = vec![0.0f32; n * self.dims];
+        let mut out = vec![0.0f32; bufs.out_start.last().copied().unwrap_or(0)];
 
         let run = catch_unwind(AssertUnwindSafe(|| match mode {
             Parallelism::Fine => self.run_fine(bufs, &order, &items, &mut out),
             _ => self.run_coarse(bufs, &order, &items, &mut out),
         }));
         match run {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => Err(e),
             Err(panic) => {
                 // A worker's scratch may be half-written; drop them all so the next call starts
                 // from fresh buffers.
@@ -424,54 +500,110 @@ impl Inner {
                     *slot.lock() = None;
                 }
                 bufs.fine = None;
-                return Err(EmbedError::WorkerPanic(panic_message(&*panic)));
+                Err(EmbedError::WorkerPanic(panic_message(&*panic)))
             }
         }
-        Ok(Embeddings::new(
-            self.dims,
-            out,
-            bufs.tokens.clone(),
-            bufs.truncated.clone(),
-        ))
     }
 
-    /// Tokenizes every text into `bufs.ids`, prompt first, applying the truncation policy.
+    /// Tokenizes every text into `bufs`, prompt first, applying the truncation policy.
     fn tokenize<S: AsRef<str>>(
         &self,
         texts: &[S],
+        options: &EmbedOptions,
         bufs: &mut CallBuffers,
     ) -> Result<(), EmbedError> {
-        bufs.ids.clear();
-        bufs.offsets.clear();
-        bufs.tokens.clear();
-        bufs.truncated.clear();
-        bufs.offsets.push(0);
-        let tok = bufs.tok.get_or_insert_with(TokScratch::default);
+        bufs.clear_texts();
+        let mut one = std::mem::take(&mut bufs.one);
+        let mut input = std::mem::take(&mut bufs.input);
+        let mut tok = bufs.tok.take().unwrap_or_default();
+        let mut result = Ok(());
         for (index, text) in texts.iter().enumerate() {
-            bufs.input.clear();
-            bufs.input.push_str(&self.prefix);
-            bufs.input.push_str(text.as_ref());
-            let enc = self
-                .tokenizer
-                .encode_truncated_into_with(&bufs.input, self.context, &mut bufs.one, tok)
-                .map_err(|e| EmbedError::InvalidOption(e.to_string()))?;
-            if enc.truncated() && self.truncation == Truncation::Error {
-                return Err(EmbedError::TooLong {
-                    index,
-                    tokens: enc.n_ids_untruncated,
-                    limit: self.context,
-                });
+            match self.tokenize_one(Input::Text(text.as_ref()), options, &mut input, &mut one, &mut tok) {
+                Ok(untruncated) => {
+                    bufs.push_text(&one, untruncated, options.dims().get(), options.normalize())
+                }
+                Err(source) => {
+                    result = Err(EmbedError::Text { index, source });
+                    break;
+                }
             }
-            if bufs.one.is_empty() {
-                // Only possible for a file whose tokenizer adds neither <bos> nor <eos>.
-                return Err(EmbedError::EmptyInput { index });
-            }
-            bufs.ids.extend_from_slice(&bufs.one);
-            bufs.offsets.push(bufs.ids.len());
-            bufs.tokens.push(enc.n_ids);
-            bufs.truncated.push(enc.truncated());
         }
-        Ok(())
+        bufs.one = one;
+        bufs.input = input;
+        bufs.tok = Some(tok);
+        result
+    }
+
+    /// Writes the model ids of one input into `ids` and returns how many it had before
+    /// truncation. `text` is reused storage for prompt + text.
+    fn tokenize_one(
+        &self,
+        input: Input<'_>,
+        options: &EmbedOptions,
+        text: &mut String,
+        ids: &mut Vec<u32>,
+        scratch: &mut TokScratch,
+    ) -> Result<usize, TextError> {
+        let tokenizer = &self.tokenizer;
+        let (bos, eos) = match input {
+            Input::Text(t) => {
+                text.clear();
+                text.push_str(&options.prompt().prefix());
+                text.push_str(t);
+                tokenizer.encode_into_with(text, ids, scratch);
+                (
+                    usize::from(tokenizer.adds_bos() && tokenizer.bos_id().is_some()),
+                    usize::from(tokenizer.adds_eos() && tokenizer.eos_id().is_some()),
+                )
+            }
+            Input::Ids(given) => {
+                if *options.prompt() != Prompt::None {
+                    return Err(TextError::PromptWithIds);
+                }
+                ids.clear();
+                let add_bos = tokenizer.bos_id().filter(|&b| given.first() != Some(&b));
+                let add_eos = tokenizer.eos_id().filter(|&e| given.last() != Some(&e));
+                ids.extend(add_bos);
+                ids.extend_from_slice(given);
+                ids.extend(add_eos);
+                // Given or added, the frame is there now, and truncation keeps it.
+                (
+                    usize::from(tokenizer.bos_id().is_some()),
+                    usize::from(tokenizer.eos_id().is_some()),
+                )
+            }
+        };
+        let untruncated = ids.len();
+        if untruncated > self.context {
+            let keep = self.context.saturating_sub(bos + eos);
+            let content = bos..untruncated - eos;
+            match options.truncation() {
+                Truncation::Error => {
+                    return Err(TextError::TooLong {
+                        tokens: untruncated,
+                        limit: self.context,
+                    });
+                }
+                Truncation::Right => {
+                    ids.drain(content.start + keep..content.end);
+                }
+                Truncation::Left => {
+                    ids.drain(content.start..content.end - keep);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Err(TextError::Empty);
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            let piece = match input {
+                Input::Text(_) => tokenizer.piece(id).map(str::to_owned),
+                Input::Ids(_) => None,
+            };
+            return Err(TextError::IdOutOfVocab { id, vocab, piece });
+        }
+        Ok(untruncated)
     }
 
     /// The mode to run, the texts longest first, and the work items over that order.
@@ -545,7 +677,7 @@ impl Inner {
                 }
                 let mut out = out.lock();
                 for (row, &text) in slot.rows.chunks_exact(full).zip(texts) {
-                    self.finish_row(row, &mut out[text * self.dims..(text + 1) * self.dims]);
+                    finish_row(bufs, text, row, &mut out);
                 }
             }
             slot.refs = recycle(refs);
@@ -583,7 +715,7 @@ impl Inner {
                     .embed_batch(&refs, &mut scratch, fine as &dyn ParallelFor, &mut rows)
                     .map_err(EmbedError::Input)?;
                 for (row, &text) in rows.chunks_exact(full).zip(&order[item.clone()]) {
-                    self.finish_row(row, &mut out[text * self.dims..(text + 1) * self.dims]);
+                    finish_row(shared, text, row, out);
                 }
             }
             Ok(())
@@ -601,12 +733,38 @@ impl Inner {
         }
     }
 
-    /// Copies a unit-length model vector into the output, cutting the Matryoshka prefix.
-    fn finish_row(&self, row: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(&row[..self.dims]);
-        if self.renormalize && self.dims < row.len() {
-            gemma_model::l2_normalize(dst);
-        }
+}
+
+/// Copies text `text`'s unit-length model vector into the call's output, cutting its Matryoshka
+/// prefix.
+fn finish_row(bufs: &CallBuffers, text: usize, row: &[f32], out: &mut [f32]) {
+    let dst = &mut out[bufs.out_start[text]..bufs.out_start[text + 1]];
+    dst.copy_from_slice(&row[..dst.len()]);
+    if bufs.renorm[text] && dst.len() < row.len() {
+        gemma_model::l2_normalize(dst);
+    }
+}
+
+impl CallBuffers {
+    fn clear_texts(&mut self) {
+        self.ids.clear();
+        self.offsets.clear();
+        self.offsets.push(0);
+        self.tokens.clear();
+        self.truncated.clear();
+        self.out_start.clear();
+        self.out_start.push(0);
+        self.renorm.clear();
+    }
+
+    fn push_text(&mut self, ids: &[u32], untruncated: usize, dims: usize, renorm: bool) {
+        self.ids.extend_from_slice(ids);
+        self.offsets.push(self.ids.len());
+        self.tokens.push(ids.len());
+        self.truncated.push(untruncated > ids.len());
+        let end = self.out_start.last().copied().unwrap_or(0) + dims;
+        self.out_start.push(end);
+        self.renorm.push(renorm);
     }
 }
 

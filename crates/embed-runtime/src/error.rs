@@ -41,22 +41,14 @@ pub enum EmbedError {
     /// An option is out of range (e.g. a Matryoshka dimension the model was not trained for).
     #[error("invalid option: {0}")]
     InvalidOption(String),
-    /// A text is longer than the model's context and the truncation policy is `Error`.
-    #[error("text {index} has {tokens} tokens, more than the model's {limit}")]
-    TooLong {
-        /// Position of the text in the batch.
+    /// One input of the call cannot be embedded; nothing of the call was computed.
+    #[error("text {index}: {source}")]
+    Text {
+        /// Position of the input in the call (0-based).
         index: usize,
-        /// Token ids it would need (with `<bos>`, `<eos>` and the prompt).
-        tokens: usize,
-        /// The model's context length.
-        limit: usize,
-    },
-    /// The tokenizer produced no ids for a text (a file whose tokenizer adds neither `<bos>`
-    /// nor `<eos>`, given an empty string).
-    #[error("text {index} has no tokens")]
-    EmptyInput {
-        /// Position of the text in the batch.
-        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: TextError,
     },
     /// The model rejected the token ids (cannot happen with the file's own tokenizer).
     #[error("model input rejected: {0}")]
@@ -67,4 +59,39 @@ pub enum EmbedError {
     /// The worker pool could not be started.
     #[error("cannot start worker threads: {0}")]
     Pool(String),
+}
+
+/// Why one input cannot be embedded. Checked when the input is tokenized, before any work, so a
+/// caller can refuse that input alone (the server answers its request with a 4xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextError {
+    /// Longer than the model's context and the truncation policy is
+    /// [`Truncation::Error`](crate::Truncation::Error).
+    #[error("{tokens} tokens, more than the model's context of {limit}")]
+    TooLong {
+        /// Token ids it would need (with `<bos>`, `<eos>` and the prompt).
+        tokens: usize,
+        /// The model's context length.
+        limit: usize,
+    },
+    /// A token id the model has no embedding for. Text can produce one: Gemma's tokenizer knows
+    /// `<image_soft_token>` (id 262144, as HF tokenizers gives it) but the embedding matrix has
+    /// 262144 rows, so the reference model cannot embed it either.
+    #[error("token id {id} is outside the model's vocabulary of {vocab}{}", piece.as_ref().map(|p| format!(" (the text contains {p:?}, which this model cannot embed)")).unwrap_or_default())]
+    IdOutOfVocab {
+        /// The id.
+        id: u32,
+        /// Rows of the model's embedding matrix.
+        vocab: usize,
+        /// The token's text, when the id came from tokenizing text.
+        piece: Option<String>,
+    },
+    /// No ids at all (a file whose tokenizer adds neither `<bos>` nor `<eos>`, given an empty
+    /// string, or an empty id list).
+    #[error("no tokens")]
+    Empty,
+    /// A prompt was asked for a token-id input; ids are used as given.
+    #[error("a prompt applies to text inputs only; token ids are used as given")]
+    PromptWithIds,
 }

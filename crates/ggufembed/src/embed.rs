@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
             Mode::Coarse => Parallelism::Coarse,
             Mode::Fine => Parallelism::Fine,
         })
-        .truncation(if args.no_truncate { Truncation::Error } else { Truncation::Truncate })
+        .truncation(if args.no_truncate { Truncation::Error } else { Truncation::Right })
         .numeric(if args.f32 { NumericPath::F32 } else { NumericPath::Quantized });
     if let Some(t) = args.threads {
         builder = builder.threads(t);

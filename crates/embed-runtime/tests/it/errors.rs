@@ -1,6 +1,6 @@
 //! Bad input gets a typed error and loses nothing.
 
-use embed_runtime::{EmbedError, Embedder, Truncation};
+use embed_runtime::{EmbedError, Embedder, TextError, Truncation};
 
 use crate::support::*;
 
@@ -35,6 +35,8 @@ fn options_out_of_range_are_rejected() {
         Embedder::builder().model(q8_0_model()).dims(0),
         Embedder::builder().model(q8_0_model()).dims(1024),
         Embedder::builder().model(q8_0_model()).threads(0),
+        Embedder::builder().model(q8_0_model()).threads(usize::MAX),
+        Embedder::builder().model(q8_0_model()).threads(99_999_999_999),
         Embedder::builder().model(q8_0_model()).token_budget(0),
     ] {
         let err = build.build().unwrap_err();
@@ -54,7 +56,10 @@ fn too_long_is_an_error_when_asked_and_truncated_otherwise() {
         .unwrap();
     let err = strict.embed(&["short", long.as_str()]).unwrap_err();
     match err {
-        EmbedError::TooLong { index, tokens, limit } => {
+        EmbedError::Text {
+            index,
+            source: TextError::TooLong { tokens, limit },
+        } => {
             assert_eq!(index, 1);
             assert_eq!(limit, 2048);
             assert!(tokens > 2048);
@@ -68,4 +73,35 @@ fn too_long_is_an_error_when_asked_and_truncated_otherwise() {
     let out = q8_0().embed(&[long.as_str()]).unwrap();
     assert!(out.truncated()[0]);
     assert_eq!(out.token_counts()[0], 2048);
+}
+
+#[test]
+fn options_are_checked_before_the_model_is_opened() {
+    // The model path does not exist: an option error proves the option was checked first.
+    for (build, needle) in [
+        (Embedder::builder().dims(100), "dimension 100"),
+        (Embedder::builder().threads(0), "threads"),
+        (Embedder::builder().threads(1 << 40), "per available core"),
+    ] {
+        let err = build.model("/nonexistent/model.gguf").build().unwrap_err();
+        assert!(matches!(err, EmbedError::InvalidOption(_)), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn a_text_the_model_cannot_embed_names_its_position_and_the_token() {
+    // HF tokenizers gives <image_soft_token> id 262144, one past the embedding matrix.
+    let texts = ["fine", "also fine", "an <image_soft_token> here"];
+    let err = q8_0().embed(&texts).unwrap_err();
+    match &err {
+        EmbedError::Text {
+            index: 2,
+            source: TextError::IdOutOfVocab { id: 262144, vocab: 262144, piece },
+        } => assert_eq!(piece.as_deref(), Some("<image_soft_token>")),
+        other => panic!("expected IdOutOfVocab for text 2, got {other}"),
+    }
+    assert!(err.to_string().contains("<image_soft_token>"), "{err}");
+    // Nothing is lost: the same embedder embeds the good texts.
+    assert_eq!(q8_0().embed(&texts[..2]).unwrap().len(), 2);
 }

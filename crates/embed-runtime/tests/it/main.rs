@@ -3,5 +3,6 @@
 
 mod errors;
 mod guarantees;
+mod options;
 mod reference;
 mod support;
