@@ -24,6 +24,7 @@ use crate::options::{Dims, EmbedOptions, Input, MATRYOSHKA_DIMS, Prepared, Trunc
 use crate::plan::{self, Parallelism};
 use crate::pool::WorkerPool;
 use crate::prompt::Prompt;
+use crate::tuner::{Decision, Tuner};
 
 /// Configures and builds an [`Embedder`].
 #[derive(Debug, Clone)]
@@ -226,6 +227,7 @@ impl EmbedderBuilder {
                 path: path.to_owned(),
                 defaults,
                 parallelism: self.parallelism,
+                tuner: Tuner::new(),
                 token_budget: self.token_budget,
                 context,
                 isa: self
@@ -279,6 +281,8 @@ struct Inner {
     /// The builder's settings: the options of calls that give none.
     defaults: EmbedOptions,
     parallelism: Parallelism,
+    /// What `Parallelism::Auto` has learned of this machine's speed in each mode.
+    tuner: Tuner,
     token_budget: usize,
     context: usize,
     isa: Isa,
@@ -425,7 +429,8 @@ impl Embedder {
         &self.inner.defaults
     }
 
-    /// The mode [`Parallelism::Auto`] would run `texts` with (for benchmarks and profiles).
+    /// The mode [`Parallelism::Auto`] would run `texts` with now, exploration aside (for
+    /// benchmarks and profiles; Auto learns from the calls it runs, so this can change).
     pub fn plan<S: AsRef<str>>(&self, texts: &[S]) -> Parallelism {
         let prefix = self.inner.defaults.prompt().prefix();
         let tokens: Vec<usize> = texts
@@ -440,7 +445,7 @@ impl Embedder {
                     .min(self.inner.context)
             })
             .collect();
-        self.inner.resolve(&tokens, Parallelism::Auto).0
+        self.inner.resolve(&tokens, Parallelism::Auto, false).0
     }
 
     /// The tokenizer built from the model file.
@@ -483,13 +488,18 @@ impl Inner {
     /// Runs the texts tokenized into `bufs` and returns their finished vectors, laid out by
     /// `bufs.out_start`.
     fn run(&self, parallelism: Parallelism, bufs: &mut CallBuffers) -> Result<Vec<f32>, EmbedError> {
-        let (mode, order, items) = self.resolve(&bufs.tokens, parallelism);
+        let (mode, order, items, decision) = self.resolve(&bufs.tokens, parallelism, true);
         let mut out = vec![0.0f32; bufs.out_start.last().copied().unwrap_or(0)];
 
+        let started = std::time::Instant::now();
         let run = catch_unwind(AssertUnwindSafe(|| match mode {
             Parallelism::Fine => self.run_fine(bufs, &order, &items, &mut out),
             _ => self.run_coarse(bufs, &order, &items, &mut out),
         }));
+        if let Some(d) = decision {
+            let ok = matches!(run, Ok(Ok(())));
+            self.tuner.report(d, ok.then(|| started.elapsed().as_secs_f64()));
+        }
         match run {
             Ok(Ok(())) => Ok(out),
             Ok(Err(e)) => Err(e),
@@ -606,28 +616,37 @@ impl Inner {
         Ok(untruncated)
     }
 
-    /// The mode to run, the texts longest first, and the work items over that order.
+    /// The mode to run, the texts longest first, the work items over that order, and the
+    /// tuner's decision to report back when Auto chose (`learn: true` lets Auto explore and
+    /// expects the report).
     fn resolve(
         &self,
         tokens: &[usize],
         parallelism: Parallelism,
-    ) -> (Parallelism, Vec<usize>, Vec<std::ops::Range<usize>>) {
+        learn: bool,
+    ) -> (Parallelism, Vec<usize>, Vec<std::ops::Range<usize>>, Option<Decision>) {
         let workers = self.pool.threads();
         let order = plan::longest_first(tokens);
         let coarse = || plan::coarse_items(&order, tokens, self.token_budget, workers);
         let fine = || plan::fine_items(&order, tokens, self.token_budget);
-        let (mode, items) = match parallelism {
-            Parallelism::Auto => {
+        match parallelism {
+            // On one worker both modes are the same code.
+            Parallelism::Auto if workers > 1 => {
                 let (coarse, fine) = (coarse(), fine());
-                match plan::choose_mode(tokens, &order, &coarse, &fine, workers) {
-                    Parallelism::Fine => (Parallelism::Fine, fine),
-                    m => (m, coarse),
-                }
+                let (pc, pf) = plan::predict(tokens, &order, &coarse, &fine, workers);
+                let d = self.tuner.decide(tokens, pc, pf, learn);
+                let items = if d.mode == Parallelism::Fine { fine } else { coarse };
+                (d.mode, order, items, learn.then_some(d))
             }
-            Parallelism::Fine => (Parallelism::Fine, fine()),
-            m => (m, coarse()),
-        };
-        (mode, order, items)
+            Parallelism::Fine => {
+                let items = fine();
+                (Parallelism::Fine, order, items, None)
+            }
+            _ => {
+                let items = coarse();
+                (Parallelism::Coarse, order, items, None)
+            }
+        }
     }
 
     fn run_coarse(

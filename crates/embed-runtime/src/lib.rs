@@ -51,6 +51,7 @@ mod options;
 mod plan;
 mod pool;
 mod prompt;
+mod tuner;
 mod vocab;
 
 pub use default_model::default_model_path;

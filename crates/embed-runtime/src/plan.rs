@@ -17,8 +17,8 @@ pub enum Parallelism {
     /// One work item at a time, every matmul split across all workers.
     Fine,
     /// Chosen per call from the batch's size and lengths: both modes are costed with a model
-    /// fitted to `cargo xtask bench-matrix` runs and the cheaper one runs (see
-    /// docs/ARCHITECTURE.md and profiles/README.md).
+    /// of how their work grows, scaled by what this `Embedder` has measured of each mode on this
+    /// machine, and the cheaper one runs (see `tuner.rs` and docs/ARCHITECTURE.md).
     #[default]
     Auto,
 }
@@ -139,13 +139,8 @@ fn item_cost(tokens: &[usize], order: &[usize], item: &Range<usize>) -> f64 {
     PASS_OVERHEAD_TOKENS * text_cost(1) + order[item.clone()].iter().map(|&i| text_cost(tokens[i])).sum::<f64>()
 }
 
-/// The rule `Parallelism::Auto` applies.
-///
-/// Both modes are costed with the same model: a forward pass costs a fixed weight-streaming
-/// overhead plus its texts' [`text_cost`]. Coarse mode runs its items on whichever worker is
-/// free (simulated longest first, as the runtime hands them out); fine mode runs its (larger)
-/// items one after another, each split over every worker at `FINE_EFFICIENCY` plus a
-/// synchronisation cost. The cheaper estimate wins; ties go to coarse, which has no barriers.
+/// The cost model's prior rule, without measurements (what a fresh tuner starts from).
+#[cfg(test)]
 pub(crate) fn choose_mode(
     tokens: &[usize],
     order: &[usize],
@@ -156,13 +151,36 @@ pub(crate) fn choose_mode(
     if workers <= 1 {
         return Parallelism::Coarse;
     }
-    let mut load = vec![0.0f64; workers];
+    let (coarse_time, fine_time) = predict(tokens, order, coarse, fine, workers);
+    if coarse_time <= fine_time { Parallelism::Coarse } else { Parallelism::Fine }
+}
+
+/// Predicted cost of running the call coarse and fine, in the model's units.
+///
+/// Both modes are costed with the same model: a forward pass costs a fixed weight-streaming
+/// overhead plus its texts' [`text_cost`]. Coarse mode runs its items on whichever worker is
+/// free (simulated longest first, as the runtime hands them out); fine mode runs its (larger)
+/// items one after another, each split over every worker at `FINE_EFFICIENCY` plus a
+/// synchronisation cost. The constants were fitted once; what they get wrong on a given
+/// machine and day is what the tuner's measured ratios correct.
+pub(crate) fn predict(
+    tokens: &[usize],
+    order: &[usize],
+    coarse: &[Range<usize>],
+    fine: &[Range<usize>],
+    workers: usize,
+) -> (f64, f64) {
+    let workers = workers.max(1);
+    // At most as many lanes as items: a worker without an item adds nothing (and this keeps
+    // the call allocation-free for any worker count).
+    let mut lanes = [0.0f64; 64];
+    let load = &mut lanes[..workers.min(64)];
     for item in coarse {
         let (w, _) = load
             .iter()
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(b.1))
-            .expect("workers > 1");
+            .expect("at least one worker");
         load[w] += item_cost(tokens, order, item);
     }
     let coarse_time = load.iter().cloned().fold(0.0, f64::max);
@@ -172,7 +190,7 @@ pub(crate) fn choose_mode(
             item_cost(tokens, order, item) / (workers as f64 * FINE_EFFICIENCY) + FINE_SYNC_TOKENS * text_cost(1)
         })
         .sum();
-    if coarse_time <= fine_time { Parallelism::Coarse } else { Parallelism::Fine }
+    (coarse_time, fine_time)
 }
 
 /// Text indices sorted longest first (ties keep input order, so plans are deterministic).

@@ -1,0 +1,302 @@
+//! `Parallelism::Auto` that measures: the cost model of `plan.rs` gives the *shape* of each
+//! mode's cost (how it grows with texts, lengths and passes); the speed of this machine, today,
+//! scales it, learned from the measured time of real calls.
+//!
+//! Why online and not a probe at load: a probe costs every process its start-up time (the
+//! cold-start budget is 150 ms for the first vector), measures a synthetic batch rather than the
+//! user's, and goes stale when a neighbour starts or the batch mix changes; the calls themselves
+//! are free measurements of exactly the work that matters.
+//!
+//! How:
+//! - Calls are put in buckets by batch size (powers of two) and mean text length (four
+//!   classes). Each bucket keeps, per mode, the ratio *measured seconds / predicted cost*: an
+//!   average while samples are few, then an exponential moving average, so it follows a machine
+//!   whose speed drifts.
+//! - The estimate of a mode is its predicted cost times its ratio: the bucket's own when it has
+//!   one, else the mode's ratio over all buckets, else the other mode's (the prior's
+//!   relative costs stand). The lower estimate runs; the bucket's last choice is kept unless the
+//!   other is better by [`HYSTERESIS`], so two close modes never flip-flop.
+//! - Exploration is bounded twice: the other mode is tried only while its estimate is within
+//!   [`EXPLORE_BAND`] of the chosen one (a mode the model predicts far slower, such as coarse for
+//!   a single text, is never tried), and only at exponentially spaced calls of the bucket
+//!   (after 1, then 2, 4, ... up to every [`MAX_EXPLORE_GAP`] calls), so its cost vanishes as
+//!   evidence accumulates but a changed machine is noticed.
+//! - Only calls that ran alone are measured: concurrent calls share the workers, and their
+//!   times say nothing about either mode.
+//!
+//! Whatever mode runs, the vectors are bit-identical (see `plan.rs`); the tuner only moves time.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::plan::Parallelism;
+
+/// A mode's estimate must beat the current choice by this factor to take over.
+const HYSTERESIS: f64 = 0.97;
+/// The other mode is explored only while its estimate is within this factor of the chosen one.
+const EXPLORE_BAND: f64 = 1.35;
+/// Most calls of a bucket between two explorations, once the evidence is long-standing.
+const MAX_EXPLORE_GAP: u64 = 256;
+/// Samples averaged plainly before the moving average takes over (its weight is `1/this`).
+const SETTLE: f64 = 8.0;
+
+/// Batch-size classes: 1, 2, 3–4, 5–8, … up to 512 and more.
+const SIZE_CLASSES: usize = 10;
+/// Mean-length classes: up to 32 tokens, 128, 512, longer.
+const LENGTH_CLASSES: usize = 4;
+const BUCKETS: usize = SIZE_CLASSES * LENGTH_CLASSES;
+
+/// What the tuner decided for one call, to be reported back with its measured time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Decision {
+    pub mode: Parallelism,
+    bucket: usize,
+    predicted: f64,
+    /// The call's sequence number and whether it was the only one in flight when it started.
+    seq: u64,
+    alone: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Ratio {
+    value: f64,
+    samples: u32,
+}
+
+impl Ratio {
+    fn add(&mut self, x: f64) {
+        self.samples = self.samples.saturating_add(1);
+        let w = (1.0 / f64::from(self.samples)).max(1.0 / SETTLE);
+        self.value += w * (x - self.value);
+    }
+
+    fn get(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Index 0: coarse, 1: fine.
+    ratio: [Ratio; 2],
+    calls: u64,
+    next_explore: u64,
+    explorations: u32,
+    last: Option<Parallelism>,
+}
+
+#[derive(Debug)]
+struct State {
+    buckets: [Bucket; BUCKETS],
+    /// Each mode's ratio over all buckets, the fallback of buckets that have not seen it.
+    global: [Ratio; 2],
+}
+
+/// The learning half of `Parallelism::Auto`; one per `Embedder`.
+#[derive(Debug)]
+pub(crate) struct Tuner {
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+fn slot(mode: Parallelism) -> usize {
+    usize::from(mode == Parallelism::Fine)
+}
+
+fn other(mode: Parallelism) -> Parallelism {
+    match mode {
+        Parallelism::Fine => Parallelism::Coarse,
+        _ => Parallelism::Fine,
+    }
+}
+
+pub(crate) fn bucket_of(tokens: &[usize]) -> usize {
+    let n = tokens.len().max(1);
+    let size = (usize::BITS - (n - 1).leading_zeros()) as usize; // ceil(log2 n)
+    let mean = tokens.iter().sum::<usize>() / n;
+    let length = match mean {
+        0..=32 => 0,
+        33..=128 => 1,
+        129..=512 => 2,
+        _ => 3,
+    };
+    size.min(SIZE_CLASSES - 1) * LENGTH_CLASSES + length
+}
+
+impl Tuner {
+    pub(crate) fn new() -> Tuner {
+        Tuner {
+            state: Mutex::new(State {
+                buckets: [Bucket::default(); BUCKETS],
+                global: [Ratio::default(); 2],
+            }),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    /// The mode to run a call with, given the cost model's predictions for both modes (same
+    /// units). `explore: false` gives the current best guess without side effects (for
+    /// `Embedder::plan`).
+    pub(crate) fn decide(&self, tokens: &[usize], coarse: f64, fine: f64, explore: bool) -> Decision {
+        let bucket = bucket_of(tokens);
+        let predicted = [coarse, fine];
+        let mut st = self.state.lock();
+        let State { buckets, global } = &mut *st;
+        let b = &mut buckets[bucket];
+        let ratio = |m: usize| {
+            b.ratio[m]
+                .get()
+                .or(global[m].get())
+                .or(b.ratio[1 - m].get())
+                .or(global[1 - m].get())
+                .unwrap_or(1.0)
+        };
+        let est = [predicted[0] * ratio(0), predicted[1] * ratio(1)];
+        let best = if est[0] <= est[1] { Parallelism::Coarse } else { Parallelism::Fine };
+        let chosen = match b.last {
+            Some(last) if last != best && est[slot(best)] > HYSTERESIS * est[slot(last)] => last,
+            _ => best,
+        };
+        let mut mode = chosen;
+        if explore {
+            b.calls += 1;
+            let alt = other(chosen);
+            let close = est[slot(alt)] <= EXPLORE_BAND * est[slot(chosen)];
+            // A mode with no sample in this bucket is tried at once; later tries are spaced out.
+            if close && (b.ratio[slot(alt)].samples == 0 || b.calls >= b.next_explore) {
+                mode = alt;
+                b.explorations += 1;
+                let gap = (1u64 << b.explorations.min(16)).min(MAX_EXPLORE_GAP);
+                b.next_explore = b.calls + gap;
+            }
+            b.last = Some(chosen);
+        }
+        drop(st);
+        let (seq, alone) = if explore {
+            let seq = self.started.fetch_add(1, Ordering::SeqCst);
+            let alone = self.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+            (seq, alone)
+        } else {
+            (0, false)
+        };
+        Decision {
+            mode,
+            bucket,
+            predicted: predicted[slot(mode)],
+            seq,
+            alone,
+        }
+    }
+
+    /// Reports the measured time of a call [`Tuner::decide`] planned with `explore: true`.
+    /// Every such decision must be reported once, whether the call succeeded or not (`None`
+    /// for a failed call).
+    pub(crate) fn report(&self, d: Decision, seconds: Option<f64>) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Measured only if nothing else started while it ran and nothing ran when it started.
+        let undisturbed = d.alone && self.started.load(Ordering::SeqCst) == d.seq + 1;
+        let (Some(seconds), true) = (seconds, undisturbed) else {
+            return;
+        };
+        if !(seconds > 0.0 && d.predicted > 0.0) {
+            return;
+        }
+        let x = seconds / d.predicted;
+        let mut st = self.state.lock();
+        st.buckets[d.bucket].ratio[slot(d.mode)].add(x);
+        st.global[slot(d.mode)].add(x);
+    }
+
+    /// A bucket's learned (coarse, fine) ratios.
+    #[cfg(test)]
+    fn ratios(&self, bucket: usize) -> [Option<f64>; 2] {
+        let st = self.state.lock();
+        [st.buckets[bucket].ratio[0].get(), st.buckets[bucket].ratio[1].get()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simulated machine on which each mode's true time is its prediction times a factor.
+    fn run(t: &Tuner, tokens: &[usize], pred: (f64, f64), truth: (f64, f64), calls: usize) -> Vec<Parallelism> {
+        (0..calls)
+            .map(|_| {
+                let d = t.decide(tokens, pred.0, pred.1, true);
+                let secs = match d.mode {
+                    Parallelism::Fine => pred.1 * truth.1,
+                    _ => pred.0 * truth.0,
+                };
+                t.report(d, Some(secs));
+                d.mode
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_that_the_prior_was_wrong_and_settles() {
+        // The prior says fine is 10 % cheaper; on this machine coarse is 15 % faster.
+        let t = Tuner::new();
+        let tokens = [12usize; 8];
+        let modes = run(&t, &tokens, (1.1, 1.0), (1.0, 1.35), 400);
+        let coarse_late = modes[100..].iter().filter(|&&m| m == Parallelism::Coarse).count();
+        // After the first calls, explorations of fine are a handful among 300.
+        assert!(coarse_late >= 295, "coarse {coarse_late} of 300");
+        assert!(modes[..4].contains(&Parallelism::Fine) && modes[..4].contains(&Parallelism::Coarse));
+    }
+
+    #[test]
+    fn never_explores_a_mode_predicted_far_slower() {
+        // One short text: coarse would leave a worker idle (predicted twice the time).
+        let t = Tuner::new();
+        let modes = run(&t, &[9], (2.0, 1.0), (1.0, 1.0), 200);
+        assert!(modes.iter().all(|&m| m == Parallelism::Fine));
+    }
+
+    #[test]
+    fn follows_a_machine_that_changes() {
+        let t = Tuner::new();
+        let tokens = [40usize; 16];
+        run(&t, &tokens, (1.0, 1.0), (1.0, 1.3), 300);
+        // A neighbour now slows the coarse mode (say memory-bound) by half.
+        let modes = run(&t, &tokens, (1.0, 1.0), (1.8, 1.3), 600);
+        let fine_late = modes[400..].iter().filter(|&&m| m == Parallelism::Fine).count();
+        assert!(fine_late >= 195, "fine {fine_late} of 200 after the change");
+    }
+
+    #[test]
+    fn close_modes_do_not_flip_flop() {
+        let t = Tuner::new();
+        let tokens = [20usize; 32];
+        let modes = run(&t, &tokens, (1.0, 1.0), (1.0, 1.01), 300);
+        let switches = modes[50..].windows(2).filter(|w| w[0] != w[1]).count();
+        // Only the spaced explorations change the mode (two switches each).
+        assert!(switches <= 8, "{switches} switches");
+    }
+
+    #[test]
+    fn concurrent_calls_are_not_measured() {
+        let t = Tuner::new();
+        let tokens = [12usize; 4];
+        let a = t.decide(&tokens, 1.0, 1.0, true);
+        let b = t.decide(&tokens, 1.0, 1.0, true);
+        t.report(a, Some(5.0));
+        t.report(b, Some(5.0));
+        assert_eq!(t.ratios(bucket_of(&tokens)), [None, None]);
+        let c = t.decide(&tokens, 1.0, 1.0, true);
+        t.report(c, Some(2.0));
+        assert!(t.ratios(bucket_of(&tokens)).iter().any(|r| *r == Some(2.0)));
+    }
+
+    #[test]
+    fn buckets_separate_sizes_and_lengths() {
+        assert_ne!(bucket_of(&[10]), bucket_of(&[10, 10]));
+        assert_ne!(bucket_of(&[10; 8]), bucket_of(&[300; 8]));
+        assert_eq!(bucket_of(&[10; 5]), bucket_of(&[10; 8]));
+        assert_eq!(bucket_of(&vec![10; 100_000]), bucket_of(&vec![10; 1_000]));
+    }
+}
