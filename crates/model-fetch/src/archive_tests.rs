@@ -329,20 +329,70 @@ fn split_files_are_concatenated_in_order_and_verified() {
     assert!(!root.join("other.bin").exists());
 }
 
+/// Counts the Verify stages (full hashes) a check runs.
+#[derive(Default)]
+struct Hashes(AtomicUsize);
+
+impl Progress for Hashes {
+    fn begin(&self, stage: crate::Stage, _: u64) {
+        if stage == crate::Stage::Verify {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn set_mtime(file: &Path, secs: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+}
+
 #[test]
 fn file_manifests_pin_size_hash_and_revision() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("m.gguf");
     std::fs::write(&file, b"GGUF data").unwrap();
-    let m = FileManifest { sha256: sha(b"GGUF data"), size: 9, revision: "rev-1".into() };
+    set_mtime(&file, 1_000_000);
+    let stamp = std::fs::metadata(&file).ok().as_ref().and_then(crate::cached::modified);
+    let m = FileManifest { sha256: sha(b"GGUF data"), size: 9, revision: "rev-1".into(), modified: stamp };
     write_file_manifest(&file, &m).unwrap();
     let p = Notes::default();
     assert_eq!(verify_file(&file, "rev-1", None, Check::Full, &p), Ok(()));
     assert!(verify_file(&file, "rev-2", None, Check::Cheap, &p).unwrap_err().contains("revision"));
     assert!(verify_file(&file, "rev-1", Some(&"4".repeat(64)), Check::Cheap, &p).is_err());
+
+    // Unchanged size and time: the cheap check does not hash.
+    let hashes = Hashes::default();
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &hashes), Ok(()));
+    assert_eq!(hashes.0.load(Ordering::SeqCst), 0, "a cheap check of an untouched file hashes nothing");
+
+    // Same size, new time: the cheap check hashes and finds the change.
     std::fs::write(&file, b"GGUF dat!").unwrap();
-    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &p), Ok(()), "same size passes the cheap check");
+    set_mtime(&file, 2_000_000);
+    let err = verify_file(&file, "rev-1", None, Check::Cheap, &hashes).unwrap_err();
+    assert!(err.contains("SHA-256"), "{err}");
+    assert_eq!(hashes.0.load(Ordering::SeqCst), 1);
+    // What the cheap check cannot see: the same size and the recorded time (a tool restoring
+    // times, media errors). The full check does.
+    set_mtime(&file, 1_000_000);
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &p), Ok(()));
     assert!(verify_file(&file, "rev-1", None, Check::Full, &p).unwrap_err().contains("SHA-256"));
+
+    // Touched but intact (copied, `touch`ed): hashed once, the new time recorded, cheap again.
+    std::fs::write(&file, b"GGUF data").unwrap();
+    set_mtime(&file, 3_000_000);
+    let hashes = Hashes::default();
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &hashes), Ok(()));
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &hashes), Ok(()));
+    assert_eq!(hashes.0.load(Ordering::SeqCst), 1, "hashed once, then the recorded time matches");
+
+    // A manifest from before times were recorded: hashed once, then upgraded.
+    write_file_manifest(&file, &FileManifest { modified: None, ..m.clone() }).unwrap();
+    let hashes = Hashes::default();
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &hashes), Ok(()));
+    assert_eq!(verify_file(&file, "rev-1", None, Check::Cheap, &hashes), Ok(()));
+    assert_eq!(hashes.0.load(Ordering::SeqCst), 1);
+    assert!(std::fs::read_to_string(tmp.path().join("m.gguf.manifest")).unwrap().contains("\nmodified 3000000.000000000\n"));
+
     std::fs::write(&file, b"GGUF").unwrap();
     assert!(verify_file(&file, "rev-1", None, Check::Cheap, &p).unwrap_err().contains("bytes"));
 }

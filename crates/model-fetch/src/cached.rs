@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::archive::{download_all, remove_dir_if_exists, remove_file_if_exists, temp_name, write_atomic};
 use crate::hashing::{expect_hash, sha256_file};
@@ -15,11 +16,17 @@ use crate::wheel::Wheel;
 use crate::{Check, FetchError};
 
 /// What a file's manifest records.
+///
+/// The manifest is `SHA256 SIZE REVISION` on its first line and, since the cheap check uses it,
+/// `modified SECS.NANOS` (the file's modification time when it was last hashed) on the second.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileManifest {
     pub sha256: String,
     pub size: u64,
     pub revision: String,
+    /// Modification time (since the Unix epoch) of the file when `sha256` was computed; `None`
+    /// in manifests written before it was recorded (the next check hashes and adds it).
+    pub modified: Option<Duration>,
 }
 
 pub(crate) fn manifest_path(file: &Path) -> PathBuf {
@@ -27,21 +34,41 @@ pub(crate) fn manifest_path(file: &Path) -> PathBuf {
     file.with_file_name(format!("{name}.manifest"))
 }
 
+/// The modification time of `meta` since the Unix epoch, where the platform keeps one.
+pub(crate) fn modified(meta: &std::fs::Metadata) -> Option<Duration> {
+    meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()
+}
+
 pub(crate) fn read_file_manifest(file: &Path) -> Option<FileManifest> {
     let text = std::fs::read_to_string(manifest_path(file)).ok()?;
-    let mut it = text.trim_end().splitn(3, ' ');
+    let mut lines = text.lines();
+    let mut it = lines.next()?.trim_end().splitn(3, ' ');
     let sha256 = it.next()?.to_owned();
     let size = it.next()?.parse().ok()?;
     let revision = it.next().unwrap_or("").to_owned();
-    (sha256.len() == 64).then_some(FileManifest { sha256, size, revision })
+    let modified = lines.find_map(|l| {
+        let (secs, nanos) = l.strip_prefix("modified ")?.trim().split_once('.')?;
+        Some(Duration::new(secs.parse().ok()?, nanos.parse().ok()?))
+    });
+    (sha256.len() == 64).then_some(FileManifest { sha256, size, revision, modified })
 }
 
 pub(crate) fn write_file_manifest(file: &Path, m: &FileManifest) -> Result<(), FetchError> {
-    write_atomic(&manifest_path(file), format!("{} {} {}\n", m.sha256, m.size, m.revision).as_bytes())
+    let mut text = format!("{} {} {}\n", m.sha256, m.size, m.revision);
+    if let Some(t) = m.modified {
+        text.push_str(&format!("modified {}.{:09}\n", t.as_secs(), t.subsec_nanos()));
+    }
+    write_atomic(&manifest_path(file), text.as_bytes())
 }
 
-/// Checks `file` against its manifest: the revision must be `revision`, the size must match,
-/// and with `Check::Full` the SHA-256 too. `expected_sha` pins the hash when it is published.
+/// Checks `file` against its manifest: the revision must be `revision` and the size must
+/// match. The SHA-256 is computed again with `Check::Full`, and with `Check::Cheap` whenever the
+/// file's modification time is not the one recorded when it was last hashed (it was touched,
+/// copied or rewritten since); a file that passes a hash gets its new time recorded, so the
+/// next cheap check is cheap again. `expected_sha` pins the hash when it is published.
+///
+/// What the cheap check cannot see: bytes changed on disk without the size or the modification
+/// time changing (media errors, a tool that restores times). `Check::Full` sees everything.
 pub(crate) fn verify_file(
     file: &Path,
     revision: &str,
@@ -56,18 +83,24 @@ pub(crate) fn verify_file(
     if expected_sha.is_some_and(|e| e != m.sha256) {
         return Err("manifest hash differs from the published one".into());
     }
-    let len = std::fs::metadata(file).map_err(|e| e.to_string())?.len();
-    if len != m.size {
-        return Err(format!("{len} bytes, expected {}", m.size));
+    let meta = std::fs::metadata(file).map_err(|e| e.to_string())?;
+    if meta.len() != m.size {
+        return Err(format!("{} bytes, expected {}", meta.len(), m.size));
     }
-    if check == Check::Full {
-        progress.begin(Stage::Verify, m.size);
-        let hashed = sha256_file(file, progress, 0);
-        progress.end();
-        let (actual, _) = hashed.map_err(|e| e.to_string())?;
-        if actual != m.sha256 {
-            return Err(format!("SHA-256 {actual}, expected {}", m.sha256));
-        }
+    let now = modified(&meta);
+    if check == Check::Cheap && now.is_some() && now == m.modified {
+        return Ok(());
+    }
+    progress.begin(Stage::Verify, m.size);
+    let hashed = sha256_file(file, progress, 0);
+    progress.end();
+    let (actual, _) = hashed.map_err(|e| e.to_string())?;
+    if actual != m.sha256 {
+        return Err(format!("SHA-256 {actual}, expected {}", m.sha256));
+    }
+    if now != m.modified {
+        // Best effort: a read-only cache just hashes again next time.
+        let _ = write_file_manifest(file, &FileManifest { modified: now, ..m });
     }
     Ok(())
 }
@@ -172,7 +205,8 @@ pub(crate) fn ensure_split_file(
         return Err(e);
     }
     std::fs::rename(&tmp, &path).map_err(FetchError::at(&path))?;
-    write_file_manifest(&path, &FileManifest { sha256: actual, size, revision: String::new() })?;
+    let stamp = std::fs::metadata(&path).ok().as_ref().and_then(modified);
+    write_file_manifest(&path, &FileManifest { sha256: actual, size, revision: String::new(), modified: stamp })?;
     remove_dir_if_exists(&downloads)?;
     let _ = std::fs::remove_dir(root.join("downloads"));
     Ok(path)

