@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::BenchMatrix(args) => {
             let model = runtime::resolve_model(args.inputs.model.as_deref())?;
-            bench_matrix::run(&args, &model, &|t| runtime::open(&model, t))?;
+            bench_matrix::run_repeated(&args, &model, &|t| runtime::open(&model, t))?;
         }
     }
     Ok(())
