@@ -35,7 +35,7 @@ pub enum ModelError {
         source: GgufError,
     },
     /// A hyper-parameter has a value this implementation does not compute with.
-    #[error("unsupported {key} = {value}: {reason}")]
+    #[error("unsupported gemma-embedding.{key} = {value}: {reason}")]
     UnsupportedConfig {
         /// The key (or derived quantity).
         key: &'static str,
@@ -43,6 +43,30 @@ pub enum ModelError {
         value: String,
         /// Why it cannot be used.
         reason: &'static str,
+    },
+    /// A hyper-parameter is outside its plausible range, or disagrees with the tensors present.
+    #[error("metadata key {key} = {value}: {reason}")]
+    InvalidConfig {
+        /// The full key (`gemma-embedding.block_count`).
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file holds a tensor this architecture does not use: another model, or a corrupt one.
+    #[error("tensor {name} is not part of a gemma-embedding model")]
+    UnexpectedTensor {
+        /// The tensor name.
+        name: String,
+    },
+    /// A norm weight holds NaN or infinity (damaged data).
+    #[error("tensor {name}: value {index} is not finite")]
+    NonFinite {
+        /// The tensor name.
+        name: String,
+        /// Position of the first bad value.
+        index: usize,
     },
     /// A tensor the model needs is absent.
     #[error("missing tensor {name}")]

@@ -98,6 +98,7 @@ impl GemmaModel {
             Some(isa) => Kernels::for_isa(isa).ok_or(ModelError::UnsupportedIsa { isa })?,
         };
         let mut config = read_config(&file)?;
+        check_against_tensors(&file, &config)?;
         let d = config.embedding_length as u64;
         let ff = config.feed_forward_length as u64;
         let qd = config.q_dim() as u64;
@@ -329,6 +330,26 @@ fn key_error(key: &str, e: GgufError) -> ModelError {
     }
 }
 
+/// Plausible ranges of the hyper-parameters. They are wide (EmbeddingGemma sits well inside
+/// each), but a value outside them is a corrupt or mis-made file, not a model: the forward pass
+/// would run and return unit vectors that mean nothing.
+mod limits {
+    /// Residual width, feed-forward width, Dense widths.
+    pub const MAX_WIDTH: u32 = 1 << 16;
+    /// Transformer blocks.
+    pub const MAX_BLOCKS: u32 = 1024;
+    /// Query heads.
+    pub const MAX_HEADS: u32 = 1024;
+    /// Values per head.
+    pub const MAX_HEAD_WIDTH: u32 = 4096;
+    /// RMSNorm epsilon: models use 1e-5, 1e-6, at the extremes 1e-12 (BERT's LayerNorm); an
+    /// epsilon near the activations' mean square would flatten every norm.
+    pub const EPS: (f32, f32) = (1e-12, 1e-3);
+    /// RoPE bases: 1e4 and 1e6 here, 5e5 for Llama 3, 1e7 and more for long-context models; at
+    /// 1 or below every rotation frequency collapses.
+    pub const ROPE_BASE: (f32, f32) = (1.0, 1e10);
+}
+
 fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
     let key = |s: &str| format!("{ARCH}.{s}");
     let u32_key = |s: &str| -> Result<u32, ModelError> {
@@ -355,90 +376,104 @@ fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
             Err(e) => Err(key_error(&k, e)),
         }
     };
-    let unsupported = |key: &'static str, value: String, reason: &'static str| {
-        Err(ModelError::UnsupportedConfig { key, value, reason })
+    let invalid = |k: &str, value: &dyn std::fmt::Display, reason: String| ModelError::InvalidConfig {
+        key: key(k),
+        value: value.to_string(),
+        reason,
+    };
+    let in_range = |k: &str, v: u32, lo: u32, hi: u32| -> Result<u32, ModelError> {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(k, &v, format!("must be in {lo}..={hi}")))
+        }
+    };
+    let in_range_f = |k: &str, v: f32, (lo, hi): (f32, f32), open_low: bool| -> Result<f32, ModelError> {
+        let low_ok = if open_low { v > lo } else { v >= lo };
+        if v.is_finite() && low_ok && v <= hi {
+            Ok(v)
+        } else {
+            let bracket = if open_low { "(" } else { "[" };
+            Err(invalid(k, &v, format!("must be in {bracket}{lo:e}, {hi:e}]")))
+        }
     };
 
-    let d = u32_key("embedding_length")?;
-    let blocks = u32_key("block_count")?;
-    let ff = u32_key("feed_forward_length")?;
-    let heads = u32_key("attention.head_count")?;
+    let d = in_range("embedding_length", u32_key("embedding_length")?, 1, limits::MAX_WIDTH)?;
+    let blocks = in_range("block_count", u32_key("block_count")?, 1, limits::MAX_BLOCKS)?;
+    let ff = in_range("feed_forward_length", u32_key("feed_forward_length")?, 1, limits::MAX_WIDTH)?;
+    let heads = in_range("attention.head_count", u32_key("attention.head_count")?, 1, limits::MAX_HEADS)?;
     let heads_kv = u32_key("attention.head_count_kv")?;
-    let context = u32_key("context_length")?;
-    let eps = f32_key("attention.layer_norm_rms_epsilon")?;
-    let base = f32_key("rope.freq_base")?;
+    // Room for <bos>, one token and <eos>.
+    let context = in_range("context_length", u32_key("context_length")?, 3, MAX_CONTEXT)?;
+    let eps = in_range_f(
+        "attention.layer_norm_rms_epsilon",
+        f32_key("attention.layer_norm_rms_epsilon")?,
+        limits::EPS,
+        false,
+    )?;
+    let base = in_range_f("rope.freq_base", f32_key("rope.freq_base")?, limits::ROPE_BASE, true)?;
     // llama.cpp's default for Gemma 3 when the SWA base is absent.
-    let base_swa = opt_f32("rope.freq_base_swa")?.unwrap_or(10_000.0);
-    let window = u32_key("attention.sliding_window")?;
-    if heads == 0 {
-        return unsupported("attention.head_count", "0".into(), "no heads");
+    let base_swa = match opt_f32("rope.freq_base_swa")? {
+        Some(v) => in_range_f("rope.freq_base_swa", v, limits::ROPE_BASE, true)?,
+        None => 10_000.0,
+    };
+    // A window of 1 would let each token see only itself.
+    let window = in_range("attention.sliding_window", u32_key("attention.sliding_window")?, 2, MAX_CONTEXT)?;
+    let key_length = match opt_u32("attention.key_length")? {
+        Some(v) => in_range("attention.key_length", v, 2, limits::MAX_HEAD_WIDTH)?,
+        None if d % heads == 0 => d / heads,
+        None => {
+            return Err(invalid(
+                "attention.head_count",
+                &heads,
+                format!("does not divide embedding_length {d} (and attention.key_length is absent)"),
+            ));
+        }
+    };
+    if key_length % 2 != 0 || key_length == 0 {
+        return Err(invalid("attention.key_length", &key_length, "RoPE needs an even, non-zero head width".into()));
     }
-    let key_length = opt_u32("attention.key_length")?.unwrap_or(d / heads);
     let value_length = opt_u32("attention.value_length")?.unwrap_or(key_length);
     if heads_kv != 1 {
-        return unsupported(
-            "attention.head_count_kv",
-            heads_kv.to_string(),
-            "only one key/value head (EmbeddingGemma) is implemented",
-        );
+        return Err(ModelError::UnsupportedConfig {
+            key: "attention.head_count_kv",
+            value: heads_kv.to_string(),
+            reason: "only one key/value head (EmbeddingGemma) is implemented",
+        });
     }
-    if value_length != key_length || key_length == 0 || key_length % 2 != 0 {
-        return unsupported(
+    if value_length != key_length {
+        return Err(invalid(
             "attention.value_length",
-            format!("{value_length} (key_length {key_length})"),
-            "key and value heads must have the same even width",
-        );
-    }
-    if context == 0 || context > MAX_CONTEXT {
-        return unsupported(
-            "context_length",
-            context.to_string(),
-            "must be in 1..=65536",
-        );
-    }
-    if d == 0 || ff == 0 || blocks == 0 {
-        return unsupported(
-            "embedding_length",
-            d.to_string(),
-            "dimensions must be non-zero",
-        );
-    }
-    let positive = |v: f32| v.is_finite() && v > 0.0;
-    if !(positive(eps) && positive(base) && positive(base_swa)) {
-        return unsupported(
-            "rope.freq_base",
-            format!("{base}/{base_swa}, eps {eps}"),
-            "must be positive and finite",
-        );
+            &value_length,
+            format!("must equal attention.key_length ({key_length})"),
+        ));
     }
     if let Some(p) = opt_u32("pooling_type")?
         && p != 1
     {
-        return unsupported(
-            "pooling_type",
-            p.to_string(),
-            "EmbeddingGemma pools by mean (1)",
-        );
+        return Err(ModelError::UnsupportedConfig {
+            key: "pooling_type",
+            value: p.to_string(),
+            reason: "EmbeddingGemma pools by mean (1)",
+        });
     }
-    let dense_hidden = opt_u32("dense_2_feat_out")?.unwrap_or(3072);
-    let embedding_dim = opt_u32("dense_3_feat_out")?.unwrap_or(d);
+    let dense_hidden = match opt_u32("dense_2_feat_out")? {
+        Some(v) => in_range("dense_2_feat_out", v, 1, limits::MAX_WIDTH)?,
+        None => 3072,
+    };
+    let embedding_dim = match opt_u32("dense_3_feat_out")? {
+        Some(v) => in_range("dense_3_feat_out", v, 1, limits::MAX_WIDTH)?,
+        None => d,
+    };
     if let Some(v) = opt_u32("dense_2_feat_in")?
         && v != d
     {
-        return unsupported(
-            "dense_2_feat_in",
-            v.to_string(),
-            "must equal embedding_length",
-        );
+        return Err(invalid("dense_2_feat_in", &v, format!("must equal embedding_length ({d})")));
     }
     if let Some(v) = opt_u32("dense_3_feat_in")?
         && v != dense_hidden
     {
-        return unsupported(
-            "dense_3_feat_in",
-            v.to_string(),
-            "must equal dense_2_feat_out",
-        );
+        return Err(invalid("dense_3_feat_in", &v, format!("must equal dense_2_feat_out ({dense_hidden})")));
     }
     Ok(ModelConfig {
         vocab_size: 0,
@@ -460,6 +495,87 @@ fn read_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
         dense_hidden: dense_hidden as usize,
         embedding_dim: embedding_dim as usize,
     })
+}
+
+/// The tensors of a model with `blocks` transformer blocks, in llama.cpp's naming.
+const BLOCK_TENSORS: [&str; 13] = [
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_q_norm",
+    "attn_k_norm",
+    "attn_output",
+    "post_attention_norm",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "post_ffw_norm",
+];
+const GLOBAL_TENSORS: [&str; 4] = ["token_embd.weight", "output_norm.weight", "dense_2.weight", "dense_3.weight"];
+
+/// Checks the hyper-parameters against the tensors present, before any is bound, so that a
+/// wrong key is blamed by name (rather than as a shape or a missing tensor), and refuses
+/// tensors this architecture does not use: a file that holds them is another model or a
+/// corrupt one.
+fn check_against_tensors(file: &GgufFile, config: &ModelConfig) -> Result<(), ModelError> {
+    let blocks = config.block_count;
+    let mut present = 0usize;
+    for t in file.tensors() {
+        let known = match t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+            Some((n, rest)) => {
+                // Only the canonical spelling (no sign, no leading zeros) is llama.cpp's name.
+                let n = n.parse::<usize>().ok().filter(|v| v.to_string() == n);
+                let part = rest.strip_suffix(".weight");
+                match (n, part) {
+                    (Some(n), Some(part)) if BLOCK_TENSORS.contains(&part) => {
+                        present = present.max(n + 1);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            None => GLOBAL_TENSORS.contains(&t.name),
+        };
+        if !known {
+            return Err(ModelError::UnexpectedTensor { name: t.name.to_owned() });
+        }
+    }
+    if present != blocks {
+        return Err(ModelError::InvalidConfig {
+            key: format!("{ARCH}.block_count"),
+            value: blocks.to_string(),
+            reason: format!("the file holds tensors for {present} blocks"),
+        });
+    }
+    // Widths the tensors state, compared with the keys that should agree with them.
+    let axis = |name: &str, i: usize| file.tensor(name).and_then(|t| t.shape.get(i).copied());
+    let checks: [(&str, usize, &str, usize); 6] = [
+        ("embedding_length", config.embedding_length, "token_embd.weight", 0),
+        ("feed_forward_length", config.feed_forward_length, "blk.0.ffn_gate.weight", 1),
+        ("attention.key_length", config.key_length, "blk.0.attn_k.weight", 1),
+        ("attention.head_count", config.q_dim(), "blk.0.attn_q.weight", 1),
+        ("dense_2_feat_out", config.dense_hidden, "dense_2.weight", 1),
+        ("dense_3_feat_out", config.embedding_dim, "dense_3.weight", 1),
+    ];
+    for (key, want, tensor, i) in checks {
+        if let Some(got) = axis(tensor, i)
+            && got != want as u64
+        {
+            let value = if key == "attention.head_count" {
+                format!("{} (× key_length {} = {want})", config.head_count, config.key_length)
+            } else {
+                want.to_string()
+            };
+            return Err(ModelError::InvalidConfig {
+                key: format!("{ARCH}.{key}"),
+                value,
+                reason: format!("{tensor} has {got} along that axis"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<TensorView<'a>, ModelError> {
@@ -497,6 +613,11 @@ fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError>
         name: name.to_owned(),
         source: e,
     })?;
+    // Cheap here (a few thousand values) and a sure sign of damage: one NaN in a norm weight
+    // makes every vector NaN.
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite { name: name.to_owned(), index: i });
+    }
     Ok(out)
 }
 
@@ -536,6 +657,14 @@ mod tests {
     /// `edit` may change the plan before writing: `(name, shape, type)` entries.
     fn tiny(
         edit: impl FnOnce(&mut Vec<(String, Vec<u64>, GgmlType)>, &mut Vec<(&'static str, u32)>),
+    ) -> Vec<u8> {
+        tiny_full(edit, |_| {})
+    }
+
+    /// [`tiny`] whose float keys may be edited too.
+    fn tiny_full(
+        edit: impl FnOnce(&mut Vec<(String, Vec<u64>, GgmlType)>, &mut Vec<(&'static str, u32)>),
+        edit_floats: impl FnOnce(&mut Vec<(&'static str, f32)>),
     ) -> Vec<u8> {
         let (d, ff, hd, heads, vocab, hidden) = (64u64, 96u64, 32u64, 2u64, 40u64, 128u64);
         let mut keys: Vec<(&'static str, u32)> = vec![
@@ -583,10 +712,14 @@ mod tests {
         for (k, v) in &keys {
             w.add_metadata(format!("gemma-embedding.{k}"), *v).unwrap();
         }
-        w.add_metadata("gemma-embedding.rope.freq_base", 1_000_000.0f32)
-            .unwrap();
-        w.add_metadata("gemma-embedding.attention.layer_norm_rms_epsilon", 1e-6f32)
-            .unwrap();
+        let mut floats: Vec<(&'static str, f32)> = vec![
+            ("rope.freq_base", 1_000_000.0),
+            ("attention.layer_norm_rms_epsilon", 1e-6),
+        ];
+        edit_floats(&mut floats);
+        for (k, v) in &floats {
+            w.add_metadata(format!("gemma-embedding.{k}"), *v).unwrap();
+        }
         let mut data = Vec::new();
         for (i, (name, shape, ty)) in plan.iter().enumerate() {
             w.add_tensor(name.clone(), shape, *ty).unwrap();
@@ -696,8 +829,10 @@ mod tests {
 
     #[test]
     fn wrong_shape_is_reported_with_both_shapes() {
+        // Block 0 states the widths the keys are checked against; a later block that
+        // disagrees is a bad tensor.
         let e = load(tiny(|p, _| {
-            let t = p.iter_mut().find(|t| t.0 == "blk.0.attn_k.weight").unwrap();
+            let t = p.iter_mut().find(|t| t.0 == "blk.1.attn_k.weight").unwrap();
             t.1 = vec![64, 64];
         }))
         .unwrap_err();
@@ -707,7 +842,7 @@ mod tests {
                 expected,
                 got,
             } => {
-                assert_eq!(name, "blk.0.attn_k.weight");
+                assert_eq!(name, "blk.1.attn_k.weight");
                 assert_eq!(expected, [64, 32]);
                 assert_eq!(got, [64, 64]);
             }
@@ -767,5 +902,95 @@ mod tests {
             matches!(e, ModelError::WrongArchitecture { ref found } if found == "llama"),
             "{e}"
         );
+    }
+
+    fn invalid_key(e: &ModelError) -> Option<(&str, &str)> {
+        match e {
+            ModelError::InvalidConfig { key, reason, .. } => Some((key.as_str(), reason.as_str())),
+            _ => None,
+        }
+    }
+
+    fn set(k: &mut [(&'static str, u32)], key: &str, v: u32) {
+        k.iter_mut().find(|k| k.0 == key).unwrap().1 = v;
+    }
+
+    #[test]
+    fn block_count_must_match_the_blocks_present() {
+        // Two blocks of tensors present.
+        for (value, why) in [(1, "for 2 blocks"), (3, "for 2 blocks"), (0, "must be in 1..=")] {
+            let e = load(tiny(|_, k| set(k, "block_count", value))).unwrap_err();
+            let (key, reason) = invalid_key(&e).unwrap_or_else(|| panic!("block_count {value}: {e}"));
+            assert_eq!(key, "gemma-embedding.block_count", "{e}");
+            assert!(reason.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn nonsensical_hyper_parameters_are_refused_by_name() {
+        for (key, value) in [
+            ("attention.sliding_window", 0),
+            ("attention.sliding_window", 1),
+            ("context_length", 0),
+            ("context_length", 1 << 20),
+            ("embedding_length", 0),
+            ("attention.head_count", 0),
+            ("attention.key_length", 0),
+            ("attention.key_length", 31),
+            ("feed_forward_length", 0),
+            ("dense_2_feat_out", 0),
+        ] {
+            let e = load(tiny(|_, k| set(k, key, value))).unwrap_err();
+            let named = invalid_key(&e).map(|(k, _)| k.to_owned());
+            assert_eq!(named.as_deref(), Some(format!("gemma-embedding.{key}").as_str()), "{key} = {value}: {e}");
+        }
+        for (key, value) in [
+            ("attention.layer_norm_rms_epsilon", 1e30),
+            ("attention.layer_norm_rms_epsilon", 0.0),
+            ("attention.layer_norm_rms_epsilon", f32::NAN),
+            ("attention.layer_norm_rms_epsilon", -1e-6),
+            ("rope.freq_base", 1.0),
+            ("rope.freq_base", f32::INFINITY),
+        ] {
+            let e = load(tiny_full(|_, _| {}, |f| f.iter_mut().find(|f| f.0 == key).unwrap().1 = value)).unwrap_err();
+            let named = invalid_key(&e).map(|(k, _)| k.to_owned());
+            assert_eq!(named.as_deref(), Some(format!("gemma-embedding.{key}").as_str()), "{key} = {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn widths_that_disagree_with_the_tensors_name_the_key() {
+        // 3 heads of 32 would need attn_q to have 96 outputs; the file has 64.
+        let e = load(tiny(|_, k| set(k, "attention.head_count", 3))).unwrap_err();
+        let (key, reason) = invalid_key(&e).unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(key, "gemma-embedding.attention.head_count");
+        assert!(reason.contains("blk.0.attn_q.weight has 64"), "{e}");
+        let e = load(tiny(|_, k| set(k, "feed_forward_length", 128))).unwrap_err();
+        assert_eq!(invalid_key(&e).map(|k| k.0), Some("gemma-embedding.feed_forward_length"), "{e}");
+        let e = load(tiny(|_, k| set(k, "embedding_length", 96))).unwrap_err();
+        assert_eq!(invalid_key(&e).map(|k| k.0), Some("gemma-embedding.embedding_length"), "{e}");
+    }
+
+    #[test]
+    fn tensors_the_architecture_does_not_use_are_refused() {
+        for extra in ["output.weight", "blk.0.attn_q.bias", "blk.01.attn_norm.weight", "blk.x.attn_norm.weight", "rope_freqs.weight"] {
+            let e = load(tiny(|p, _| p.push((extra.into(), vec![64], GgmlType::F32)))).unwrap_err();
+            assert!(matches!(e, ModelError::UnexpectedTensor { ref name } if name == extra), "{extra}: {e}");
+        }
+        // A third block's tensors with block_count 2.
+        let e = load(tiny(|p, _| p.push(("blk.2.attn_norm.weight".into(), vec![64], GgmlType::F32)))).unwrap_err();
+        assert!(invalid_key(&e).is_some_and(|(k, r)| k == "gemma-embedding.block_count" && r.contains("3 blocks")), "{e}");
+    }
+
+    #[test]
+    fn a_non_finite_norm_weight_is_refused() {
+        let mut bytes = tiny(|_, _| {});
+        // output_norm.weight is the second tensor; its data follows token_embd's.
+        let file = Gguf::parse(bytes.clone()).unwrap();
+        let t = file.tensor("output_norm.weight").unwrap();
+        let at = t.data_range().start + 4 * 5;
+        bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let e = load(bytes).unwrap_err();
+        assert!(matches!(e, ModelError::NonFinite { ref name, index: 5 } if name == "output_norm.weight"), "{e}");
     }
 }
