@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import Q8_0_MEAN_COSINE, Q8_0_MIN_COSINE, cosine
+from ggufembed_test_support import Q8_0_MEAN_COSINE, Q8_0_MIN_COSINE, cosine
 
 SETS = [
     # (reference set, encode options)

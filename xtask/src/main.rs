@@ -4,6 +4,8 @@
 //!   counting allocator; flamegraphs, top-30 tables, stage breakdowns, QUICK_COMPARISON.md.
 //! - `cargo xtask bench-matrix`: batch size × mode × threads on short and long texts, optionally
 //!   beside llama.cpp; CSV, MATRIX.md with the crossover and the auto check, SVG plots.
+//! - `cargo xtask test`: the whole test suite, `cargo test --workspace` then the Python package's
+//!   pytest suites in a virtual environment it makes (see `test.rs`).
 //!
 //! Everything lands under `profiles/<date>-<host>-<isa>/` with the CPU, compiler, commit and
 //! model hash written beside the numbers.
@@ -24,6 +26,7 @@ mod runtime;
 mod stage;
 mod stats;
 mod symtab;
+mod test;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +51,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Throughput/latency matrix over batch sizes, modes and thread counts.
     BenchMatrix(bench_matrix::BenchArgs),
+    /// The whole test suite: cargo test --workspace, then the Python package's pytest suites.
+    Test(test::TestArgs),
 }
 
 /// The workspace root (xtask's parent folder).
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     alloc_track::install();
     let cli = Cli::parse();
     match cli.command {
+        Command::Test(args) => test::run(&args, &workspace_root())?,
         Command::Profile(args) => {
             let model = runtime::resolve_model(args.inputs.model.as_deref())?;
             profile::run(&args, &model, &|t| runtime::open(&model, t))?;
