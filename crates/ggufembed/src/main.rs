@@ -17,6 +17,7 @@ mod inspect;
 mod model;
 mod output;
 mod progress;
+mod serve;
 mod tokenize;
 
 /// Text embeddings with EmbeddingGemma, from GGUF, in pure Rust.
@@ -39,6 +40,8 @@ enum Command {
     Fetch(fetch::Args),
     /// Convert a sentence-transformers EmbeddingGemma folder to GGUF.
     Convert(convert::Args),
+    /// Serve embeddings over HTTP (OpenAI and text-embeddings-inference APIs).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,193 @@
+//! text-embeddings-inference's `POST /embed` and `POST /tokenize`, with TEI's field names and
+//! defaults.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use embed_runtime::{Embedder, Truncation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{ApiError, Flavor};
+use crate::inputs::{Inputs, RawInput};
+use crate::server::AppState;
+use crate::submit;
+
+fn yes() -> bool {
+    true
+}
+
+/// TEI's `EmbedRequest`.
+#[derive(Debug, Deserialize)]
+struct EmbedRequest {
+    /// A string or an array of strings (token-id arrays are accepted too).
+    #[serde(default)]
+    inputs: Value,
+    /// Scale each vector (a Matryoshka prefix included) to unit length. Default true, as TEI.
+    #[serde(default = "yes")]
+    normalize: bool,
+    /// Truncate texts past the context (true) or refuse them with a 422 (false). Default: the
+    /// server's truncation (`auto_truncate` in `/info`).
+    #[serde(default)]
+    truncate: Option<bool>,
+    /// Which end a truncated text keeps: `Right` (default) keeps the start, `Left` the end.
+    #[serde(default)]
+    truncation_direction: Direction,
+    /// One of the model's named prompts (`query`, `document`, `STS`, ...).
+    #[serde(default)]
+    prompt_name: Option<String>,
+    /// 768, 512, 256 or 128.
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+enum Direction {
+    #[serde(alias = "left", alias = "LEFT")]
+    Left,
+    #[default]
+    #[serde(alias = "right", alias = "RIGHT")]
+    Right,
+}
+
+pub(crate) async fn embed(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_embed(&state, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(Flavor::Tei),
+    }
+}
+
+async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: EmbedRequest =
+        crate::body::parse(body, state.config.payload_limit).inspect_err(|_| state.metrics.fail("validation"))?;
+    let (inputs, options) = (|| {
+        let inputs = crate::inputs::parse(req.inputs, "inputs")?;
+        let defaults = state.embedder()?.options().clone();
+        let auto_truncate = defaults.truncation() != Truncation::Error;
+        let truncation = match (req.truncate.unwrap_or(auto_truncate), req.truncation_direction) {
+            (false, _) => Truncation::Error,
+            (true, Direction::Left) => Truncation::Left,
+            (true, Direction::Right) => Truncation::Right,
+        };
+        let mut options = defaults.with_truncation(truncation).with_normalize(req.normalize);
+        if let Some(name) = &req.prompt_name {
+            options = options.with_prompt(submit::named_prompt(name)?);
+        }
+        if let Some(n) = req.dimensions {
+            options = options.with_dims(submit::dims(n)?);
+        }
+        Ok::<_, ApiError>((inputs, options))
+    })()
+    .inspect_err(|_| state.metrics.fail("validation"))?;
+    let out = submit::embed(state, inputs, options, "inputs").await?;
+    let mut response = Json(out.vectors).into_response();
+    // TEI's headers, which some clients log.
+    if let Ok(v) = out.tokens.to_string().parse() {
+        response.headers_mut().insert("x-compute-tokens", v);
+    }
+    Ok(response)
+}
+
+/// TEI's `TokenizeRequest`.
+#[derive(Debug, Deserialize)]
+struct TokenizeRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// Include `<bos>` and `<eos>` (default true).
+    #[serde(default = "yes")]
+    add_special_tokens: bool,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+/// TEI's `SimpleToken` (this tokenizer keeps no character offsets, so `start`/`stop` are null).
+#[derive(Debug, Serialize)]
+struct SimpleToken {
+    id: u32,
+    text: String,
+    special: bool,
+    start: Option<usize>,
+    stop: Option<usize>,
+}
+
+pub(crate) async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_tokenize(&state, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(Flavor::Tei),
+    }
+}
+
+async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: TokenizeRequest = crate::body::parse(body, state.config.payload_limit)?;
+    let inputs = crate::inputs::parse(req.inputs, "inputs")?;
+    let prefix = match &req.prompt_name {
+        Some(name) => submit::named_prompt(name)?.prefix().into_owned(),
+        None => state.embedder()?.options().prompt().prefix().into_owned(),
+    };
+    if inputs.items.len() > state.config.max_client_batch {
+        return Err(ApiError::field(
+            "inputs",
+            format!(
+                "{} inputs, more than this server's limit of {} per request (--max-client-batch)",
+                inputs.items.len(),
+                state.config.max_client_batch
+            ),
+        ));
+    }
+    let embedder = state.embedder()?.clone();
+    let add_special = req.add_special_tokens;
+    let tokens = tokio::task::spawn_blocking(move || tokenize_all(&embedder, &inputs, &prefix, add_special))
+        .await
+        .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("tokenization failed: {e}")))??;
+    Ok(Json(tokens).into_response())
+}
+
+fn tokenize_all(
+    embedder: &Embedder,
+    inputs: &Inputs,
+    prefix: &str,
+    add_special: bool,
+) -> Result<Vec<Vec<SimpleToken>>, ApiError> {
+    let tok = embedder.tokenizer();
+    inputs
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let RawInput::Text(text) = item else {
+                return Err(ApiError::field(inputs.param("inputs", i), "`/tokenize` takes text, not token ids"));
+            };
+            let mut ids = tok.encode(&format!("{prefix}{text}"));
+            if !add_special {
+                if tok.adds_bos() && tok.bos_id().is_some() && !ids.is_empty() {
+                    ids.remove(0);
+                }
+                if tok.adds_eos() && tok.eos_id().is_some() && !ids.is_empty() {
+                    ids.pop();
+                }
+            }
+            Ok(ids
+                .into_iter()
+                .map(|id| SimpleToken {
+                    id,
+                    text: tok.piece(id).unwrap_or_default().to_owned(),
+                    special: tok
+                        .token_type(id)
+                        .is_some_and(|t| t == bpe_tokenizer::TokenType::Control),
+                    start: None,
+                    stop: None,
+                })
+                .collect())
+        })
+        .collect()
+}

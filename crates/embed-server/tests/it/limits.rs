@@ -1,0 +1,181 @@
+//! Overload and misbehaving clients: every one answered, none stalling the server.
+
+use std::time::{Duration, Instant};
+
+use embed_runtime::EmbedOptions;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_429_at_once_and_stays_healthy() {
+    let (server, base) = start(|b| b.max_concurrent_inputs(4).max_client_batch(3)).await;
+    let texts = sts(64);
+    let want: Vec<Vec<f32>> = texts.iter().map(|t| library(t, &EmbedOptions::default())).collect();
+    let mut tasks = Vec::new();
+    for c in 0..48usize {
+        let base = base.clone();
+        let idx: Vec<usize> = (0..1 + c % 3).map(|k| (c + k * 7) % 64).collect();
+        let chunk: Vec<String> = idx.iter().map(|&i| texts[i].clone()).collect();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": chunk, "encoding_format": "float"})).await;
+            (idx, s, b, t.elapsed())
+        }));
+    }
+    let (mut ok, mut rejected) = (0, 0);
+    for t in tasks {
+        let (idx, s, b, took) = t.await.unwrap();
+        match s {
+            200 => {
+                ok += 1;
+                for (k, &i) in idx.iter().enumerate() {
+                    assert_eq!(bits(&floats(&b["data"][k]["embedding"])), bits(&want[i]));
+                }
+            }
+            429 => {
+                rejected += 1;
+                assert!(b["error"]["message"].as_str().unwrap().contains("--max-concurrent-inputs"), "{b}");
+                assert!(took < Duration::from_secs(5), "a 429 is immediate, took {took:?}");
+            }
+            other => panic!("status {other}: {b}"),
+        }
+    }
+    assert!(ok > 0 && rejected > 0, "{ok} served, {rejected} refused");
+    assert_eq!(metric(&base, "te_request_rejected", "").await, rejected as f64);
+    assert_eq!(metric(&base, "te_request_failure", "err=\"overloaded\"").await, rejected as f64);
+    // Every permit came back: a full-size request is served, and the server is healthy.
+    let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": texts[..3]})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(client().get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    server.shutdown().await.unwrap();
+}
+
+/// Starts a request whose forward pass keeps the batcher busy for a while.
+fn busy(base: &str, texts: usize) -> tokio::task::JoinHandle<(u16, Value)> {
+    let url = format!("{base}/embed");
+    let long = long_text();
+    tokio::spawn(async move { post(&url, &json!({"inputs": vec![long; texts]})).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_timeout_answers_503_and_never_computes() {
+    let (server, base) = start(|b| b.queue_timeout(Duration::from_millis(150))).await;
+    let embedded = metric(&base, "te_embed_count", "").await;
+    let slow = busy(&base, 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": ["late", "later"]})).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["code"], "queue_timeout", "{b}");
+    assert!(t.elapsed() < Duration::from_secs(2), "answered at the timeout, not after the pass: {:?}", t.elapsed());
+    let (s, b) = slow.await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    // Only the long request's two inputs were computed.
+    assert_eq!(metric(&base, "te_embed_count", "").await, embedded + 2.0);
+    assert_eq!(metric(&base, "te_request_queue_timeout", "").await, 1.0);
+    // A request that started is not cut by the timeout, however long it runs.
+    let (s, b) = post(&format!("{base}/embed"), &json!({"inputs": [long_text(), long_text()]})).await;
+    assert_eq!(s, 200, "{b}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_has_its_inputs_dropped() {
+    let (server, base) = start(|b| b).await;
+    let embedded = metric(&base, "te_embed_count", "").await;
+    let slow = busy(&base, 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A raw client queues 5 inputs behind the long pass, then hangs up.
+    let body = json!({"input": ["one", "two", "three", "four", "five"]}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    let request = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    let (s, b) = slow.await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    // The queue is empty again once the pass is over; nothing of the dropped request ran.
+    let (s, _) = post(&format!("{base}/embed"), &json!({"inputs": "after"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(metric(&base, "te_embed_count", "").await, embedded + 3.0);
+    assert_eq!(metric(&base, "te_input_dropped", "").await, 5.0);
+    assert_eq!(metric(&base, "te_request_failure", "err=\"dropped\"").await, 1.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_and_client_batch_limits() {
+    let (server, base) = start(|b| b.payload_limit(1000).max_client_batch(4)).await;
+    let big = "x".repeat(2000);
+    let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": big})).await;
+    assert_eq!(s, 413, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("1000"), "{b}");
+    let (s, b) = post(&format!("{base}/embed"), &json!({"inputs": big})).await;
+    assert_eq!(s, 413, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("payload limit"), "{b}");
+    // Without a content-length (chunked), the limit still holds.
+    let chunk = format!("{{\"inputs\": \"{big}\"}}");
+    let request = format!(
+        "POST /embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    let answer = raw_http(server.local_addr(), &request).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": ["a", "b", "c", "d", "e"]})).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"]["param"], "input");
+    assert!(b["error"]["message"].as_str().unwrap().contains("--max-client-batch"), "{b}");
+    let (s, b) = post(&format!("{base}/embed"), &json!({"inputs": ["a", "b", "c", "d", "e"]})).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(metric(&base, "te_request_failure", "err=\"batch_size\"").await, 2.0);
+    let (s, _) = post(&format!("{base}/embed"), &json!({"inputs": ["a", "b", "c", "d"]})).await;
+    assert_eq!(s, 200);
+    server.shutdown().await.unwrap();
+}
+
+/// Sends `request` as given and returns what the server answers until it closes or 5 s pass.
+pub async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && String::from_utf8_lossy(&out).contains('}') {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_guards_every_route_but_health() {
+    let (server, base) = start(|b| b.api_key("s3cret")).await;
+    let body = json!({"input": "x"});
+    let r = client().post(format!("{base}/v1/embeddings")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "invalid_api_key", "{b}");
+    let r = client().post(format!("{base}/embed")).bearer_auth("wrong").json(&json!({"inputs": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "Unauthorized");
+    assert_eq!(client().get(format!("{base}/metrics")).send().await.unwrap().status(), 401);
+    assert_eq!(client().get(format!("{base}/info")).send().await.unwrap().status(), 401);
+    assert_eq!(client().get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    let r = client().post(format!("{base}/v1/embeddings")).bearer_auth("s3cret").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(format!("{base}/metrics")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,335 @@
+//! Every route, its answers and its error shapes.
+
+use base64::Engine;
+use embed_runtime::{Dims, EmbedOptions, Prompt, Truncation};
+use serde_json::{Value, json};
+
+use crate::*;
+
+fn base64_f32(s: &str) -> Vec<f32> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s).expect("base64");
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_input_forms_and_encodings_match_the_library() {
+    let (server, url) = start(|b| b).await;
+    let url = format!("{url}/v1/embeddings");
+    let texts = sts(3);
+    let e = embedder();
+    let defaults = EmbedOptions::default();
+    let want: Vec<Vec<f32>> = texts.iter().map(|t| library(t, &defaults)).collect();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| e.tokenizer().encode(t)).collect();
+
+    // A string.
+    let (status, body) = post(&url, &json!({"input": texts[0], "model": "anything"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "embeddinggemma-300m");
+    assert_eq!(body["data"][0]["object"], "embedding");
+    assert_eq!(body["data"][0]["index"], 0);
+    assert_eq!(bits(&floats(&body["data"][0]["embedding"])), bits(&want[0]));
+    assert_eq!(body["usage"]["prompt_tokens"], ids[0].len());
+    assert_eq!(body["usage"]["total_tokens"], ids[0].len());
+
+    // An array of strings, float and base64: same bits, in order, real token counts.
+    for format in ["float", "base64"] {
+        let (status, body) = post(&url, &json!({"input": texts, "encoding_format": format, "user": "u1"})).await;
+        assert_eq!(status, 200, "{body}");
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 3);
+        for (i, d) in data.iter().enumerate() {
+            assert_eq!(d["index"], i);
+            let v = match format {
+                "float" => floats(&d["embedding"]),
+                _ => base64_f32(d["embedding"].as_str().expect("a base64 string")),
+            };
+            assert_eq!(bits(&v), bits(&want[i]), "{format} input {i}");
+        }
+        let total: usize = ids.iter().map(Vec::len).sum();
+        assert_eq!(body["usage"]["prompt_tokens"], total);
+    }
+
+    // Token ids: one array, and an array of arrays (the ids of the texts give the texts' vectors).
+    let (status, body) = post(&url, &json!({"input": ids[1]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bits(&floats(&body["data"][0]["embedding"])), bits(&want[1]));
+    let (status, body) = post(&url, &json!({"input": ids, "encoding_format": "base64"})).await;
+    assert_eq!(status, 200, "{body}");
+    for i in 0..3 {
+        let v = base64_f32(body["data"][i]["embedding"].as_str().unwrap());
+        assert_eq!(bits(&v), bits(&want[i]));
+    }
+    // Ids without <bos>/<eos> get them added.
+    let bare = &ids[2][1..ids[2].len() - 1];
+    let (status, body) = post(&url, &json!({"input": [bare]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bits(&floats(&body["data"][0]["embedding"])), bits(&want[2]));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_dimensions_and_prompt_name() {
+    let (server, url) = start(|b| b).await;
+    let url = format!("{url}/v1/embeddings");
+    let text = &sts(1)[0];
+    for d in [768, 512, 256, 128] {
+        let (status, body) = post(&url, &json!({"input": [text], "dimensions": d})).await;
+        assert_eq!(status, 200, "{body}");
+        let v = floats(&body["data"][0]["embedding"]);
+        assert_eq!(v.len(), d);
+        assert!((norm(&v) - 1.0).abs() < 1e-5, "dimensions are renormalised as OpenAI does");
+        let want = library(text, &EmbedOptions::default().with_dims(Dims::new(d).unwrap()).with_normalize(true));
+        assert_eq!(bits(&v), bits(&want));
+    }
+    let (status, body) = post(&url, &json!({"input": text, "prompt_name": "query", "dimensions": 256})).await;
+    assert_eq!(status, 200, "{body}");
+    let want = library(
+        text,
+        &EmbedOptions::default()
+            .with_prompt(Prompt::named("query").unwrap())
+            .with_dims(Dims::new(256).unwrap())
+            .with_normalize(true),
+    );
+    assert_eq!(bits(&floats(&body["data"][0]["embedding"])), bits(&want));
+    // The prompt's tokens count.
+    let with_prompt = embedder().tokenizer().encode(&format!("task: search result | query: {text}")).len();
+    assert_eq!(body["usage"]["prompt_tokens"], with_prompt);
+    server.shutdown().await.unwrap();
+}
+
+/// Asserts OpenAI's nested error shape and returns the message.
+fn openai_error(status: u16, body: &Value, want_status: u16, param: Option<&str>) -> String {
+    assert_eq!(status, want_status, "{body}");
+    let e = &body["error"];
+    assert!(e.is_object(), "nested error object: {body}");
+    assert!(e["type"].is_string(), "{body}");
+    assert!(e.get("code").is_some(), "{body}");
+    assert_eq!(e["param"].as_str(), param, "{body}");
+    e["message"].as_str().expect("a message").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_errors_name_the_field() {
+    let (server, base) = start(|b| b).await;
+    let url = format!("{base}/v1/embeddings");
+    let (s, b) = post(&url, &json!({"input": "x", "dimensions": 100})).await;
+    let m = openai_error(s, &b, 422, Some("dimensions"));
+    assert!(m.contains("768, 512, 256, 128"), "{m}");
+    let (s, b) = post(&url, &json!({"input": "x", "dimensions": -3})).await;
+    openai_error(s, &b, 422, Some("dimensions"));
+    let (s, b) = post(&url, &json!({"input": "x", "prompt_name": "nope"})).await;
+    let m = openai_error(s, &b, 422, Some("prompt_name"));
+    assert!(m.contains("query") && m.contains("document"), "{m}");
+    let (s, b) = post(&url, &json!({"input": "x", "encoding_format": "hex"})).await;
+    openai_error(s, &b, 422, Some("encoding_format"));
+    let (s, b) = post(&url, &json!({"input": []})).await;
+    openai_error(s, &b, 400, Some("input"));
+    let (s, b) = post(&url, &json!({"model": "m"})).await;
+    openai_error(s, &b, 422, Some("input"));
+    let (s, b) = post(&url, &json!({"input": ["ok", 7.5]})).await;
+    openai_error(s, &b, 422, Some("input[1]"));
+    let (s, b) = post(&url, &json!({"input": ["ok", [2, 262144, 1]]})).await;
+    let m = openai_error(s, &b, 422, Some("input[1]"));
+    assert!(m.contains("262144"), "{m}");
+    let (s, b) = post(&url, &json!({"input": [[2, 5, 1]], "prompt_name": "query"})).await;
+    openai_error(s, &b, 422, Some("prompt_name"));
+    // Not JSON at all, and trailing garbage.
+    for raw in ["{\"input\": ", "not json", "{\"input\": \"x\"} extra"] {
+        let r = client().post(&url).header("content-type", "application/json").body(raw).send().await.unwrap();
+        let s = r.status().as_u16();
+        let b: Value = r.json().await.unwrap();
+        openai_error(s, &b, 400, None);
+    }
+    // Unknown routes answer in the route family's shape.
+    let r = client().get(format!("{base}/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    let r = client().get(format!("{base}/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = client().get(format!("{base}/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["id"], "embeddinggemma-300m");
+    server.shutdown().await.unwrap();
+}
+
+/// Asserts TEI's flat error shape and returns the message.
+fn tei_error(status: u16, body: &Value, want_status: u16, error_type: &str) -> String {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    body["error"].as_str().expect("a flat error message").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_embed_options() {
+    let (server, base) = start(|b| b).await;
+    let url = format!("{base}/embed");
+    let texts = sts(2);
+    // A single string still answers a list of vectors, normalised by default.
+    let (s, b) = post(&url, &json!({"inputs": texts[0]})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(bits(&floats(&b[0])), bits(&library(&texts[0], &EmbedOptions::default())));
+    // normalize: false keeps the raw Matryoshka prefix (not unit length).
+    let (s, b) = post(&url, &json!({"inputs": texts, "dimensions": 128, "normalize": false})).await;
+    assert_eq!(s, 200, "{b}");
+    let want = library(&texts[1], &EmbedOptions::default().with_dims(Dims::new(128).unwrap()));
+    assert_eq!(bits(&floats(&b[1])), bits(&want));
+    assert!(norm(&want) < 0.999);
+    let (s, b) = post(&url, &json!({"inputs": texts, "dimensions": 128})).await;
+    assert_eq!(s, 200, "{b}");
+    assert!((norm(&floats(&b[0])) - 1.0).abs() < 1e-5);
+    // prompt_name, and truncation: right (default), left, or refused.
+    let long = long_text();
+    let (s, b) = post(&url, &json!({"inputs": [long], "prompt_name": "document"})).await;
+    assert_eq!(s, 200, "{b}");
+    let want = library(&long, &EmbedOptions::default().with_prompt(Prompt::named("document").unwrap()));
+    assert_eq!(bits(&floats(&b[0])), bits(&want));
+    let (s, b) = post(&url, &json!({"inputs": long, "truncate": true, "truncation_direction": "left"})).await;
+    assert_eq!(s, 200, "{b}");
+    let want = library(&long, &EmbedOptions::default().with_truncation(Truncation::Left));
+    assert_eq!(bits(&floats(&b[0])), bits(&want));
+    let (s, b) = post(&url, &json!({"inputs": ["short", long], "truncate": false})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("inputs[1]") && m.contains("2048"), "{m}");
+    // TEI's error shape for the rest.
+    let (s, b) = post(&url, &json!({"inputs": []})).await;
+    tei_error(s, &b, 400, "Empty");
+    let (s, b) = post(&url, &json!({"inputs": "x", "dimensions": 300})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("768, 512, 256, 128"), "{m}");
+    let (s, b) = post(&url, &json!({"inputs": "x", "truncation_direction": "middle"})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("truncation_direction"), "{m}");
+    let r = client().post(&url).header("content-type", "application/json").body("{").send().await.unwrap();
+    let s = r.status().as_u16();
+    tei_error(s, &r.json().await.unwrap(), 400, "Validation");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_info_health_metrics() {
+    let (server, base) = start(|b| b.max_client_batch(16).served_model_name("eg")).await;
+    let e = embedder();
+    let text = "Hello world";
+    let (s, b) = post(&format!("{base}/tokenize"), &json!({"inputs": text})).await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<u32> = b[0].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as u32).collect();
+    assert_eq!(ids, e.tokenizer().encode(text));
+    assert_eq!(b[0][0]["special"], true, "<bos> is special: {b}");
+    assert_eq!(b[0][1]["special"], false);
+    assert_eq!(b[0][1]["text"], e.tokenizer().piece(ids[1]).unwrap());
+    let (s, b) = post(
+        &format!("{base}/tokenize"),
+        &json!({"inputs": [text, "x"], "add_special_tokens": false, "prompt_name": "query"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let mut want = e.tokenizer().encode(&format!("task: search result | query: {text}"));
+    want.remove(0);
+    want.pop();
+    assert_eq!(b[0].as_array().unwrap().len(), want.len());
+    assert_eq!(b.as_array().unwrap().len(), 2);
+
+    let info: Value = client().get(format!("{base}/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["model_id"], "eg");
+    assert_eq!(info["max_client_batch_size"], 16);
+    assert_eq!(info["max_input_length"], 2048);
+    assert_eq!(info["max_batch_tokens"], embed_server::DEFAULT_MAX_BATCH_TOKENS);
+    assert_eq!(info["defaults"]["dimensions"], 768);
+    assert_eq!(info["defaults"]["truncation"], "right");
+    assert_eq!(info["auto_truncate"], true);
+    assert_eq!(info["dimensions"], json!([768, 512, 256, 128]));
+    assert_eq!(info["threads"], 2);
+    assert_eq!(info["prompts"]["query"], "task: search result | query: ");
+
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let before = metric(&base, "te_request_count", "method=\"batch\"").await;
+    let (s, _) = post(&format!("{base}/v1/embeddings"), &json!({"input": ["a", "b"]})).await;
+    assert_eq!(s, 200);
+    let r = client().get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for name in [
+        "te_request_count",
+        "te_request_success",
+        "te_request_duration_bucket",
+        "te_request_tokenization_duration_bucket",
+        "te_request_queue_duration_bucket",
+        "te_request_inference_duration_bucket",
+        "te_request_input_length_bucket",
+        "te_batch_next_size_bucket",
+        "te_batch_next_tokens_bucket",
+        "te_queue_size",
+        "te_embed_count",
+        "te_request_rejected",
+        "te_request_queue_timeout",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert_eq!(metric(&base, "te_request_count", "method=\"batch\"").await, before + 1.0);
+    assert!(metric(&base, "te_embed_count", "").await >= 2.0);
+    server.shutdown().await.unwrap();
+}
+
+/// Concurrent requests with different prompts, dimensions, normalisation and truncation share
+/// passes; each text's vector is still the library's for that text alone, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mixed_requests_are_bit_identical_to_the_library() {
+    let (server, base) = start(|b| b.max_batch_tokens(512)).await;
+    let texts = sts(52);
+    let prompts = [None, Some("query"), Some("document"), Some("STS")];
+    let dims = [768, 512, 256, 128];
+    let mut tasks = Vec::new();
+    for r in 0..24usize {
+        let chunk: Vec<String> = texts[(r * 2) % 48..(r * 2) % 48 + 1 + r % 3].to_vec();
+        let prompt = prompts[r % 4];
+        let d = dims[(r / 4) % 4];
+        let openai = r % 2 == 0;
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let (url, body) = if openai {
+                let mut body = json!({"input": chunk, "dimensions": d, "encoding_format": "base64"});
+                if let Some(p) = prompt {
+                    body["prompt_name"] = json!(p);
+                }
+                (format!("{base}/v1/embeddings"), body)
+            } else {
+                let mut body = json!({"inputs": chunk, "dimensions": d, "normalize": r % 3 != 0});
+                if let Some(p) = prompt {
+                    body["prompt_name"] = json!(p);
+                }
+                (format!("{base}/embed"), body)
+            };
+            let (status, body) = post(&url, &body).await;
+            (r, chunk, prompt, d, openai, status, body)
+        }));
+    }
+    for t in tasks {
+        let (r, chunk, prompt, d, openai, status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "request {r}: {body}");
+        let mut options = EmbedOptions::default().with_dims(Dims::new(d).unwrap());
+        if let Some(p) = prompt {
+            options = options.with_prompt(Prompt::named(p).unwrap());
+        }
+        options = options.with_normalize(openai || r % 3 != 0);
+        for (i, text) in chunk.iter().enumerate() {
+            let got = if openai {
+                base64_f32(body["data"][i]["embedding"].as_str().unwrap())
+            } else {
+                floats(&body[i])
+            };
+            assert_eq!(bits(&got), bits(&library(text, &options)), "request {r} text {i}");
+        }
+    }
+    // Passes really were shared.
+    let passes = metric(&base, "te_batch_next_size_count", "").await;
+    let inputs = metric(&base, "te_batch_next_size_sum", "").await;
+    assert!(inputs > passes, "{inputs} inputs in {passes} passes");
+    server.shutdown().await.unwrap();
+}
