@@ -82,6 +82,29 @@ fn int8_gemm_is_bit_identical_to_scalar_on_every_isa() {
 }
 
 #[test]
+fn residual_block_gemm_is_bit_identical_to_scalar_on_every_isa() {
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    let mut r = rng(11);
+    for kern in simd_tables() {
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_1] {
+            for &(m, n, nb, ref blocks) in &[(1usize, 16usize, 4usize, vec![2usize]), (7, 33, 9, vec![8, 0, 3]), (37, 50, 24, (0..24).collect::<Vec<_>>())] {
+                let k = 32 * nb;
+                let w = random_weights(&mut r, ty, n, k);
+                let a = random_f32(&mut r, m * k, 3.0);
+                let run = |kt: &'static Kernels| {
+                    let pm = PackedMatrix::with_residual_blocks(kt, ty, n, k, &w, blocks).unwrap();
+                    let mut c = vec![f32::NAN; m * n];
+                    pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+                    c
+                };
+                let (want, got) = (run(scalar), run(kern));
+                assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{} {ty:?} {m}x{n}x{k} {blocks:?}", kern.isa());
+            }
+        }
+    }
+}
+
+#[test]
 fn f32_gemm_is_bit_identical_to_scalar_on_every_isa() {
     let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
     let mut r = rng(11);

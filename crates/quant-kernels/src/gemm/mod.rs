@@ -52,6 +52,9 @@ pub struct PackedMatrix {
     ty: QuantType,
     n: usize,
     k: usize,
+    /// K-blocks (of 32) packed a second time after the last column, to multiply their
+    /// activations' quantization residual (see [`PackedMatrix::with_residual_blocks`]).
+    residual: Box<[u32]>,
     repr: Repr,
     data: AlignedBuf,
 }
@@ -63,6 +66,7 @@ impl std::fmt::Debug for PackedMatrix {
             .field("ty", &self.ty)
             .field("n", &self.n)
             .field("k", &self.k)
+            .field("residual_blocks", &self.residual.len())
             .field("repr", &self.repr)
             .field("packed_bytes", &self.data.len())
             .finish()
@@ -111,6 +115,7 @@ impl PackedMatrix {
                 ty,
                 n: n_rows,
                 k: k_cols,
+                residual: Box::new([]),
                 data: {
                     lay.signed = kernels.int8_kernel().signed_weights;
                     pack::pack_int8(ty, n_rows, k_cols, bytes, &lay)
@@ -136,9 +141,65 @@ impl PackedMatrix {
             ty,
             n: n_rows,
             k: k_cols,
+            residual: Box::new([]),
             data: pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
             repr: Repr::F32,
         })
+    }
+
+    /// Packs `W` like [`PackedMatrix::new`], plus a second copy of the 32-element K-blocks
+    /// `blocks` (indices below `k_cols / 32`, each at most once). Every call then multiplies
+    /// those input channels twice: their quantized activations, and the quantization's residual
+    /// (`x − dequantize(quantize(x))`) quantized again. Those channels get about 15 bits of
+    /// precision instead of 8, for the cost of `32 × blocks.len()` more columns of K.
+    ///
+    /// This is how a model keeps int8 speed where its activations have outlier channels: the
+    /// few blocks whose scale dwarfs the rest carry most of the quantization error.
+    ///
+    /// Only formats of 32-element blocks with symmetric or Q8_1 activations (Q8_0, Q4_0, Q5_0,
+    /// Q4_1, Q5_1) support it; others are [`KernelError::Unsupported`].
+    pub fn with_residual_blocks(
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+        blocks: &[usize],
+    ) -> Result<Self, KernelError> {
+        check_shape(ty, n_rows, k_cols, bytes.len())?;
+        if blocks.is_empty() {
+            return Self::new(kernels, ty, n_rows, k_cols, bytes);
+        }
+        let unsupported = KernelError::Unsupported {
+            ty,
+            op: "residual blocks",
+        };
+        match pack::int8_format(ty, k_cols) {
+            Some((lay, ActFormat::Q8_0 | ActFormat::Q8_1)) if lay.kb == 32 && ty.block_elems() == 32 => {}
+            _ => return Err(unsupported),
+        }
+        let nb = k_cols / 32;
+        let mut seen = vec![false; nb];
+        for &b in blocks {
+            if b >= nb || std::mem::replace(&mut seen[b], true) {
+                return Err(KernelError::Shape { rows: n_rows, cols: b });
+            }
+        }
+        // The widened source: every row's blocks, then copies of the chosen ones.
+        let bb = ty.block_bytes();
+        let row = nb * bb;
+        let mut wide = Vec::with_capacity(n_rows * (row + blocks.len() * bb));
+        for r in bytes.chunks_exact(row) {
+            wide.extend_from_slice(r);
+            for &b in blocks {
+                wide.extend_from_slice(&r[b * bb..(b + 1) * bb]);
+            }
+        }
+        let kp = k_cols + 32 * blocks.len();
+        let mut m = Self::new(kernels, ty, n_rows, kp, &wide)?;
+        m.k = k_cols;
+        m.residual = blocks.iter().map(|&b| b as u32).collect();
+        Ok(m)
     }
 
     /// Packs an f32 matrix given as values (`n_rows` × `k_cols`, row-major).
@@ -164,6 +225,14 @@ impl PackedMatrix {
     /// Reduction length (`W`'s columns).
     pub fn k(&self) -> usize {
         self.k
+    }
+    /// K-blocks whose activation residual is multiplied too ([`PackedMatrix::with_residual_blocks`]).
+    pub fn residual_blocks(&self) -> usize {
+        self.residual.len()
+    }
+    /// The reduction length the kernels run: `k` plus 32 per residual block.
+    pub fn packed_k(&self) -> usize {
+        self.k + 32 * self.residual.len()
     }
     /// The source format.
     pub fn ty(&self) -> QuantType {
@@ -198,13 +267,13 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(self.kernels, *act, lay, a, m, self.k, par);
+                scratch.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
                     scratch,
                     m,
-                    self.k,
+                    self.packed_k(),
                     par,
                 );
             }
@@ -247,6 +316,7 @@ impl PackedMatrix {
         let fusable = mats.len() <= MAX_FUSED
             && mats.iter().all(|w| {
                 std::ptr::eq(w.kernels, first.kernels)
+                    && w.residual == first.residual
                     && match (&w.repr, &first.repr) {
                         (Repr::F32, Repr::F32) => true,
                         (Repr::Int8 { lay, act }, Repr::Int8 { lay: l0, act: a0 }) => {
@@ -265,14 +335,14 @@ impl PackedMatrix {
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(first.kernels, *act, lay, a, m, first.k, par);
+                scratch.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     if let Repr::Int8 { lay, .. } = &w.repr {
                         *slot = Some(w.int8_job(lay, m, c, threads));
                     }
                 }
-                run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.k, par);
+                run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
             }
             Repr::F32 => {
                 let mut jobs: [Option<F32Job>; MAX_FUSED] = [None, None, None, None];
@@ -367,6 +437,8 @@ pub struct GemmScratch {
     ac: AlignedBuf,
     asum: AlignedBuf,
     wpack: AlignedBuf,
+    /// One widened activation row (values, then residual blocks) per quantization task.
+    wide: AlignedBuf,
 }
 
 impl std::fmt::Debug for GemmScratch {
@@ -385,13 +457,14 @@ impl GemmScratch {
 
     /// Bytes currently reserved.
     pub fn allocated_bytes(&self) -> usize {
-        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack]
+        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack, &self.wide]
             .iter()
             .map(|b| b.capacity_bytes())
             .sum()
     }
 
-    /// Reserves room for quantizing activations of up to `m` rows × `k` columns, so that later
+    /// Reserves room for quantizing activations of up to `m` rows × `k` columns (for a matrix
+    /// with residual blocks, its [`PackedMatrix::packed_k`]), so that later
     /// [`PackedMatrix::matmul`] calls up to that size never allocate (callers whose row counts
     /// vary with scheduling use this to keep a steady state allocation-free).
     pub fn reserve_activations(&mut self, m: usize, k: usize) {
@@ -406,6 +479,7 @@ impl GemmScratch {
         for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
             b.ensure(rows * nb * 4);
         }
+        self.wide.ensure(MAX_QUANT_TASKS * k * 4);
     }
 
     /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
@@ -414,6 +488,9 @@ impl GemmScratch {
         self.wpack.ensure(n.div_ceil(PANEL) * k * PANEL * 4);
     }
 
+    /// Quantizes `a` (`m × k`) for a matrix packed with `lay`; with residual blocks, each row is
+    /// first widened to `k + 32·residual.len()` values: the row, then for each residual block
+    /// `x − q·d` of that block's own quantization.
     #[allow(clippy::too_many_arguments)]
     fn quantize(
         &mut self,
@@ -422,12 +499,15 @@ impl GemmScratch {
         lay: &Int8Layout,
         a: &[f32],
         m: usize,
-        k: usize,
+        k_in: usize,
+        residual: &[u32],
         par: &dyn ParallelFor,
     ) {
         let nb = lay.nb;
+        let k = k_in + 32 * residual.len();
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
         self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
+        let wide = SyncPtr(self.wide.as_f32_mut().as_mut_ptr());
         let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
         let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
@@ -438,11 +518,22 @@ impl GemmScratch {
             m
         } else {
             m.div_ceil(4 * par.num_threads()).max(8)
-        };
+        }
+        .max(m.div_ceil(MAX_QUANT_TASKS));
         let n_tasks = m.div_ceil(rows_per_task);
         par.run(n_tasks, &|t| {
             let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
             for r in r0..r1 {
+                let src = &a[r * k_in..(r + 1) * k_in];
+                let x = if residual.is_empty() {
+                    src
+                } else {
+                    // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured above) and
+                    // task t < MAX_QUANT_TASKS alone uses row t.
+                    let row = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k) };
+                    widen_row(kernels, src, residual, row);
+                    &*row
+                };
                 // SAFETY: the buffers were sized for m rows above; tasks own disjoint row ranges,
                 // so these mutable views never alias.
                 let (qr, adr, acr, asr) = unsafe {
@@ -453,9 +544,29 @@ impl GemmScratch {
                         std::slice::from_raw_parts_mut(asum.ptr().add(r * nb), nb),
                     )
                 };
-                act::quantize_row(kernels, fmt, lay, &a[r * k..(r + 1) * k], qr, adr, acr, asr);
+                act::quantize_row(kernels, fmt, lay, x, qr, adr, acr, asr);
             }
         });
+    }
+}
+
+/// Most tasks one activation quantization is split into (bounds the widened-row scratch).
+const MAX_QUANT_TASKS: usize = 64;
+
+/// `out = [x, r_0, r_1, …]` where `r_j = x_b − q·d` over residual block `b = residual[j]`, with
+/// `q` and `d` exactly as the Q8_0 activation quantizer gives them (Q8_1 shares its quants and
+/// scale), so the kernel's two products of that block add up to `x_b` within ~d/254.
+fn widen_row(kernels: &Kernels, x: &[f32], residual: &[u32], out: &mut [f32]) {
+    let k = x.len();
+    out[..k].copy_from_slice(x);
+    let (mut q, mut d, mut c, mut s) = ([0i8; 32], [0f32; 1], [0i32; 1], [0f32; 1]);
+    for (j, &b) in residual.iter().enumerate() {
+        let b = b as usize;
+        let xb = &x[b * 32..(b + 1) * 32];
+        kernels.quant_act_q8_0(xb, &mut q, &mut d, &mut c, &mut s);
+        for ((o, &v), &qi) in out[k + j * 32..k + (j + 1) * 32].iter_mut().zip(xb).zip(&q) {
+            *o = v - f32::from(qi) * d[0];
+        }
     }
 }
 
@@ -748,7 +859,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.quantize(kernels, act, &lay, &a, m, k, &crate::Serial);
+    s.quantize(kernels, act, &lay, &a, m, k, &[], &crate::Serial);
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
         a: s.q.bytes().as_ptr().cast(),

@@ -367,3 +367,107 @@ fn matmul_many_equals_separate_matmuls_bit_for_bit() {
         }
     }
 }
+
+/// Residual blocks: the product is the plain product plus the product of the chosen blocks'
+/// quantization residual, so on activations with outlier channels it lands far closer to the
+/// exact f32 product; rows stay independent of their batch; bad block lists are refused.
+mod residual_blocks {
+    use super::*;
+
+    /// Activations with two outlier channels per row (blocks 1 and 6), as Gemma's have.
+    fn outlier_rows(r: &mut rand::rngs::StdRng, m: usize, k: usize) -> Vec<f32> {
+        let mut a = random_f32(r, m * k, 1.0);
+        for row in a.chunks_exact_mut(k) {
+            row[32 + 5] *= 60.0;
+            row[6 * 32 + 17] *= -80.0;
+        }
+        a
+    }
+
+    fn exact(w: &[u8], ty: QuantType, n: usize, k: usize, a: &[f32], m: usize) -> Vec<f64> {
+        let mut wf = vec![0f32; n * k];
+        for (row, out) in w.chunks_exact(ty.row_bytes(k).unwrap()).zip(wf.chunks_exact_mut(k)) {
+            dequantize_row(ty, row, out).unwrap();
+        }
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|e| f64::from(a[i * k + e]) * f64::from(wf[j * k + e])).sum();
+            }
+        }
+        c
+    }
+
+    fn rms_err(c: &[f32], want: &[f64]) -> f64 {
+        (c.iter().zip(want).map(|(&x, &y)| (f64::from(x) - y).powi(2)).sum::<f64>() / c.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn residual_blocks_cut_the_error_of_outlier_channels() {
+        let kern = Kernels::get();
+        let mut r = rng(77);
+        let (m, n, k) = (9, 40, 8 * 32);
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_0, QuantType::Q4_1, QuantType::Q5_1] {
+            let w = random_weights(&mut r, ty, n, k);
+            let a = outlier_rows(&mut r, m, k);
+            let want = exact(&w, ty, n, k, &a, m);
+            let mut plain = vec![0f32; m * n];
+            PackedMatrix::new(kern, ty, n, k, &w).unwrap().matmul(&a, m, &mut plain, &mut GemmScratch::new(), &Serial).unwrap();
+            let pm = PackedMatrix::with_residual_blocks(kern, ty, n, k, &w, &[6, 1]).unwrap();
+            assert_eq!((pm.k(), pm.packed_k(), pm.residual_blocks()), (k, k + 64, 2));
+            let mut fixed = vec![0f32; m * n];
+            pm.matmul(&a, m, &mut fixed, &mut GemmScratch::new(), &Serial).unwrap();
+            let (e0, e1) = (rms_err(&plain, &want), rms_err(&fixed, &want));
+            assert!(e1 < 0.4 * e0, "{ty:?}: rms error {e1} with residual blocks vs {e0} without");
+            // All blocks: about 15-bit activations everywhere.
+            let all: Vec<usize> = (0..k / 32).collect();
+            let pm = PackedMatrix::with_residual_blocks(kern, ty, n, k, &w, &all).unwrap();
+            let mut full = vec![0f32; m * n];
+            pm.matmul(&a, m, &mut full, &mut GemmScratch::new(), &Serial).unwrap();
+            assert!(rms_err(&full, &want) < 0.05 * e0, "{ty:?}: all blocks");
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_the_batch_or_threads() {
+        let kern = Kernels::get();
+        let mut r = rng(78);
+        let (n, k) = (70, 12 * 32);
+        let w = random_weights(&mut r, QuantType::Q8_0, n, k);
+        let pm = PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, n, k, &w, &[3, 0, 11]).unwrap();
+        let a = outlier_rows(&mut r, 150, k);
+        let mut big = vec![0f32; 150 * n];
+        pm.matmul(&a, 150, &mut big, &mut GemmScratch::new(), &Threads(3)).unwrap();
+        for (start, m) in [(0usize, 1usize), (17, 5), (100, 50)] {
+            let mut c = vec![0f32; m * n];
+            pm.matmul(&a[start * k..(start + m) * k], m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+            assert!(c.iter().zip(&big[start * n..]).all(|(x, y)| x.to_bits() == y.to_bits()), "rows {start}..+{m}");
+        }
+        // Fused with a matrix of the same blocks: same bits as alone.
+        let w2 = random_weights(&mut r, QuantType::Q8_0, 33, k);
+        let pm2 = PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, 33, k, &w2, &[3, 0, 11]).unwrap();
+        let (mut c1, mut c2) = (vec![0f32; 150 * n], vec![0f32; 150 * 33]);
+        PackedMatrix::matmul_many(&[&pm, &pm2], &a, 150, &mut [&mut c1, &mut c2], &mut GemmScratch::new(), &Threads(2)).unwrap();
+        assert_eq!(c1, big);
+        let mut alone2 = vec![0f32; 150 * 33];
+        pm2.matmul(&a, 150, &mut alone2, &mut GemmScratch::new(), &Serial).unwrap();
+        assert_eq!(c2, alone2);
+    }
+
+    #[test]
+    fn bad_block_lists_and_formats_are_refused() {
+        let kern = Kernels::get();
+        let mut r = rng(79);
+        let w = random_weights(&mut r, QuantType::Q8_0, 4, 64);
+        for blocks in [&[2][..], &[0, 0], &[usize::MAX]] {
+            assert!(PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, 4, 64, &w, blocks).is_err(), "{blocks:?}");
+        }
+        let wk = random_weights(&mut r, QuantType::Q4K, 4, 256);
+        assert!(matches!(
+            PackedMatrix::with_residual_blocks(kern, QuantType::Q4K, 4, 256, &wk, &[0]),
+            Err(KernelError::Unsupported { .. })
+        ));
+        // No blocks is the plain matrix.
+        assert_eq!(PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, 4, 64, &w, &[]).unwrap().packed_k(), 64);
+    }
+}
