@@ -179,6 +179,33 @@ pub fn convert_with(
     })
 }
 
+/// [`convert_with`] into any writer (a pipe, a device, a temporary file the caller places):
+/// the GGUF is streamed, nothing is sought. `out_name` only names the output in the report.
+/// The caller flushes `out`.
+pub fn convert_to_writer(
+    src_dir: &Path,
+    out: &mut dyn std::io::Write,
+    out_name: &Path,
+    out_type: OutType,
+    options: &ConvertOptions,
+    progress: &mut dyn ConvertProgress,
+) -> Result<ConvertReport, ConvertError> {
+    let model_id = match &options.model_id {
+        Some(id) => id.clone(),
+        None => folder_model_id(src_dir),
+    };
+    let mut plan = plan::Plan::build(src_dir, out_type, &model_id)?;
+    let (_, file_size) = write::write_to(&mut plan, out, progress)?;
+    Ok(ConvertReport {
+        out_path: out_name.to_path_buf(),
+        out_type,
+        kv_count: plan.kvs.len(),
+        tensor_count: plan.tensors.len(),
+        vocab_size: plan.vocab_len,
+        file_size,
+    })
+}
+
 fn folder_model_id(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| EMBEDDINGGEMMA_MODEL_ID.to_owned())

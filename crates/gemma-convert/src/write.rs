@@ -1,7 +1,7 @@
 //! Streaming the plan into a GGUF file, atomically.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use gguf_format::{GgmlType, GgufWriter, OwnedArray, OwnedValue};
@@ -62,6 +62,21 @@ fn temp_path(out: &Path) -> PathBuf {
 /// Writes the plan to a temporary file beside `out`, then renames it over `out`. Returns the
 /// file's size.
 pub(crate) fn write_atomic(plan: &mut Plan, out: &Path, progress: &mut dyn ConvertProgress) -> Result<u64, ConvertError> {
+    let tmp = TempFile { path: temp_path(out), keep: false };
+    let file = File::create(&tmp.path).map_err(ConvertError::io(&tmp.path))?;
+    let (buffered, len) = write_to(plan, BufWriter::with_capacity(8 << 20, file), progress)?;
+    let file = buffered.into_inner().map_err(|e| ConvertError::Io { path: tmp.path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(ConvertError::io(&tmp.path))?;
+    drop(file);
+    std::fs::rename(&tmp.path, out).map_err(ConvertError::io(out))?;
+    let mut tmp = tmp;
+    tmp.keep = true;
+    Ok(len)
+}
+
+/// Streams the plan into `out` (no seeking: the layout is computed first). Returns the writer
+/// and the number of bytes written.
+pub(crate) fn write_to<W: Write>(plan: &mut Plan, out: W, progress: &mut dyn ConvertProgress) -> Result<(W, u64), ConvertError> {
     let mut writer = GgufWriter::new();
     for (key, value) in plan.kvs.iter().cloned() {
         writer.add_metadata(key, owned(value))?;
@@ -70,10 +85,7 @@ pub(crate) fn write_atomic(plan: &mut Plan, out: &Path, progress: &mut dyn Conve
         writer.add_tensor(t.name.clone(), &t.dims, ggml_type(t.ty))?;
     }
     let layout = writer.layout()?;
-
-    let tmp = TempFile { path: temp_path(out), keep: false };
-    let file = File::create(&tmp.path).map_err(ConvertError::io(&tmp.path))?;
-    let mut data = writer.write_header(BufWriter::with_capacity(8 << 20, file))?;
+    let mut data = writer.write_header(out)?;
 
     let total: u64 = plan.tensors.iter().map(|t| (t.rows * t.row_len() * 4) as u64).sum();
     let mut done = 0u64;
@@ -105,12 +117,6 @@ pub(crate) fn write_atomic(plan: &mut Plan, out: &Path, progress: &mut dyn Conve
             progress.advance(done, total);
         }
     }
-    let buffered = data.finish()?;
-    let file = buffered.into_inner().map_err(|e| ConvertError::Io { path: tmp.path.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(ConvertError::io(&tmp.path))?;
-    drop(file);
-    std::fs::rename(&tmp.path, out).map_err(ConvertError::io(out))?;
-    let mut tmp = tmp;
-    tmp.keep = true;
-    Ok(layout.file_len)
+    let out = data.finish()?;
+    Ok((out, layout.file_len))
 }

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use embed_runtime::{Embedder, NumericPath, Parallelism, Prompt, Truncation};
+use embed_runtime::{
+    EmbedError, Embedder, Input, MATRYOSHKA_DIMS, MAX_THREADS_PER_CORE, NumericPath, Parallelism, Prepared, Prompt,
+    TextError, Truncation,
+};
 
-use crate::input::InputArgs;
+use crate::input::{InputArgs, Texts};
 use crate::output::{Output, npy_header};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,13 +52,13 @@ pub struct Args {
     #[arg(long, value_name = "TEXT")]
     prefix: Option<String>,
     /// Output dimension: 768, or a Matryoshka prefix of 512, 256 or 128.
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 768, value_parser = parse_dims)]
     dims: usize,
     /// Scale a Matryoshka prefix back to unit length.
     #[arg(long)]
     renormalize: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 4 per core).
+    #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
     /// How texts are spread over the threads.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -75,8 +78,34 @@ pub struct Args {
     verbose: bool,
 }
 
+/// `--dims`: checked before anything is read or loaded, so the message blames the option.
+fn parse_dims(s: &str) -> Result<usize, String> {
+    let sizes = MATRYOSHKA_DIMS.map(|d| d.to_string()).join(", ");
+    match s.parse::<usize>() {
+        Ok(n) if MATRYOSHKA_DIMS.contains(&n) => Ok(n),
+        _ => Err(format!("the model's vector sizes are {sizes}")),
+    }
+}
+
+/// `--threads`: at least 1, at most [`MAX_THREADS_PER_CORE`] per available core (more only
+/// costs memory, and an absurd count would spawn threads until the process is killed).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cap = MAX_THREADS_PER_CORE * cores;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a number of threads".into());
+    }
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 thread is needed".into()),
+        Ok(n) if n <= cap => Ok(n),
+        // Too many, or more than fits in a usize.
+        _ => Err(format!("at most {cap} ({MAX_THREADS_PER_CORE} per core on this machine's {cores})")),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let texts = args.input.read()?;
+    let input = args.input.read()?;
+    let texts = &input.texts;
     let prompt = match (&args.prompt, &args.prefix) {
         (Some(name), _) => Prompt::named(name).with_context(|| {
             let names: Vec<&str> = embed_runtime::NAMED_PROMPTS.iter().map(|(n, _)| *n).collect();
@@ -85,6 +114,12 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(prefix)) => Prompt::Custom(prefix.clone()),
         (None, None) => Prompt::None,
     };
+    if args.format == Format::Npy && args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("--format npy writes binary data; give --output FILE or redirect standard output");
+    }
+    // The output path is checked (and its temporary file made) before the model is even
+    // looked for: a mistake there must not cost a model load or an hour of embedding.
+    let mut out = Output::open(args.output.as_deref())?;
     let model = crate::model::resolve(args.model.as_deref())?;
 
     let load_start = Instant::now();
@@ -103,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(t) = args.threads {
         builder = builder.threads(t);
     }
-    let embedder = builder.build().context("cannot load the model")?;
+    let embedder = builder.build()?;
     if args.verbose {
         eprintln!(
             "loaded {} in {:.2} s ({} threads, {:?} kernels)",
@@ -114,11 +149,17 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let mut out = Output::open(args.output.as_deref())?;
+    // Every text is tokenized and checked before the first vector is written (tokenizing is
+    // a thousandth of the work), so bad input never leaves half an output on standard output.
+    // The checked ids are the ones embedded.
+    let options = embedder.options().clone();
+    let prepared = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| embedder.prepare(Input::Text(t), &options).map_err(|e| text_error(&input, i, &e, args.no_truncate)))
+        .collect::<Result<Vec<_>>>()?;
+
     if args.format == Format::Npy {
-        if args.output.is_none() && std::io::stdout().is_terminal() {
-            bail!("--format npy writes binary data; give --output FILE or redirect standard output");
-        }
         out.write_all(&npy_header(texts.len(), embedder.dim()))?;
     }
     let bar = progress_bar(texts.len());
@@ -126,31 +167,28 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let mut tokens = 0usize;
     let mut line = String::new();
-    for (b, chunk) in texts.chunks(batch).enumerate() {
-        let result = embedder.embed(chunk).map_err(|e| match e {
-            embed_runtime::EmbedError::TooLong { index, tokens, limit } => anyhow::anyhow!(
-                "text {} has {tokens} tokens, more than the model's {limit} (drop --no-truncate to truncate it)",
-                b * batch + index + 1
-            ),
+    let mut refs: Vec<&Prepared> = Vec::with_capacity(batch);
+    for (b, chunk) in prepared.chunks(batch).enumerate() {
+        refs.clear();
+        refs.extend(chunk);
+        let rows = embedder.embed_prepared(&refs).map_err(|e| match e {
+            // Cannot happen after `prepare`; located all the same.
+            EmbedError::Text { index, source } => text_error(&input, b * batch + index, &source, args.no_truncate),
             e => anyhow::Error::new(e),
         })?;
-        tokens += result.token_counts().iter().sum::<usize>();
-        match args.format {
-            Format::Npy => {
-                for v in result.as_slice() {
-                    out.write_all(&v.to_le_bytes())?;
+        for (i, (row, p)) in rows.iter().zip(chunk).enumerate() {
+            tokens += p.tokens();
+            match args.format {
+                Format::Npy => {
+                    for v in row {
+                        out.write_all(&v.to_le_bytes())?;
+                    }
                 }
-            }
-            Format::Jsonl => {
-                for (i, row) in result.iter().enumerate() {
+                Format::Jsonl => {
                     line.clear();
                     line.push_str(&format!("{{\"index\":{},\"embedding\":", b * batch + i));
                     line.push_str(&serde_json::to_string(row)?);
-                    line.push_str(&format!(
-                        ",\"tokens\":{},\"truncated\":{}}}\n",
-                        result.token_counts()[i],
-                        result.truncated()[i]
-                    ));
+                    line.push_str(&format!(",\"tokens\":{},\"truncated\":{}}}\n", p.tokens(), p.truncated()));
                     out.write_all(line.as_bytes())?;
                 }
             }
@@ -172,6 +210,15 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One message for a text the model cannot take: where it is, then why.
+fn text_error(input: &Texts, index: usize, e: &TextError, no_truncate: bool) -> anyhow::Error {
+    let hint = match e {
+        TextError::TooLong { .. } if no_truncate => " (drop --no-truncate to truncate it)",
+        _ => "",
+    };
+    anyhow::anyhow!("{}: cannot embed this text: {e}{hint}", input.locate(index))
 }
 
 /// A bar on standard error for inputs big enough to be worth watching, when a person is.

@@ -2,6 +2,8 @@
 //! (download, verify, extract, convert) and print the GGUF's path. A second run downloads
 //! nothing: cached files are checked against their manifests.
 
+use std::io::Write;
+
 use model_fetch::{Check, ModelStore, OutType};
 
 use crate::progress::Bars;
@@ -41,6 +43,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.timings {
         eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
     }
-    println!("{}", path.display());
+    writeln!(std::io::stdout().lock(), "{}", path.display())?;
     Ok(())
 }

@@ -24,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::model::check_file(&args.file, "file")?;
     let file = GgufFile::open(&args.file).map_err(|e| match e {
         // Already names the file.
         e @ GgufError::Io { .. } => anyhow::Error::new(e),

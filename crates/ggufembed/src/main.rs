@@ -16,6 +16,7 @@ mod input;
 mod inspect;
 mod model;
 mod output;
+mod partial;
 mod progress;
 mod serve;
 mod tokenize;
@@ -56,10 +57,69 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): stop quietly and successfully, as ripgrep does.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the context chain joined by ": ".
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The error and its causes joined by ": ", each said once. Library errors often both show
+/// their source in their message and return it from `source()` (thiserror's `{source}` with
+/// `#[source]`); printing the chain naively then repeats every cause.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        // A cause whose words are already on the line adds nothing.
+        if msg.is_empty() || line.contains(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot load model m.gguf: {source}")]
+    struct Outer {
+        #[source]
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading gguf: {0}")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::other("not a gguf file");
+        let e = anyhow::Error::new(Outer { source: Inner(io) }).context("embedding");
+        assert_eq!(one_line(&e), "embedding: cannot load model m.gguf: reading gguf: not a gguf file");
+        // Causes that do not repeat themselves are all kept.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(one_line(&e), "outer: middle: inner");
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
     }
 }

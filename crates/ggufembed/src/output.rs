@@ -1,77 +1,204 @@
 //! Where results go: standard output, or a file that appears only when complete.
 //!
-//! A file output is written under a temporary name in the same directory and renamed when the
-//! command succeeds; on any error the temporary file is removed, so a failed run never leaves
-//! a truncated file that looks finished.
+//! [`Output::open`] looks at the path before any work is done, so a mistake costs nothing:
+//! - a new path or an existing regular file is written under a temporary name in the same
+//!   directory and renamed over it when the command succeeds (on any error the temporary file
+//!   is removed, so a failed run never leaves a truncated file that looks finished). A new file
+//!   gets `0666 & !umask`, as the shell's `>` would give it; a replaced file keeps its mode.
+//! - a symbolic link is followed: its target is written (or created), the link stays.
+//! - a character device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written in
+//!   place: renaming over it would replace the node with a regular file (as root, turning
+//!   `/dev/null` into a file for every other program).
+//! - a directory, a block device or a socket is refused.
+//!
+//! Write errors name the path (or standard output), so a full disk says where.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+
+use crate::partial::PartialFile;
+
+/// Symbolic links followed at most (Linux's own limit).
+const MAX_SYMLINKS: usize = 40;
 
 /// An output sink; call [`Output::commit`] when everything is written.
-pub enum Output {
+pub struct Output {
+    sink: Sink,
+    /// How errors name the target.
+    name: String,
+}
+
+enum Sink {
     Stdout(BufWriter<io::Stdout>),
-    File {
-        tmp: Option<tempfile::NamedTempFile>,
-        out: BufWriter<File>,
-        path: PathBuf,
-    },
+    /// Written under a temporary name, renamed over `path` on commit.
+    Replace { tmp: PartialFile, out: BufWriter<File>, path: PathBuf },
+    /// A character device or FIFO, written in place.
+    InPlace(BufWriter<File>),
+}
+
+/// What is at an output path once symbolic links are followed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing yet: a new file in this directory.
+    New(PathBuf),
+    /// A regular file, replaced atomically; its permissions carry over.
+    Regular(PathBuf),
+    /// A character device or FIFO, written in place.
+    Stream(PathBuf),
+}
+
+impl Target {
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::New(p) | Target::Regular(p) | Target::Stream(p) => p,
+        }
+    }
+}
+
+/// Follows symbolic links from `path` and says what is there, refusing what cannot be an
+/// output. Checks only; creates nothing.
+///
+/// The kind of file is asked of the kernel with the links followed (so `/dev/stdout`, a link
+/// through `/proc`, says what standard output really is); only a dangling link is followed by
+/// hand, to the file it names.
+pub fn resolve(path: &Path) -> Result<Target> {
+    let meta = match path.metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return new_file(path),
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+    };
+    let ty = meta.file_type();
+    if ty.is_dir() {
+        bail!("cannot write {}: it is a directory (give a file name)", path.display());
+    }
+    if ty.is_file() {
+        let real = path.canonicalize().with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(Target::Regular(real));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ty.is_char_device() || ty.is_fifo() {
+            return Ok(Target::Stream(path.to_owned()));
+        }
+        if ty.is_block_device() {
+            bail!("refusing to write {}: it is a block device", path.display());
+        }
+        if ty.is_socket() {
+            bail!("cannot write {}: it is a socket", path.display());
+        }
+    }
+    bail!("cannot write {}: not a regular file", path.display())
+}
+
+/// Where a path that does not exist yet will be created: itself, or the end of the chain of
+/// symbolic links it starts (a dangling link gets its target created, as the shell's `>` does).
+fn new_file(path: &Path) -> Result<Target> {
+    let mut current = path.to_owned();
+    for _ in 0..MAX_SYMLINKS {
+        match current.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = current.read_link().with_context(|| format!("cannot read link {}", current.display()))?;
+                current = if link.is_absolute() { link } else { parent_dir(&current).join(link) };
+            }
+            Ok(_) => bail!("cannot write {}: {} changed while being checked", path.display(), current.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = parent_dir(&current);
+                return match dir.metadata() {
+                    Ok(m) if m.is_dir() => Ok(Target::New(current)),
+                    Ok(_) => bail!("cannot write {}: {} is not a directory", path.display(), dir.display()),
+                    Err(e) => Err(e).with_context(|| format!("cannot write {}: directory {}", path.display(), dir.display())),
+                };
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+        }
+    }
+    bail!("cannot write {}: too many levels of symbolic links", path.display())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 impl Output {
+    /// Standard output for `None`; else the file at `path`, checked now (see the module docs).
     pub fn open(path: Option<&Path>) -> Result<Output> {
         let Some(path) = path else {
-            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
+            return Ok(Output { sink: Sink::Stdout(BufWriter::new(io::stdout())), name: "standard output".into() });
         };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
+        let name = path.display().to_string();
+        let sink = match resolve(path)? {
+            Target::Stream(target) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .with_context(|| format!("cannot open {name}"))?;
+                Sink::InPlace(BufWriter::new(file))
+            }
+            target @ (Target::New(_) | Target::Regular(_)) => {
+                let path = target.path().to_owned();
+                let dir = parent_dir(&path);
+                crate::partial::remove_stale(dir);
+                let tmp = PartialFile::create_in(dir)
+                    .with_context(|| format!("cannot write {name}: cannot create a file in {}", dir.display()))?;
+                if let Target::Regular(existing) = &target {
+                    let perms = existing.metadata().with_context(|| format!("cannot write {name}"))?.permissions();
+                    tmp.as_file().set_permissions(perms).with_context(|| format!("cannot write {name}"))?;
+                }
+                let out = BufWriter::new(tmp.as_file().try_clone().with_context(|| format!("cannot write {name}"))?);
+                Sink::Replace { tmp, out, path }
+            }
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".ggufembed-")
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        let out = BufWriter::new(tmp.as_file().try_clone().context("cannot open output")?);
-        Ok(Output::File {
-            tmp: Some(tmp),
-            out,
-            path: path.to_owned(),
-        })
+        Ok(Output { sink, name })
     }
 
-    /// Flushes and, for a file, moves it into place.
+    /// Flushes and, for a replaced file, moves it into place.
     pub fn commit(self) -> Result<()> {
-        match self {
-            Output::Stdout(mut w) => w.flush().context("cannot write to standard output"),
-            Output::File { mut tmp, mut out, path } => {
-                out.flush().with_context(|| format!("cannot write {}", path.display()))?;
-                let tmp = tmp.take().expect("committed once");
-                tmp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                tmp.persist(&path)
-                    .with_context(|| format!("cannot move output into place at {}", path.display()))?;
-                Ok(())
+        let name = self.name;
+        match self.sink {
+            Sink::Stdout(mut w) => w.flush().with_context(|| format!("cannot write to {name}")),
+            Sink::InPlace(mut w) => w.flush().with_context(|| format!("cannot write {name}")),
+            Sink::Replace { tmp, mut out, path } => {
+                out.flush().with_context(|| format!("cannot write {name}"))?;
+                tmp.as_file().sync_all().with_context(|| format!("cannot write {name}"))?;
+                drop(out);
+                tmp.persist(&path).with_context(|| format!("cannot move the output into place at {}", path.display()))
             }
         }
+    }
+
+    fn context(&self, e: io::Error) -> io::Error {
+        let what = match self.sink {
+            Sink::Stdout(_) => format!("cannot write to {}", self.name),
+            _ => format!("cannot write {}", self.name),
+        };
+        // The kind is kept so a closed pipe is still recognised as one.
+        io::Error::new(e.kind(), format!("{what}: {e}"))
     }
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Output::Stdout(w) => w.write(buf),
-            Output::File { out, .. } => out.write(buf),
-        }
+        let r = match &mut self.sink {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::Replace { out, .. } => out.write(buf),
+            Sink::InPlace(w) => w.write(buf),
+        };
+        r.map_err(|e| self.context(e))
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Output::Stdout(w) => w.flush(),
-            Output::File { out, .. } => out.flush(),
-        }
+        let r = match &mut self.sink {
+            Sink::Stdout(w) => w.flush(),
+            Sink::Replace { out, .. } => out.flush(),
+            Sink::InPlace(w) => w.flush(),
+        };
+        r.map_err(|e| self.context(e))
     }
 }
 
@@ -119,5 +246,78 @@ mod tests {
         o.write_all(b"done\n").unwrap();
         o.commit().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "done\n");
+    }
+
+    #[test]
+    fn directories_and_missing_directories_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", Output::open(Some(dir.path())).err().unwrap());
+        assert!(e.contains("is a directory"), "{e}");
+        let e = format!("{:#}", Output::open(Some(&dir.path().join("no/such/out.jsonl"))).err().unwrap());
+        assert!(e.contains("no/such"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_written_in_place_and_a_symlink_is_followed() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let mut o = Output::open(Some(&fifo)).unwrap();
+        o.write_all(b"through the pipe\n").unwrap();
+        o.commit().unwrap();
+        // Checked before joining: a replaced FIFO is never opened, and the reader would wait.
+        assert!(fifo.symlink_metadata().unwrap().file_type().is_fifo(), "the FIFO is still a FIFO");
+        assert_eq!(reader.join().unwrap(), b"through the pipe\n");
+
+        let target = dir.path().join("real.jsonl");
+        std::fs::write(&target, "old\n").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink("real.jsonl", &link).unwrap();
+        let mut o = Output::open(Some(&link)).unwrap();
+        o.write_all(b"new\n").unwrap();
+        o.commit().unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink(), "the link stays a link");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+
+        // A dangling link creates its target.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink("created.jsonl", &dangling).unwrap();
+        let mut o = Output::open(Some(&dangling)).unwrap();
+        o.write_all(b"x").unwrap();
+        o.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("created.jsonl")).unwrap(), "x");
+        assert!(dangling.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_follow_the_umask_and_replaced_files_keep_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The umask of this process, read the way a shell's `>` would apply it.
+        let probe = dir.path().join("probe");
+        File::create(&probe).unwrap();
+        let want = probe.metadata().unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("new.jsonl");
+        let mut o = Output::open(Some(&new)).unwrap();
+        o.write_all(b"x").unwrap();
+        o.commit().unwrap();
+        assert_eq!(new.metadata().unwrap().permissions().mode() & 0o777, want, "as File::create");
+
+        let existing = dir.path().join("existing.jsonl");
+        std::fs::write(&existing, "old").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut o = Output::open(Some(&existing)).unwrap();
+        o.write_all(b"new").unwrap();
+        o.commit().unwrap();
+        assert_eq!(existing.metadata().unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "new");
     }
 }

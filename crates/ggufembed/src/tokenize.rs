@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::input::InputArgs;
 use crate::output::Output;
@@ -19,26 +19,29 @@ pub struct Args {
     /// A GGUF model (default: EmbeddingGemma-300M Q8_0, fetched into the cache on first use).
     #[arg(long, short, value_name = "PATH")]
     model: Option<PathBuf>,
-    /// Write results to FILE instead of standard output.
+    /// Write results to FILE (it appears only when complete) instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let texts = args.input.read()?;
-    let model = crate::model::resolve(args.model.as_deref())?;
-    let tokenizer = embed_runtime::load_tokenizer(&model).context("cannot load the tokenizer")?;
+    let input = args.input.read()?;
     let mut out = Output::open(args.output.as_deref())?;
+    let model = crate::model::resolve(args.model.as_deref())?;
+    let tokenizer = embed_runtime::load_tokenizer(&model)?;
     let mut ids = Vec::new();
-    for text in &texts {
+    let mut line = String::new();
+    for text in &input.texts {
         tokenizer.encode_into(text, &mut ids);
         let mut obj = serde_json::json!({ "ids": ids });
         if args.pieces {
             let pieces: Vec<&str> = ids.iter().map(|&id| tokenizer.piece(id).unwrap_or("")).collect();
             obj["pieces"] = serde_json::json!(pieces);
         }
-        serde_json::to_writer(&mut out, &obj)?;
-        out.write_all(b"\n")?;
+        line.clear();
+        line.push_str(&obj.to_string());
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
     }
     out.commit()
 }

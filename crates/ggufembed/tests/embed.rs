@@ -181,7 +181,7 @@ fn a_missing_model_or_bad_option_is_a_one_line_error() {
     let r = run(&["embed", "--model", model().to_str().unwrap(), "--dims", "300", "hello"]);
     assert!(!r.status.success());
     let stderr = String::from_utf8(r.stderr).unwrap();
-    assert!(stderr.contains("dimension 300"), "{stderr}");
+    assert!(stderr.contains("'300' for '--dims") && stderr.contains("768, 512, 256, 128"), "{stderr}");
 
     let r = run(&["embed", "--model", model().to_str().unwrap(), "--prompt", "nope", "hello"]);
     assert!(!r.status.success());

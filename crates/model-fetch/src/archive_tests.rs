@@ -397,6 +397,27 @@ fn file_manifests_pin_size_hash_and_revision() {
     assert!(verify_file(&file, "rev-1", None, Check::Cheap, &p).unwrap_err().contains("bytes"));
 }
 
+/// A conversion that runs out of disk names the file it was writing, whatever the converter's
+/// own error type makes of the i/o error (the real source folder into /dev/full: the device is
+/// written, never replaced, and the first flush fails).
+#[test]
+fn a_full_disk_during_conversion_names_the_file() {
+    let full = Path::new("/dev/full");
+    if !(cfg!(target_os = "linux") && full.exists()) {
+        return;
+    }
+    let src = crate::testing::source_dir();
+    let err = crate::cached::convert_into(
+        &src,
+        full,
+        gemma_convert::OutType::Q8_0,
+        &gemma_convert::ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::DiskFull { ref path } if path == full), "{err}");
+}
+
 #[test]
 fn full_disks_are_reported_as_such() {
     let e = FetchError::io(Path::new("/x"), std::io::Error::from(std::io::ErrorKind::StorageFull));

@@ -105,6 +105,49 @@ pub(crate) fn verify_file(
     Ok(())
 }
 
+/// Converts `src` into the file `tmp` (created or truncated), flushed and synced. A write error
+/// is reported as this crate's i/o error on `tmp` (so a full disk is [`FetchError::DiskFull`]
+/// naming the file), whatever the converter made of it.
+pub(crate) fn convert_into(
+    src: &Path,
+    tmp: &Path,
+    out: gemma_convert::OutType,
+    options: &gemma_convert::ConvertOptions,
+    progress: &mut dyn gemma_convert::ConvertProgress,
+) -> Result<(), FetchError> {
+    /// Keeps the first write error, which the converter turns into its own error type.
+    struct Keep<W> {
+        inner: W,
+        error: Option<std::io::Error>,
+    }
+    impl<W: Write> Write for Keep<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(buf).map_err(|e| self.keep(e))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush().map_err(|e| self.keep(e))
+        }
+    }
+    impl<W> Keep<W> {
+        fn keep(&mut self, e: std::io::Error) -> std::io::Error {
+            let copy = std::io::Error::new(e.kind(), e.to_string());
+            self.error.get_or_insert(e);
+            copy
+        }
+    }
+    let file = File::create(tmp).map_err(FetchError::at(tmp))?;
+    let mut w = Keep { inner: BufWriter::with_capacity(8 << 20, file), error: None };
+    let converted = gemma_convert::convert_to_writer(src, &mut w, tmp, out, options, progress);
+    let flushed = if converted.is_ok() { w.flush() } else { Ok(()) };
+    if let Some(e) = w.error.take() {
+        return Err(FetchError::io(tmp, e));
+    }
+    converted?;
+    flushed.map_err(FetchError::at(tmp))?;
+    let file = w.inner.into_inner().map_err(|e| FetchError::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(FetchError::at(tmp))
+}
+
 /// Drops a cached file that failed verification, telling the user.
 pub(crate) fn discard(file: &Path, reason: &str, progress: &dyn Progress) -> Result<(), FetchError> {
     progress.note(&format!("cached {} is unusable ({reason}); recreating it", file.display()));

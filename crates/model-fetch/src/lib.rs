@@ -164,11 +164,18 @@ impl ModelStore {
             }
             progress.set(done);
         };
-        let converted = gemma_convert::convert_with(&src, &path, out, &options, &mut on_progress);
+        // One fixed temporary name under the lock: a killed conversion leaves at most one
+        // partial file, which the next conversion replaces.
+        let tmp = archive::temp_name(&path);
+        let converted = cached::convert_into(&src, &tmp, out, &options, &mut on_progress);
         if started {
             progress.end();
         }
-        converted?;
+        if let Err(e) = converted {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).map_err(FetchError::at(&path))?;
         progress.begin(Stage::Verify, std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
         let hashed = hashing::sha256_file(&path, progress, 0);
         progress.end();
