@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bpe_tokenizer::{Scratch as TokScratch, Tokenizer};
-use gemma_model::{GemmaModel, LoadOptions, ModelScratch, NumericPath};
+use gemma_model::{ActivationPrecision, GemmaModel, LoadOptions, ModelScratch, NumericPath};
 use gguf_format::GgufFile;
 use parking_lot::Mutex;
 use quant_kernels::{Isa, ParallelFor, Serial};
@@ -39,6 +39,7 @@ pub struct EmbedderBuilder {
     truncation: Truncation,
     isa: Option<Isa>,
     numeric: NumericPath,
+    activations: ActivationPrecision,
 }
 
 impl Default for EmbedderBuilder {
@@ -54,6 +55,7 @@ impl Default for EmbedderBuilder {
             truncation: Truncation::Right,
             isa: None,
             numeric: NumericPath::Quantized,
+            activations: ActivationPrecision::default(),
         }
     }
 }
@@ -144,6 +146,13 @@ impl EmbedderBuilder {
         self
     }
 
+    /// How the quantized path quantizes activations (default
+    /// [`ActivationPrecision::Int8Outliers`]; `Int8` is llama.cpp's scheme, for comparisons).
+    pub fn activations(mut self, precision: ActivationPrecision) -> Self {
+        self.activations = precision;
+        self
+    }
+
     /// Loads the model and tokenizer and starts the worker threads.
     pub fn build(self) -> Result<Embedder, EmbedError> {
         let path = match self.model.clone() {
@@ -202,6 +211,7 @@ impl EmbedderBuilder {
         let options = LoadOptions {
             path: self.numeric,
             isa: self.isa,
+            activations: self.activations,
         };
         let model =
             GemmaModel::load(Arc::clone(&file), options).map_err(|source| EmbedError::Model {

@@ -59,7 +59,7 @@ pub use embedder::{DEFAULT_TOKEN_BUDGET, Embedder, EmbedderBuilder, MAX_THREADS_
 pub use embeddings::Embeddings;
 pub use error::{EmbedError, TextError};
 pub use options::{Dims, EmbedOptions, Input, MATRYOSHKA_DIMS, Prepared, Truncation};
-pub use gemma_model::NumericPath;
+pub use gemma_model::{ActivationPrecision, NumericPath};
 pub use plan::Parallelism;
 pub use prompt::{NAMED_PROMPTS, Prompt};
 pub use quant_kernels::Isa;

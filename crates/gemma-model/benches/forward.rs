@@ -11,6 +11,7 @@ fn forward(c: &mut Criterion) {
         LoadOptions {
             path: NumericPath::Quantized,
             isa: None,
+            ..LoadOptions::default()
         },
     )
     .expect("load Q8_0 model");

@@ -41,6 +41,7 @@ mod forward;
 mod linear;
 mod model;
 mod norm;
+mod outliers;
 mod pooling;
 mod rope;
 mod scratch;
@@ -48,7 +49,7 @@ mod trace;
 
 pub use config::{LayerKind, ModelConfig};
 pub use error::{InputError, ModelError};
-pub use model::{GemmaModel, LoadOptions, NumericPath};
+pub use model::{ActivationPrecision, GemmaModel, LoadOptions, NumericPath};
 pub use pooling::{l2_normalize, matryoshka};
 pub use quant_kernels::{Isa, ParallelFor, Serial};
 pub use scratch::ModelScratch;

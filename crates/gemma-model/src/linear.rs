@@ -46,6 +46,11 @@ impl Linear {
         }
     }
 
+    /// The reduction length the kernels run (with residual blocks, more than the input width).
+    pub(crate) fn packed_k(&self) -> usize {
+        self.packed.packed_k()
+    }
+
     /// Bytes of packed weights.
     pub(crate) fn packed_bytes(&self) -> usize {
         self.packed.packed_bytes()

@@ -26,6 +26,22 @@ pub enum NumericPath {
     Quantized,
 }
 
+/// How activations are quantized before each int8 matrix product (the quantized path only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivationPrecision {
+    /// One int8 scale per 32 values, as llama.cpp does.
+    Int8,
+    /// Int8, plus a second int8 pass over the quantization residual of the few input blocks
+    /// that carry most of each matmul's rounding error (EmbeddingGemma's outlier channels, a
+    /// built-in table calibrated once: `src/outliers.rs`), and of every input block of the two
+    /// Dense layers (which run once per text, not per token). About 12 % more int8 work for
+    /// most of the accuracy of f32 activations (docs/NUMERICS.md). Models of another shape
+    /// than EmbeddingGemma-300M's, and weight formats without 32-element blocks (K-quants),
+    /// run plain int8 where the table does not apply.
+    #[default]
+    Int8Outliers,
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
@@ -33,6 +49,8 @@ pub struct LoadOptions {
     pub path: NumericPath,
     /// The instruction set of every kernel; `None` picks the best this CPU supports.
     pub isa: Option<Isa>,
+    /// Activation quantization of the quantized path.
+    pub activations: ActivationPrecision,
 }
 
 /// One transformer block's weights. Norm weights are as stored in GGUF (`1 + w`).
@@ -131,8 +149,16 @@ impl GemmaModel {
             row_bytes,
         );
         config.vocab_size = vocab_usize;
-        let mat = |name: &str, cols: u64, rows: u64| {
-            matrix(&file, name, cols, rows, options.path, kernels)
+        // Outlier blocks apply to the shapes they were calibrated on.
+        let table = options.activations == ActivationPrecision::Int8Outliers
+            && config.block_count == crate::outliers::BLOCKS.len()
+            && config.embedding_length == 768
+            && config.q_dim() == 768
+            && config.feed_forward_length == 1152;
+        let none: &[u8] = &[];
+        let blocks = |l: usize, kind: usize| if table { &crate::outliers::BLOCKS[l][kind][..] } else { none };
+        let mat = |name: &str, cols: u64, rows: u64, residual: Residual<'_>| {
+            matrix(&file, name, cols, rows, options.path, kernels, residual)
         };
 
         let mut layers = Vec::with_capacity(config.block_count);
@@ -140,24 +166,25 @@ impl GemmaModel {
             let name = |s: &str| format!("blk.{l}.{s}.weight");
             layers.push(Layer {
                 attn_norm: vector(&file, &name("attn_norm"), d)?,
-                wq: mat(&name("attn_q"), d, qd)?,
-                wk: mat(&name("attn_k"), d, kd)?,
-                wv: mat(&name("attn_v"), d, kd)?,
+                wq: mat(&name("attn_q"), d, qd, Residual::Blocks(blocks(l, 0)))?,
+                wk: mat(&name("attn_k"), d, kd, Residual::Blocks(blocks(l, 0)))?,
+                wv: mat(&name("attn_v"), d, kd, Residual::Blocks(blocks(l, 0)))?,
                 q_norm: vector(&file, &name("attn_q_norm"), kd)?,
                 k_norm: vector(&file, &name("attn_k_norm"), kd)?,
-                wo: mat(&name("attn_output"), qd, d)?,
+                wo: mat(&name("attn_output"), qd, d, Residual::Blocks(blocks(l, 1)))?,
                 post_attn_norm: vector(&file, &name("post_attention_norm"), d)?,
                 ffn_norm: vector(&file, &name("ffn_norm"), d)?,
-                gate: mat(&name("ffn_gate"), d, ff)?,
-                up: mat(&name("ffn_up"), d, ff)?,
-                down: mat(&name("ffn_down"), ff, d)?,
+                gate: mat(&name("ffn_gate"), d, ff, Residual::Blocks(blocks(l, 2)))?,
+                up: mat(&name("ffn_up"), d, ff, Residual::Blocks(blocks(l, 2)))?,
+                down: mat(&name("ffn_down"), ff, d, Residual::Blocks(blocks(l, 3)))?,
                 post_ffw_norm: vector(&file, &name("post_ffw_norm"), d)?,
             });
         }
         let output_norm = vector(&file, "output_norm.weight", d)?;
         let hidden = config.dense_hidden as u64;
-        let dense2 = mat("dense_2.weight", d, hidden)?;
-        let dense3 = mat("dense_3.weight", hidden, config.embedding_dim as u64)?;
+        let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };
+        let dense2 = mat("dense_2.weight", d, hidden, dense)?;
+        let dense3 = mat("dense_3.weight", hidden, config.embedding_dim as u64, dense)?;
 
         let rope_full = RopeTable::new(
             config.rope_freq_base,
@@ -201,6 +228,22 @@ impl GemmaModel {
     /// The kernel table every product of this model runs on.
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels
+    }
+
+    /// The widest activation row a per-token matmul quantizes (its input width plus 32 per
+    /// residual block): what the GEMM scratch must hold per token.
+    pub(crate) fn widest_token_k(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wo, &l.gate, &l.down])
+            .map(Linear::packed_k)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The widest activation row of the Dense head.
+    pub(crate) fn widest_head_k(&self) -> usize {
+        self.dense2.packed_k().max(self.dense3.packed_k())
     }
 
     /// Bytes held by the packed weight matrices (the embedding table stays in the file).
@@ -621,6 +664,13 @@ fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError>
     Ok(out)
 }
 
+/// Which input blocks of a matrix get a residual int8 pass.
+#[derive(Debug, Clone, Copy)]
+enum Residual<'a> {
+    Blocks(&'a [u8]),
+    All,
+}
+
 /// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path.
 fn matrix(
     file: &GgufFile,
@@ -629,6 +679,7 @@ fn matrix(
     rows: u64,
     path: NumericPath,
     kernels: &'static Kernels,
+    residual: Residual<'_>,
 ) -> Result<Linear, ModelError> {
     let t = tensor(file, name)?;
     if t.shape != [cols, rows] {
@@ -638,7 +689,17 @@ fn matrix(
     let (rows, cols) = (rows as usize, cols as usize);
     let packed = match path {
         NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
-        NumericPath::Quantized => PackedMatrix::new(kernels, ty, rows, cols, t.data),
+        NumericPath::Quantized => {
+            let blocks: Vec<usize> = match residual {
+                Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
+                Residual::All => (0..cols / 32).collect(),
+            };
+            match PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks) {
+                // Formats without 32-element blocks (K-quants) run plain int8.
+                Err(quant_kernels::KernelError::Unsupported { .. }) => PackedMatrix::new(kernels, ty, rows, cols, t.data),
+                other => other,
+            }
+        }
     }
     .map_err(|e| ModelError::Kernel {
         name: name.to_owned(),

@@ -119,8 +119,8 @@ impl ModelScratch {
         // Sized for the largest shapes up front: which texts share a group can depend on
         // scheduling, and a buffer growing mid-stream would be an allocation in the steady state.
         self.gemm
-            .reserve_activations(tokens, d.max(c.feed_forward_length));
-        self.gemm.reserve_activations(HEAD_CHUNK, c.dense_hidden);
+            .reserve_activations(tokens, model.widest_token_k());
+        self.gemm.reserve_activations(HEAD_CHUNK, model.widest_head_k());
         self.pooled.resize(HEAD_CHUNK * d, 0.0);
         self.dense_mid.resize(HEAD_CHUNK * c.dense_hidden, 0.0);
         self.acc.resize(d, 0.0);

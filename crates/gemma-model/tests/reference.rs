@@ -63,6 +63,7 @@ fn f32_model() -> &'static GemmaModel {
             LoadOptions {
                 path: NumericPath::F32,
                 isa: None,
+                ..LoadOptions::default()
             },
         )
         .expect("load F32 model")
@@ -78,6 +79,7 @@ fn q8_model() -> &'static GemmaModel {
             LoadOptions {
                 path: NumericPath::Quantized,
                 isa: None,
+                ..LoadOptions::default()
             },
         )
         .expect("load Q8_0 model")
@@ -86,7 +88,7 @@ fn q8_model() -> &'static GemmaModel {
 
 fn q4_k_m_model(path: NumericPath) -> GemmaModel {
     let p = model_fetch::testing::gguf(model_fetch::OutType::Q4_K_M);
-    GemmaModel::open(p, LoadOptions { path, isa: None }).expect("load Q4_K_M model")
+    GemmaModel::open(p, LoadOptions { path, ..LoadOptions::default() }).expect("load Q4_K_M model")
 }
 
 /// A parallel-for over scoped threads, for tests only (the crate never creates threads).

@@ -87,46 +87,48 @@ fn q8_0_ceiling() -> &'static Embedder {
     })
 }
 
-/// Regression floor, not the target: on sets holding hypersensitive texts our int8 activations
-/// cost up to 1.0e-3 of cosine below min(bar, ceiling) (measured: dev-multi[32] 0.99846 where
-/// f32 activations give 0.99968, edge[9] 0.99827 vs 0.99981, long[4] 0.99854 vs 0.99928). The
-/// 0.9993 per-text target is NOT met on those texts yet; higher-precision activations are the
-/// known fix. This slack keeps what we have from getting worse.
-const INT8_ACTIVATION_SLACK: f32 = 1.5e-3;
-/// Mean over a set containing hypersensitive texts (regression floor; measured 0.99908-0.99951).
-const Q8_0_MEAN_WITH_OUTLIERS: f32 = 0.9990;
+/// Regression floor: on the texts under the per-text bar, how far the int8 path (with outlier
+/// residuals) may stay below min(bar, f32-activation ceiling). Measured: dev-multi[53] 0.97893 (6.1e-4 under)
+/// against a ceiling of 0.97954 (the Q8_0 weights themselves limit it), edge[16] 0.99879,
+/// long[4] 0.99924 against 0.99928. Plain int8 activations needed 1.0e-3 (edge[9] 0.99827).
+const INT8_ACTIVATION_SLACK: f32 = 7e-4;
 
-/// Every text reaches the per-text bar or, where the Q8_0 weights themselves fall short of it,
-/// stays within `INT8_ACTIVATION_SLACK` of what exact activations would give.
-fn assert_q8_0_against_ceiling(name: &str) {
+/// Every text reaches the per-text bar or, where it does not, stays within
+/// `INT8_ACTIVATION_SLACK` of what exact activations would give; the set's mean reaches
+/// `mean_floor` and at most `max_below` texts are under the bar.
+fn assert_q8_0_against_ceiling(name: &str, mean_floor: f32, max_below: usize) {
     let ours = run_set(name, q8_0());
     let ceiling = run_set(name, q8_0_ceiling());
     let mut below = 0;
     for (i, (&c, &top)) in ours.cos.iter().zip(&ceiling.cos).enumerate() {
-        if c < Q8_0_MIN_COSINE {
+        if c < Q8_0_TEXT_BAR {
             below += 1;
-            let floor = Q8_0_MIN_COSINE.min(top) - INT8_ACTIVATION_SLACK;
+            let floor = Q8_0_TEXT_BAR.min(top) - INT8_ACTIVATION_SLACK;
             assert!(c >= floor, "{name}[{i}]: {c} below the floor {floor} (f32-activation ceiling {top})");
-            eprintln!("{name}[{i}]: {c:.6} < {Q8_0_MIN_COSINE} (f32-activation ceiling {top:.6})");
+            eprintln!("{name}[{i}]: {c:.6} < {Q8_0_TEXT_BAR} (f32-activation ceiling {top:.6})");
         }
     }
-    eprintln!("{name}: {below} text(s) below {Q8_0_MIN_COSINE}");
-    assert!(ours.mean >= Q8_0_MEAN_WITH_OUTLIERS, "{name}: mean {} < {Q8_0_MEAN_WITH_OUTLIERS}", ours.mean);
+    eprintln!("{name}: {below} text(s) below {Q8_0_TEXT_BAR}");
+    assert!(below <= max_below, "{name}: {below} texts below {Q8_0_TEXT_BAR}, at most {max_below} allowed");
+    assert!(ours.mean >= mean_floor, "{name}: mean {} < {mean_floor}", ours.mean);
 }
 
 #[test]
 fn q8_0_dev_multi() {
-    assert_q8_0_against_ceiling("dev-multi");
+    // Measured 0.99972 with 2 texts under the bar (llama.cpp's Q8_0: 0.99952, 9 texts).
+    assert_q8_0_against_ceiling("dev-multi", 0.9997, 3);
 }
 
 #[test]
 fn q8_0_long_texts_cross_the_sliding_window_and_truncate() {
-    assert_q8_0_against_ceiling("long");
+    // Measured min 0.99924, mean 0.99951.
+    assert_q8_0_against_ceiling("long", 0.9995, 1);
 }
 
 #[test]
 fn q8_0_edge_cases() {
-    assert_q8_0_against_ceiling("edge");
+    // Measured min 0.99879, mean 0.99968.
+    assert_q8_0_against_ceiling("edge", 0.9996, 2);
 }
 
 #[test]

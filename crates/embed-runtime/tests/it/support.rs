@@ -6,10 +6,15 @@ use std::sync::OnceLock;
 use embed_runtime::{Embedder, NumericPath};
 use model_fetch::OutType;
 
-/// Per-text cosine every Q8_0 vector must reach against sentence-transformers (f32), and the
-/// mean over a set. llama.cpp's own Q8_0 path reaches min 0.99939 / mean 0.99967.
-pub const Q8_0_MIN_COSINE: f32 = 0.9993;
-pub const Q8_0_MEAN_COSINE: f32 = 0.9996;
+/// Per-text cosine every Q8_0 vector must reach against sentence-transformers (f32) on the
+/// English sets, and the mean over a set: floors just under what the int8 path with outlier
+/// residuals reaches (dev-en 0.99976 / 0.99985, query 0.99982 / 0.99986, document 0.99979 /
+/// 0.99988). llama.cpp's own Q8_0 path reaches min 0.99954 / mean 0.99967 on dev-en.
+pub const Q8_0_MIN_COSINE: f32 = 0.9997;
+pub const Q8_0_MEAN_COSINE: f32 = 0.9998;
+/// The per-text bar of the sets whose texts are not all well-conditioned (multilingual, long,
+/// edge): texts under it are counted and held to the f32-activation ceiling instead.
+pub const Q8_0_TEXT_BAR: f32 = 0.9993;
 /// An exact f32 implementation differs from the reference only by summation order.
 pub const F32_MIN_COSINE: f32 = 0.99999;
 
