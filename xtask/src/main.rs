@@ -4,6 +4,8 @@
 //!   counting allocator; flamegraphs, top-30 tables, stage breakdowns, QUICK_COMPARISON.md.
 //! - `cargo xtask bench-matrix`: batch size × mode × threads on short and long texts, optionally
 //!   beside llama.cpp; CSV, MATRIX.md with the crossover and the auto check, SVG plots.
+//! - `cargo xtask bench-serve`: `ggufembed serve` under closed-loop load beside the library's own
+//!   batch-1/batch-32 rates and llama-server; SERVE.md, CSV and an SVG plot.
 //! - `cargo xtask test`: the whole test suite, `cargo test --workspace` then the Python package's
 //!   pytest suites in a virtual environment it makes (see `test.rs`).
 //!
@@ -14,6 +16,7 @@
 mod alloc_track;
 mod analysis;
 mod bench_matrix;
+mod bench_serve;
 mod cpu_profile;
 mod engine;
 mod machine;
@@ -53,6 +56,8 @@ enum Command {
     BenchMatrix(bench_matrix::BenchArgs),
     /// The whole test suite: cargo test --workspace, then the Python package's pytest suites.
     Test(test::TestArgs),
+    /// `ggufembed serve` under closed-loop load (1-128 clients), beside the library and llama-server.
+    BenchServe(bench_serve::ServeArgs),
 }
 
 /// The workspace root (xtask's parent folder).
@@ -72,6 +77,10 @@ fn main() -> anyhow::Result<()> {
         Command::BenchMatrix(args) => {
             let model = runtime::resolve_model(args.inputs.model.as_deref())?;
             bench_matrix::run_repeated(&args, &model, &|t| runtime::open(&model, t))?;
+        }
+        Command::BenchServe(args) => {
+            let model = runtime::resolve_model(args.inputs.model.as_deref())?;
+            bench_serve::run(&args, &model)?;
         }
     }
     Ok(())

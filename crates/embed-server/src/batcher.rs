@@ -22,7 +22,9 @@ const STARTED: u8 = 1;
 const EXPIRED: u8 = 2;
 
 /// The longest the batcher waits for stragglers before a pass (see [`Queue::next_batch`]).
-const GATHER_MAX: Duration = Duration::from_millis(2);
+const GATHER_MAX: Duration = Duration::from_millis(20);
+/// While gathering, a pause this long between two arrivals means the burst is over.
+const GATHER_GAP: Duration = Duration::from_millis(2);
 
 /// One request's link to the batcher.
 pub(crate) struct Ticket {
@@ -125,6 +127,8 @@ impl Entry {
 struct QueueState {
     entries: VecDeque<Entry>,
     closed: bool,
+    /// When the last request was queued.
+    last_push: Instant,
 }
 
 /// The queue between handlers and the batcher.
@@ -139,6 +143,7 @@ impl Queue {
             state: Mutex::new(QueueState {
                 entries: VecDeque::new(),
                 closed: false,
+                last_push: Instant::now(),
             }),
             ready: Condvar::new(),
         }
@@ -156,6 +161,7 @@ impl Queue {
             return Err(ApiError::new(Kind::Unavailable, "the server is shutting down"));
         }
         state.entries.extend(entries);
+        state.last_push = Instant::now();
         metrics.queue_size.set(state.entries.len() as i64);
         drop(state);
         self.ready.notify_one();
@@ -184,32 +190,38 @@ impl Queue {
     /// The next pass: queued inputs in arrival order up to `max_tokens` (at least one), or
     /// `None` once the queue is closed.
     ///
-    /// A closed loop of N clients sends its next requests only after the previous pass's answers
-    /// arrive, and the first one to arrive would otherwise start a tiny pass that makes all the
-    /// others wait a whole pass more. So when fewer than half the last pass's inputs are
-    /// waiting, the batcher waits for stragglers, at most a tenth of the last pass's time and
-    /// never over [`GATHER_MAX`]; a lone client (last pass of one) never waits.
+    /// `last` is the previous pass's input count and duration. A closed loop of N clients sends
+    /// its next requests only after the previous pass's answers arrive, and the first to arrive
+    /// would otherwise start a small pass that makes all the others wait a whole pass more (the
+    /// passes alternate small and large, and the small ones run at batch-1 efficiency). So while
+    /// fewer inputs are queued than the last pass took, the batcher gathers: it waits for the
+    /// burst of returning requests until they have all come back, or no request has arrived for
+    /// [`GATHER_GAP`] (counted from the end of the last pass), or a quarter of the last pass's time (at most [`GATHER_MAX`]) has passed.
+    /// A lone client (last pass of one input, one queued) never waits.
     fn next_batch(&self, max_tokens: usize, metrics: &Metrics, last: (usize, Duration)) -> Option<Vec<Entry>> {
+        let (last_size, last_time) = last;
+        let pass_end = Instant::now();
+        let gather_until = pass_end + (last_time / 4).min(GATHER_MAX);
         let mut state = self.lock();
         loop {
             while state.entries.is_empty() && !state.closed {
                 state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
             }
-            if state.closed {
-                return None;
-            }
-            let (last_size, last_time) = last;
-            let gather_until = Instant::now() + (last_time / 10).min(GATHER_MAX);
-            while state.entries.len() * 2 < last_size && !state.closed {
+            while state.entries.len() < last_size && !state.closed {
+                // Arrivals during the last pass do not count: the burst starts when it ends.
+                let until = gather_until.min(state.last_push.max(pass_end) + GATHER_GAP);
                 let now = Instant::now();
-                if now >= gather_until {
+                if now >= until {
                     break;
                 }
                 state = self
                     .ready
-                    .wait_timeout(state, gather_until - now)
+                    .wait_timeout(state, until - now)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+            }
+            if state.closed {
+                return None;
             }
             let mut batch = Vec::new();
             let mut tokens = 0;

@@ -57,7 +57,7 @@ async fn a_model_that_fails_to_load_is_reported() {
 async fn health_is_503_while_a_pass_runs_past_the_stall_timeout() {
     let (server, base) = start(|b| b.stall_timeout(Duration::from_millis(30))).await;
     let url = format!("{base}/embed");
-    let slow = tokio::spawn(async move { post(&url, &json!({"inputs": [long_text(), long_text()]})).await });
+    let slow = tokio::spawn(async move { post(&url, &json!({"inputs": [long_text()]})).await });
     let mut saw_stuck = false;
     let t = Instant::now();
     while !slow.is_finished() && t.elapsed() < Duration::from_secs(30) {
@@ -83,7 +83,7 @@ async fn shutdown_finishes_requests_in_flight_then_refuses_connections() {
     let addr = server.local_addr();
     let url = format!("{base}/embed");
     let in_flight = tokio::spawn(async move { post(&url, &json!({"inputs": [long_text(), "short"]})).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_metric(&base, "te_batch_next_size_count", "", 1.0).await;
     server.shutdown().await.expect("a clean shutdown");
     let (s, b) = in_flight.await.unwrap();
     assert_eq!(s, 200, "the request in flight was finished: {b}");
@@ -95,14 +95,15 @@ async fn shutdown_finishes_requests_in_flight_then_refuses_connections() {
 async fn shutdown_deadline_bounds_the_wait() {
     let (server, base) = start(|b| b.shutdown_deadline(Duration::from_millis(50))).await;
     let url = format!("{base}/embed");
-    let texts: Vec<String> = (0..3).map(|_| long_text()).collect();
+    let texts: Vec<String> = (0..2).map(|_| long_text()).collect();
     let _in_flight = tokio::spawn(async move { post(&url, &json!({"inputs": texts})).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_metric(&base, "te_batch_next_size_count", "", 1.0).await;
     let t = Instant::now();
     let e = server.shutdown().await.unwrap_err();
     assert!(matches!(e, ServerError::DeadlineExceeded(_)), "{e}");
-    // The deadline, plus at most the pass that was running.
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // The deadline, plus at most the pass that was running (seconds on a loaded machine, where
+    // other tests share the embedder's pool); the second input is never started.
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,3 +119,4 @@ async fn limits_that_cannot_work_are_refused() {
     let e = Server::builder().embedder(embedder()).bind("256.0.0.1:1").await.unwrap_err();
     assert!(matches!(e, ServerError::Bind { .. }), "{e}");
 }
+

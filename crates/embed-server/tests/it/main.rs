@@ -113,3 +113,13 @@ pub fn bits(v: &[f32]) -> Vec<u32> {
 pub fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
+
+/// Waits (up to 30 s) until a metric reaches `at_least`: a test's way to know a request has
+/// arrived or a pass has started, whatever the machine's load.
+pub async fn wait_metric(base: &str, name: &str, labels: &str, at_least: f64) {
+    let t = std::time::Instant::now();
+    while metric(base, name, labels).await < at_least {
+        assert!(t.elapsed() < Duration::from_secs(30), "{name} never reached {at_least}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

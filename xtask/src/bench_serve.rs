@@ -1,0 +1,685 @@
+//! `cargo xtask bench-serve`: `ggufembed serve` under closed-loop load, beside the library's own
+//! batch-1 and batch-32 rates on the same texts and, optionally, llama.cpp's `llama-server`.
+//!
+//! Each run is N clients, each sending a request of K texts from the STS-B pool, waiting for the
+//! answer and sending the next, for a fixed time after a warm-up. Both servers run as separate
+//! processes with the same model and thread count, driven over loopback HTTP/1.1 keep-alive by
+//! the same client (reqwest on a two-thread tokio runtime). The load generator shares the
+//! machine with the server, as it does for the peer, so the comparison is fair but the absolute
+//! figures include the client's CPU.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use embed_runtime::{Embedder, Parallelism};
+use plotters::prelude::*;
+
+use crate::machine::{Machine, ModelInfo};
+use crate::render::{Table, csv_record, pct, sig3};
+use crate::stats::percentile;
+use crate::workload::load_sentences;
+
+/// Options of `cargo xtask bench-serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Runs as CLIENTSxTEXTS (concurrent clients × texts per request), in order.
+    #[arg(long, default_value = "1x1,8x1,32x1,128x1,8x16")]
+    pub runs: String,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seconds of load before each run's measurement starts.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Seconds the library's batch-1 and batch-32 rates are each measured for.
+    #[arg(long, default_value_t = 10.0)]
+    pub library_secs: f64,
+    /// Model threads (library, our server and the peer alike; default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The ggufembed binary (default: target/release/ggufembed, built first if missing).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// Extra arguments for `ggufembed serve` (e.g. "--max-batch-tokens 1024").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub serve_args: String,
+    /// Also run the same load against llama.cpp's `llama-server --embeddings` at PATH (build it
+    /// with `bash ../shared/tools/llama-peer/build.sh DIR`; the binary is DIR/build/bin/llama-server).
+    #[arg(long, value_name = "PATH")]
+    pub peer_llama_server: Option<PathBuf>,
+    /// llama-server's parallel slots (`-np`); its other settings are its EmbeddingGemma preset's.
+    #[arg(long, default_value_t = 32)]
+    pub peer_slots: usize,
+    #[command(flatten)]
+    pub inputs: crate::workload::Inputs,
+}
+
+/// One load run's outcome.
+#[derive(Debug, Clone)]
+struct RunResult {
+    server: String,
+    clients: usize,
+    per_request: usize,
+    seconds: f64,
+    ok_requests: usize,
+    ok_texts: usize,
+    latencies_ms: Vec<f64>,
+    rejected: usize,
+    errors: usize,
+    /// Mean inputs per forward pass during the run, from the server's `te_batch_next_size`
+    /// (servers without it: `None`).
+    mean_pass: Option<f64>,
+}
+
+impl RunResult {
+    fn texts_per_s(&self) -> f64 {
+        self.ok_texts as f64 / self.seconds
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        percentile(&self.latencies_ms, q).unwrap_or(f64::NAN)
+    }
+}
+
+/// The library's own rates on the same texts and threads.
+#[derive(Debug, Clone, Copy)]
+struct LibraryRates {
+    batch1_texts_per_s: f64,
+    batch1_ms: f64,
+    batch32_texts_per_s: f64,
+}
+
+fn parse_runs(s: &str) -> anyhow::Result<Vec<(usize, usize)>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (c, k) = p.split_once('x').with_context(|| format!("run {p:?} is not CLIENTSxTEXTS"))?;
+            let c: usize = c.parse().with_context(|| format!("clients in {p:?}"))?;
+            let k: usize = k.parse().with_context(|| format!("texts in {p:?}"))?;
+            if c == 0 || k == 0 {
+                bail!("run {p:?}: clients and texts must be at least 1");
+            }
+            Ok((c, k))
+        })
+        .collect()
+}
+
+pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
+    let runs = parse_runs(&args.runs)?;
+    let pool = load_sentences(&args.inputs.texts_path())?;
+    let mut machine = Machine::detect();
+    let model_info = ModelInfo::of(model)?;
+    let threads = args.threads.unwrap_or(machine.cores);
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => ensure_release_bin()?,
+    };
+
+    // The library first, alone on the machine.
+    eprintln!("bench-serve: library batch-1 and batch-32 rates ({} s each)", args.library_secs);
+    let lib = {
+        let embedder = Embedder::builder().model(model).threads(threads).build().context("loading the model")?;
+        machine.isa = format!("{:?}", embedder.isa());
+        library_rates(&embedder, &pool, Duration::from_secs_f64(args.library_secs))?
+    };
+    let out = args.inputs.out_dir(&machine, "bench-serve");
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("bench-client")
+        .build()?;
+    let pool = Arc::new(pool);
+    let mut results = Vec::new();
+    let mut servers: Vec<(String, Starter)> = Vec::new();
+    {
+        let (bin, model, serve_args, out) = (bin.clone(), model.to_path_buf(), args.serve_args.clone(), out.clone());
+        servers.push((
+            "ggufembed serve".into(),
+            Box::new(move || start_ours(&bin, &model, threads, &serve_args, &out)),
+        ));
+    }
+    if let Some(peer) = &args.peer_llama_server {
+        let (peer, model, out, slots) = (peer.clone(), model.to_path_buf(), out.clone(), args.peer_slots);
+        servers.push((
+            "llama-server".into(),
+            Box::new(move || start_llama(&peer, &model, threads, slots, &out)),
+        ));
+    }
+    for (name, start) in &servers {
+        eprintln!("bench-serve: starting {name}");
+        let mut server = start()?;
+        let checked = client_rt.block_on(check_answers(&server.base, &pool, model, threads));
+        if let Err(e) = checked {
+            server.stop();
+            return Err(e.context(format!("{name} answered wrongly")));
+        }
+        for &(clients, per_request) in &runs {
+            eprintln!("bench-serve: {name}: {clients} clients x {per_request} texts, {} s", args.duration);
+            let before = pass_counters(&server.base);
+            let mut r = client_rt.block_on(load(
+                name,
+                &server.base,
+                Arc::clone(&pool),
+                clients,
+                per_request,
+                Duration::from_secs_f64(args.warmup),
+                Duration::from_secs_f64(args.duration),
+            ))?;
+            if let (Some((s0, c0)), Some((s1, c1))) = (before, pass_counters(&server.base)) {
+                r.mean_pass = (c1 > c0).then(|| (s1 - s0) / (c1 - c0));
+            }
+            eprintln!(
+                "  {} texts/s, p50 {} ms, p99 {} ms, {} rejected, {} errors",
+                sig3(r.texts_per_s()),
+                sig3(r.p(50.0)),
+                sig3(r.p(99.0)),
+                r.rejected,
+                r.errors
+            );
+            results.push(r);
+        }
+        server.stop();
+    }
+    write_report(&out, &machine, &model_info, args, threads, &lib, &results)?;
+    eprintln!("bench-serve: wrote {}", out.join("SERVE.md").display());
+    Ok(out)
+}
+
+/// `target/release/ggufembed`, built with `cargo build --release -p ggufembed` first.
+fn ensure_release_bin() -> anyhow::Result<PathBuf> {
+    let root = crate::workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "ggufembed"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p ggufembed failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("ggufembed"))
+}
+
+fn library_rates(e: &Embedder, pool: &[String], each: Duration) -> anyhow::Result<LibraryRates> {
+    let rate = |batch: usize| -> anyhow::Result<(f64, f64)> {
+        // Warm-up: the pool's scratch buffers and the page cache.
+        e.embed_with(&crate::workload::window(pool, batch, 0), Parallelism::Auto)?;
+        let (mut texts, mut k, mut calls) = (0usize, 1usize, Vec::new());
+        let t = Instant::now();
+        while t.elapsed() < each {
+            let w = crate::workload::window(pool, batch, k);
+            let c = Instant::now();
+            e.embed_with(&w, Parallelism::Auto)?;
+            calls.push(c.elapsed().as_secs_f64() * 1e3);
+            texts += batch;
+            k += 1;
+        }
+        Ok((texts as f64 / t.elapsed().as_secs_f64(), percentile(&calls, 50.0).unwrap_or(f64::NAN)))
+    };
+    let (b1, b1_ms) = rate(1)?;
+    let (b32, _) = rate(32)?;
+    Ok(LibraryRates {
+        batch1_texts_per_s: b1,
+        batch1_ms: b1_ms,
+        batch32_texts_per_s: b32,
+    })
+}
+
+/// Starts one server under test.
+type Starter = Box<dyn Fn() -> anyhow::Result<ServerProc>>;
+
+struct ServerProc {
+    child: Child,
+    base: String,
+}
+
+impl ServerProc {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn log_file(out: &Path, name: &str) -> anyhow::Result<fs::File> {
+    fs::File::create(out.join(name)).with_context(|| format!("creating {}", out.join(name).display()))
+}
+
+fn start_ours(bin: &Path, model: &Path, threads: usize, extra: &str, out: &Path) -> anyhow::Result<ServerProc> {
+    let mut child = Command::new(bin)
+        .args(["serve", "--port", "0", "--threads", &threads.to_string(), "--model"])
+        .arg(model)
+        .args(extra.split_whitespace())
+        .stdout(Stdio::piped())
+        .stderr(log_file(out, "ggufembed-serve.log")?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("ggufembed serve printed {line:?}"))?
+        .to_owned();
+    let mut server = ServerProc { child, base };
+    wait_healthy(&mut server)?;
+    Ok(server)
+}
+
+fn start_llama(bin: &Path, model: &Path, threads: usize, slots: usize, out: &Path) -> anyhow::Result<ServerProc> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let t = threads.to_string();
+    let np = slots.to_string();
+    let p = port.to_string();
+    // The settings of llama-server's --embd-gemma-default preset, on our model file.
+    let child = Command::new(bin)
+        .args(["-m"])
+        .arg(model)
+        .args(["--embeddings", "-t", &t, "-c", "65536", "-b", "2048", "-ub", "2048", "-np", &np])
+        .args(["--host", "127.0.0.1", "--port", &p])
+        .stdout(log_file(out, "llama-server.log")?)
+        .stderr(log_file(out, "llama-server.err.log")?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut server = ServerProc {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_healthy(&mut server)?;
+    Ok(server)
+}
+
+fn wait_healthy(server: &mut ServerProc) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let url = format!("{}/health", server.base);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("the server exited ({status}) before it was healthy");
+        }
+        if blocking_status(&url) == Some(200) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("{url} not 200 within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET `url` over a raw HTTP/1.1 connection (no runtime needed): status and body.
+fn blocking_get(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+fn blocking_status(url: &str) -> Option<u16> {
+    blocking_get(url).map(|r| r.0)
+}
+
+/// `te_batch_next_size`'s sum and count from the server's `/metrics`, if it has them.
+fn pass_counters(base: &str) -> Option<(f64, f64)> {
+    let (status, text) = blocking_get(&format!("{base}/metrics"))?;
+    if status != 200 {
+        return None;
+    }
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    Some((value("te_batch_next_size_sum")?, value("te_batch_next_size_count")?))
+}
+
+/// The server's vector for a text is the library's (ours bit for bit; the peer's within its
+/// own numerics: cosine > 0.99).
+async fn check_answers(base: &str, pool: &[String], model: &Path, threads: usize) -> anyhow::Result<()> {
+    let texts: Vec<&str> = pool.iter().take(4).map(String::as_str).collect();
+    let body = serde_json::json!({"input": texts, "model": "embeddinggemma-300m", "encoding_format": "float"});
+    let r = reqwest::Client::new().post(format!("{base}/v1/embeddings")).json(&body).send().await?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await?;
+    if !status.is_success() {
+        bail!("status {status}: {v}");
+    }
+    let e = Embedder::builder().model(model).threads(threads.min(2)).build()?;
+    let want = e.embed(&texts)?;
+    for (i, d) in v["data"].as_array().context("no data")?.iter().enumerate() {
+        let got: Vec<f32> = d["embedding"]
+            .as_array()
+            .context("no embedding")?
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+            .collect();
+        let cos = crate::peer::cosine(&got, want.row(i));
+        if cos < 0.99 {
+            bail!("text {i}: cosine {cos:.4} with the library's vector");
+        }
+    }
+    Ok(())
+}
+
+async fn load(
+    name: &str,
+    base: &str,
+    pool: Arc<Vec<String>>,
+    clients: usize,
+    per_request: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<RunResult> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let url = format!("{base}/v1/embeddings");
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let from = start + warmup;
+    let end = from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, pool, next) = (http.clone(), url.clone(), Arc::clone(&pool), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut samples: Vec<(f64, u16)> = Vec::new();
+            while Instant::now() < end {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let texts: Vec<&str> = (0..per_request).map(|i| pool[(k * per_request + i) % pool.len()].as_str()).collect();
+                let body = serde_json::json!({"input": texts, "model": "embeddinggemma-300m", "encoding_format": "float"});
+                let t0 = Instant::now();
+                let status = match http.post(&url).json(&body).send().await {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        // The body is read in full, as a client would.
+                        match r.bytes().await {
+                            Ok(b) if s != 200 || b.first() == Some(&b'{') => s,
+                            _ => 0,
+                        }
+                    }
+                    Err(_) => 0,
+                };
+                let t1 = Instant::now();
+                if t0 >= from && t1 <= end {
+                    samples.push(((t1 - t0).as_secs_f64() * 1e3, status));
+                }
+                if status != 200 {
+                    // A refused client backs off briefly instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            samples
+        }));
+    }
+    let mut r = RunResult {
+        server: name.to_owned(),
+        clients,
+        per_request,
+        seconds: duration.as_secs_f64(),
+        ok_requests: 0,
+        ok_texts: 0,
+        latencies_ms: Vec::new(),
+        rejected: 0,
+        errors: 0,
+        mean_pass: None,
+    };
+    for t in tasks {
+        for (ms, status) in t.await? {
+            match status {
+                200 => {
+                    r.ok_requests += 1;
+                    r.ok_texts += per_request;
+                    r.latencies_ms.push(ms);
+                }
+                429 | 503 => r.rejected += 1,
+                _ => r.errors += 1,
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn write_report(
+    out: &Path,
+    machine: &Machine,
+    model: &ModelInfo,
+    args: &ServeArgs,
+    threads: usize,
+    lib: &LibraryRates,
+    results: &[RunResult],
+) -> anyhow::Result<()> {
+    let mut csv = csv_record(&[
+        "server", "clients", "texts_per_request", "seconds", "ok_requests", "ok_texts", "texts_per_s",
+        "p50_ms", "p95_ms", "p99_ms", "rejected", "errors", "mean_inputs_per_pass",
+    ]);
+    csv.push_str(&csv_record(&[
+        "library batch-1".to_string(),
+        "1".into(),
+        "1".into(),
+        args.library_secs.to_string(),
+        String::new(),
+        String::new(),
+        format!("{:.2}", lib.batch1_texts_per_s),
+        format!("{:.3}", lib.batch1_ms),
+        String::new(),
+        String::new(),
+        "0".into(),
+        "0".into(),
+        "1".into(),
+    ]));
+    csv.push_str(&csv_record(&[
+        "library batch-32".to_string(),
+        "1".into(),
+        "32".into(),
+        args.library_secs.to_string(),
+        String::new(),
+        String::new(),
+        format!("{:.2}", lib.batch32_texts_per_s),
+        String::new(),
+        String::new(),
+        String::new(),
+        "0".into(),
+        "0".into(),
+        "32".into(),
+    ]));
+    let mut table = Table::new(&[
+        "server", ">clients", ">texts/request", ">texts/s", ">vs library batch-32", ">p50 ms", ">p95 ms", ">p99 ms",
+        ">rejected", ">errors", ">inputs/pass",
+    ]);
+    for r in results {
+        csv.push_str(&csv_record(&[
+            r.server.clone(),
+            r.clients.to_string(),
+            r.per_request.to_string(),
+            format!("{}", r.seconds),
+            r.ok_requests.to_string(),
+            r.ok_texts.to_string(),
+            format!("{:.2}", r.texts_per_s()),
+            format!("{:.3}", r.p(50.0)),
+            format!("{:.3}", r.p(95.0)),
+            format!("{:.3}", r.p(99.0)),
+            r.rejected.to_string(),
+            r.errors.to_string(),
+            r.mean_pass.map(|m| format!("{m:.2}")).unwrap_or_default(),
+        ]));
+        table.row([
+            r.server.clone(),
+            r.clients.to_string(),
+            r.per_request.to_string(),
+            sig3(r.texts_per_s()),
+            pct(r.texts_per_s() / lib.batch32_texts_per_s),
+            sig3(r.p(50.0)),
+            sig3(r.p(95.0)),
+            sig3(r.p(99.0)),
+            r.rejected.to_string(),
+            r.errors.to_string(),
+            r.mean_pass.map(sig3).unwrap_or_default(),
+        ]);
+    }
+    fs::write(out.join("serve.csv"), &csv)?;
+
+    let find = |server: &str, c: usize, k: usize| {
+        results.iter().find(|r| r.server == server && r.clients == c && r.per_request == k)
+    };
+    let mut md = String::new();
+    let _ = writeln!(md, "# bench-serve: `ggufembed serve` under closed-loop load\n");
+    md.push_str(&machine.markdown(model));
+    let _ = writeln!(
+        md,
+        "- **load**: runs {}; {} s measured after {} s warm-up each; STS-B en-dev sentences from {}; \
+         requests to `/v1/embeddings` with `encoding_format: float`, HTTP/1.1 keep-alive, client on the same machine\n\
+         - **threads**: {threads} (library, ggufembed serve{} alike)\n- **serve args**: `{}`\n",
+        args.runs,
+        args.duration,
+        args.warmup,
+        args.inputs.texts_path().display(),
+        if args.peer_llama_server.is_some() { ", llama-server" } else { "" },
+        if args.serve_args.is_empty() { "(defaults)" } else { &args.serve_args },
+    );
+    let _ = writeln!(md, "## The library on the same texts\n");
+    let _ = writeln!(
+        md,
+        "- batch 1: {} texts/s ({} ms per call, median)\n- batch 32: {} texts/s\n",
+        sig3(lib.batch1_texts_per_s),
+        sig3(lib.batch1_ms),
+        sig3(lib.batch32_texts_per_s)
+    );
+    let _ = writeln!(md, "## Servers\n\n{}", table.to_markdown());
+    let _ = writeln!(md, "## Targets\n");
+    let ours = "ggufembed serve";
+    if let Some(r) = find(ours, 32, 1) {
+        let ratio = r.texts_per_s() / lib.batch32_texts_per_s;
+        let _ = writeln!(
+            md,
+            "- 32 clients × 1 text: {} texts/s = {} of the library's batch-32 rate (target ≥ 90 %): **{}**",
+            sig3(r.texts_per_s()),
+            pct(ratio),
+            if ratio >= 0.9 { "met" } else { "missed" }
+        );
+        if let Some(p) = find("llama-server", 32, 1) {
+            let x = r.texts_per_s() / p.texts_per_s();
+            let _ = writeln!(
+                md,
+                "- 32 clients × 1 text vs llama-server: {x:.2}× (target ≥ 5×): **{}**",
+                if x >= 5.0 { "met" } else { "missed" }
+            );
+        }
+        let errs: usize = results.iter().filter(|r| r.server == ours).map(|r| r.errors).sum();
+        let _ = writeln!(md, "- errors over every run of ggufembed serve: {errs}");
+    }
+    if let Some(r) = find(ours, 1, 1) {
+        let ratio = r.p(50.0) / lib.batch1_ms;
+        let _ = writeln!(
+            md,
+            "- 1 client: median latency {} ms = {:.2}× the library's batch-1 call of {} ms (target ≤ 1.15×): **{}**",
+            sig3(r.p(50.0)),
+            ratio,
+            sig3(lib.batch1_ms),
+            if ratio <= 1.15 { "met" } else { "missed" }
+        );
+    }
+    md.push_str("\n![texts/s against concurrent clients](serve.svg)\n");
+    fs::write(out.join("SERVE.md"), md)?;
+    plot(&out.join("serve.svg"), results, lib)?;
+    Ok(())
+}
+
+/// texts/s against concurrent clients (log₂ axis), one line per server and texts-per-request,
+/// with the library's batch-32 rate as a flat reference.
+fn plot(path: &Path, results: &[RunResult], lib: &LibraryRates) -> anyhow::Result<()> {
+    use anyhow::anyhow;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in results {
+        let name = format!("{} ({} text{}/request)", r.server, r.per_request, if r.per_request == 1 { "" } else { "s" });
+        let point = ((r.clients as f64).log2(), r.texts_per_s());
+        match series.iter_mut().find(|s| s.0 == name) {
+            Some(s) => s.1.push(point),
+            None => series.push((name, vec![point])),
+        }
+    }
+    let x_max = results.iter().map(|r| (r.clients as f64).log2()).fold(1.0, f64::max);
+    let y_max = results.iter().map(RunResult::texts_per_s).fold(lib.batch32_texts_per_s, f64::max) * 1.15;
+    series.push(("library batch-32".into(), vec![(0.0, lib.batch32_texts_per_s), (x_max, lib.batch32_texts_per_s)]));
+    let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("texts/s under closed-loop load", ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.2f64..x_max + 0.2, 0f64..y_max.max(1e-9))
+        .map_err(|e| anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc("texts / s")
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x| format!("{}", 2f64.powf(x.round()) as u64))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let colours = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xd6, 0x27, 0x28), RGBColor(0x2c, 0xa0, 0x2c), RGBColor(0xff, 0x7f, 0x0e), RGBColor(0x7f, 0x7f, 0x7f)];
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        chart
+            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+            .map_err(|e| anyhow!("{e:?}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| anyhow!("{e:?}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_parse() {
+        assert_eq!(parse_runs("1x1, 32x1,8x16").unwrap(), vec![(1, 1), (32, 1), (8, 16)]);
+        assert!(parse_runs("0x1").is_err());
+        assert!(parse_runs("32").is_err());
+    }
+}
