@@ -166,6 +166,12 @@ impl Plan {
             }
         }
 
+        if out == OutType::Q8_0_F16Emb {
+            for t in tensors.iter_mut().filter(|t| t.name == "token_embd.weight") {
+                t.ty = TensorType::F16;
+            }
+        }
+
         let param_count = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
         let general = GeneralMetadata::from_folder(dir, model_id, param_count)?;
         let mut kvs = metadata_kvs(&hp, &modules, &general, out, &vocab, &special);

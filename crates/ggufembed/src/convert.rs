@@ -1,4 +1,4 @@
-//! `ggufembed convert SRC_DIR OUT.gguf --type q8_0|q4_k_m|f32|f16|bf16`: convert a sentence-transformers
+//! `ggufembed convert SRC_DIR OUT.gguf --type q8_0|q8_0-f16emb|q4_k_m|f32|f16|bf16`: convert a sentence-transformers
 //! EmbeddingGemma folder into the GGUF llama.cpp's converter writes for it.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! `ggufembed fetch [--type q8_0|q4_k_m|f32|f16|bf16]`: make sure the default model is in the cache
+//! `ggufembed fetch [--type q8_0|q8_0-f16emb|q4_k_m|f32|f16|bf16]`: make sure the default model is in the cache
 //! (download, verify, extract, convert) and print the GGUF's path. A second run downloads
 //! nothing: cached files are checked against their manifests.
 
@@ -25,9 +25,12 @@ pub struct Args {
     timings: bool,
 }
 
-/// Parses `q8_0`, `q4_k_m`, `f32`, `f16` or `bf16`.
+/// Parses one of [`OutType::ALL`]'s names.
 pub fn parse_out_type(s: &str) -> Result<OutType, String> {
-    OutType::from_name(s).ok_or_else(|| format!("unknown type {s:?}; expected q8_0, q4_k_m, f32, f16 or bf16"))
+    OutType::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = OutType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown type {s:?}; expected one of {}", names.join(", "))
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -24,7 +24,7 @@ fn fetch_prints_the_cached_path_without_redoing_work() {
 
     let out = ggufembed().args(["fetch", "--type", "q4_k"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected q8_0, q4_k_m, f32, f16 or bf16"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of f32, f16, bf16, q8_0, q4_k_m, q8_0-f16emb"));
 }
 
 #[test]
