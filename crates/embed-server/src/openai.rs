@@ -89,11 +89,12 @@ pub(crate) async fn embeddings(
 }
 
 async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let defaults = state.embedder().inspect_err(|_| state.metrics.fail("unavailable"))?.options().clone();
     let req: EmbeddingsRequest =
         crate::body::parse(body, state.config.payload_limit).inspect_err(|_| state.metrics.fail("validation"))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.input, "input")?;
-        let mut options = state.embedder()?.options().clone();
+        let mut options = defaults;
         if let Some(name) = &req.prompt_name {
             options = options.with_prompt(submit::named_prompt(name)?);
         }

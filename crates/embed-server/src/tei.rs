@@ -65,11 +65,11 @@ pub(crate) async fn embed(
 }
 
 async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let defaults = state.embedder().inspect_err(|_| state.metrics.fail("unavailable"))?.options().clone();
     let req: EmbedRequest =
         crate::body::parse(body, state.config.payload_limit).inspect_err(|_| state.metrics.fail("validation"))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
-        let defaults = state.embedder()?.options().clone();
         let auto_truncate = defaults.truncation() != Truncation::Error;
         let truncation = match (req.truncate.unwrap_or(auto_truncate), req.truncation_direction) {
             (false, _) => Truncation::Error,
