@@ -1,0 +1,135 @@
+"""Vectors into an embedded LanceDB table, and queries answered with the model's query prompt.
+
+>>> import ggufembed, ggufembed.lancedb as gl
+>>> table = gl.create_table("db/", "passages", "vectors/")     # a ggufembed.corpus output folder
+>>> hits = gl.search(table, ggufembed.Embedder(), "who plays the flute?", k=5)
+>>> hits["text"].to_pylist()
+
+Or from the shell::
+
+    python -m ggufembed.lancedb --db db/ --table passages --from vectors/ --query "who plays the flute?"
+
+Needs ``lancedb`` and ``pyarrow`` (``pip install "ggufembed[lancedb]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ggufembed._embedder import Embedder
+
+__all__ = ["create_table", "search", "corpus_batches"]
+
+
+def corpus_batches(folder: str | os.PathLike[str]) -> Iterator[pa.RecordBatch]:
+    """The rows of a ``ggufembed.corpus`` output folder, file by file (only complete files,
+    those with a ``.done`` marker), as record batches: memory stays bounded."""
+    files = sorted(p for p in Path(folder).glob("*.parquet") if p.with_name(p.name + ".done").is_file())
+    if not files:
+        raise FileNotFoundError(f"no finished ggufembed.corpus outputs (NAME.parquet + NAME.parquet.done) in {folder}")
+    for f in files:
+        yield from pq.ParquetFile(f).iter_batches()
+
+
+def create_table(
+    db: Any,
+    name: str,
+    source: str | os.PathLike[str] | pa.Table,
+    *,
+    mode: str = "overwrite",
+) -> Any:
+    """Creates (or overwrites) table ``name`` in the LanceDB database ``db`` (a folder, or a
+    connection) from a corpus output folder or an Arrow table with a vector column."""
+    import lancedb
+
+    conn = lancedb.connect(os.fspath(db)) if isinstance(db, (str, os.PathLike)) else db
+    if isinstance(source, pa.Table):
+        return conn.create_table(name, data=source, mode=mode)
+    batches = corpus_batches(source)
+    first = next(batches)
+
+    def all_batches() -> Iterator[pa.RecordBatch]:
+        yield first
+        for b in batches:
+            yield b if b.schema == first.schema else b.cast(first.schema)
+
+    reader = pa.RecordBatchReader.from_batches(first.schema, all_batches())
+    return conn.create_table(name, data=reader, mode=mode)
+
+
+def _dims(table: Any, vector_column: str) -> int:
+    field = table.schema.field(vector_column)
+    if not pa.types.is_fixed_size_list(field.type):
+        raise ValueError(f"column {vector_column!r} is {field.type}, not a fixed-size list")
+    return field.type.list_size
+
+
+def search(
+    table: Any,
+    embedder: Embedder,
+    queries: str | Sequence[str],
+    *,
+    k: int = 5,
+    vector_column: str = "vector",
+    exact: bool = True,
+) -> pa.Table | list[pa.Table]:
+    """The ``k`` nearest rows by cosine for each query, embedded with the model's ``query``
+    prompt at the table's dimension (a Matryoshka prefix is renormalised, as
+    ``ggufembed.corpus`` stores it). One table per query; a single query gives one table.
+
+    ``exact`` searches every vector (LanceDB's flat search, right for up to a few million rows
+    or a table without an index); ``exact=False`` uses the table's vector index if it has one."""
+    single = isinstance(queries, str)
+    dims = _dims(table, vector_column)
+    vectors = embedder.encode_query(
+        [queries] if single else list(queries),
+        truncate_dim=None if dims == embedder.dim else dims,
+        normalize_embeddings=dims != embedder.dim,
+    )
+    results = []
+    for v in vectors:
+        q = table.search(np.asarray(v), vector_column_name=vector_column).distance_type("cosine").limit(k)
+        if exact:
+            q = q.bypass_vector_index()
+        results.append(q.to_arrow())
+    return results[0] if single else results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ggufembed.lancedb", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", required=True, help="LanceDB database folder")
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--from", dest="source", help="a ggufembed.corpus output folder to (re)build the table from")
+    ap.add_argument("--query", action="append", default=[], help="a query (repeatable)")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--model", default=None, help="the GGUF the vectors were made with (default model if omitted)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--show", default="text", help="column to print for each hit")
+    args = ap.parse_args(argv)
+    import lancedb
+
+    if args.source:
+        table = create_table(args.db, args.table, args.source)
+        print(f"{args.table}: {table.count_rows()} rows", file=sys.stderr)
+    else:
+        table = lancedb.connect(args.db).open_table(args.table)
+    if args.query:
+        embedder = Embedder(args.model, threads=args.threads)
+        for query, hits in zip(args.query, search(table, embedder, args.query, k=args.k)):
+            print(f"query: {query}")
+            for rank, (text, dist) in enumerate(zip(hits[args.show].to_pylist(), hits["_distance"].to_pylist()), 1):
+                print(f"  {rank}. {1 - dist:.4f}  {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Ray Data batch inference: embed a dataset's text column on a pool of actors.
+
+Each actor loads the model once (from a path, never a pickled object: the GGUF is
+memory-mapped, so actors on one node share its file pages) and runs its own worker pool with as
+many threads as the CPUs Ray gave it. Ray's ``OMP_NUM_THREADS`` does not bound a Rust pool, so
+the thread count is passed explicitly.
+
+>>> import ray, ggufembed.ray
+>>> ds = ray.data.read_parquet("passages/")
+>>> out = ggufembed.ray.embed_dataset(ds, text_column="text", actors=4, cpus_per_actor=2,
+...                                   prompt_name="document")
+>>> out.write_parquet("vectors/")
+
+Needs ``ray[data]`` and ``pyarrow`` (``pip install "ggufembed[ray]"``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ggufembed._embedder import Embedder
+
+__all__ = ["EmbedBatch", "embed_dataset", "vector_array"]
+
+
+def vector_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """An ``(n, d)`` float32 matrix as a ``FixedSizeList<float32>[d]`` column, without copying."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, d = matrix.shape
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(n * d)), d)
+
+
+class EmbedBatch:
+    """A Ray Data callable class: ``ds.map_batches(EmbedBatch, fn_constructor_kwargs=...,
+    compute=ActorPoolStrategy(size=n), num_cpus=k, batch_format="pyarrow")``.
+
+    ``model`` is a GGUF path readable on every node; ``None`` makes each actor use the default
+    model of its node's cache (fetched there on first use, under the cache's lock). ``threads``
+    should equal the ``num_cpus`` each actor is given.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        threads: int,
+        text_column: str = "text",
+        vector_column: str = "vector",
+        prompt_name: str | None = None,
+        dims: int | None = None,
+        normalize: bool | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.embedder = Embedder(model, threads=threads)
+        self.text_column = text_column
+        self.vector_column = vector_column
+        self.options: dict[str, Any] = {
+            "prompt_name": prompt_name,
+            "truncate_dim": dims,
+            # A Matryoshka prefix is renormalised unless asked otherwise, so that cosine and
+            # dot-product searches agree on the stored vectors.
+            "normalize_embeddings": (dims not in (None, 768)) if normalize is None else normalize,
+            "batch_size": batch_size,
+        }
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.vector_column in batch.column_names:
+            raise ValueError(f"the input already has a column named {self.vector_column!r}")
+        texts = batch.column(self.text_column).to_pylist()
+        vectors = self.embedder.encode(texts, **self.options)
+        return batch.append_column(self.vector_column, vector_array(vectors))
+
+
+def embed_dataset(
+    ds: Any,
+    text_column: str = "text",
+    *,
+    actors: int = 1,
+    cpus_per_actor: int = 1,
+    prompt_name: str | None = None,
+    dims: int | None = None,
+    normalize: bool | None = None,
+    model: str | os.PathLike[str] | None = None,
+    vector_column: str = "vector",
+    batch_size: int = 256,
+) -> Any:
+    """Adds a ``FixedSizeList<float32>`` vector column to every row of the Ray dataset ``ds``,
+    computed by ``actors`` actors of ``cpus_per_actor`` CPUs (and as many threads) each.
+
+    Every other column is kept. ``batch_size`` rows go to an actor at a time. Rows come out in
+    input order when the dataset context's ``execution_options.preserve_order`` is set (the
+    ``ggufembed.corpus`` command sets it).
+    """
+    import ray.data
+
+    if actors < 1 or cpus_per_actor < 1:
+        raise ValueError("actors and cpus_per_actor must be at least 1")
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={
+            "model": None if model is None else os.fspath(model),
+            "threads": cpus_per_actor,
+            "text_column": text_column,
+            "vector_column": vector_column,
+            "prompt_name": prompt_name,
+            "dims": dims,
+            "normalize": normalize,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+    )

@@ -1,0 +1,147 @@
+"""Corpus scale on a real local Ray cluster: `python -m ggufembed.corpus` (2 actors x 1 thread)
+over STS-B texts in Parquet and JSON Lines, then LanceDB over its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import ggufembed
+from ggufembed import corpus
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray starts workers at nice 15; on a machine that is also compiling, that starves the actors.
+os.environ.setdefault("RAY_worker_niceness", "0")
+import ray  # noqa: E402
+
+N_TEXTS = 2100
+FILES = [("part-0.parquet", 0, 700), ("part-1.parquet", 700, 1400), ("part-2.jsonl", 1400, 2100)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def texts(reference_dir) -> list[str]:
+    """2,100 distinct STS-B dev sentences (distinct, so nearest-neighbour ranks have no exact ties)."""
+    seen: dict[str, None] = {}
+    for line in (reference_dir / "tokens-dev-en.jsonl").read_text(encoding="utf-8").splitlines():
+        seen.setdefault(json.loads(line)["text"], None)
+    out = list(seen)
+    assert len(out) >= N_TEXTS + 20, len(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_input(tmp_path_factory, texts):
+    d = tmp_path_factory.mktemp("corpus-in")
+    for name, lo, hi in FILES:
+        rows = {"id": list(range(lo, hi)), "text": texts[lo:hi], "lang": ["en"] * (hi - lo),
+                "score": [i / 7 for i in range(lo, hi)]}
+        if name.endswith(".parquet"):
+            pq.write_table(pa.table(rows), d / name, row_group_size=128)
+        else:
+            with open(d / name, "w", encoding="utf-8") as f:
+                for i in range(hi - lo):
+                    f.write(json.dumps({k: v[i] for k, v in rows.items()}) + "\n")
+    return d
+
+
+def _args(inp, out, model_path):
+    return corpus.parser().parse_args([
+        "--input", str(inp), "--output", str(out), "--actors", "2", "--cpus-per-actor", "1",
+        "--prompt-name", "document", "--model", str(model_path), "--batch-size", "100",
+    ])
+
+
+@pytest.fixture(scope="module")
+def corpus_output(cluster, corpus_input, tmp_path_factory, model_path):
+    out = tmp_path_factory.mktemp("corpus-out")
+    result = corpus.run(_args(corpus_input, out, model_path))
+    assert result == {"done": 3, "skipped": 0}
+    return out
+
+
+def test_every_row_kept_in_order_with_bit_identical_vectors(corpus_output, texts, model_path):
+    single = ggufembed.Embedder(model_path, threads=2).encode_document(texts[:N_TEXTS], batch_size=64)
+    for name, lo, hi in FILES:
+        out = corpus_output / (name.rsplit(".", 1)[0] + ".parquet")
+        marker = json.loads((out.parent / (out.name + ".done")).read_text())
+        assert marker["rows"] == hi - lo
+        t = pq.read_table(out)
+        assert t.column_names == ["id", "text", "lang", "score", "vector"]
+        assert t.schema.field("vector").type == pa.list_(pa.float32(), 768)
+        assert t.column("id").to_pylist() == list(range(lo, hi)), f"{name}: ids in input order, none lost or repeated"
+        assert t.column("text").to_pylist() == texts[lo:hi]
+        assert t.column("lang").to_pylist() == ["en"] * (hi - lo)
+        assert np.allclose(t.column("score").to_numpy(), [i / 7 for i in range(lo, hi)])
+        vectors = t.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 768)
+        assert np.array_equal(vectors, single[lo:hi]), f"{name}: vectors bit-identical to one process"
+
+
+def test_a_rerun_skips_finished_files(corpus_output, corpus_input, model_path):
+    outs = sorted(corpus_output.glob("*.parquet"))
+    before = {p.name: p.stat().st_mtime_ns for p in outs}
+    assert corpus.run(_args(corpus_input, corpus_output, model_path)) == {"done": 0, "skipped": 3}
+    assert {p.name: p.stat().st_mtime_ns for p in outs} == before
+    # An interrupted file (no marker) is redone, alone.
+    (corpus_output / "part-1.parquet.done").unlink()
+    assert corpus.run(_args(corpus_input, corpus_output, model_path)) == {"done": 1, "skipped": 2}
+    after = {p.name: p.stat().st_mtime_ns for p in outs}
+    assert after["part-0.parquet"] == before["part-0.parquet"]
+    assert after["part-2.parquet"] == before["part-2.parquet"]
+    assert after["part-1.parquet"] != before["part-1.parquet"]
+    assert pq.read_table(corpus_output / "part-1.parquet").column("id").to_pylist() == list(range(700, 1400))
+    # Other options into the same output are refused rather than mixed.
+    other = corpus.parser().parse_args(["--input", str(corpus_input), "--output", str(corpus_output), "--dims", "256"])
+    with pytest.raises(SystemExit, match="other options"):
+        corpus.run(other)
+
+
+def test_lancedb_top5_equals_brute_force(corpus_output, texts, embedder, tmp_path):
+    import ggufembed.lancedb as gl
+
+    table = gl.create_table(tmp_path / "db", "passages", corpus_output)
+    assert table.count_rows() == N_TEXTS
+    data = pa.concat_tables(pq.read_table(p) for p in sorted(corpus_output.glob("*.parquet")))
+    ids = np.asarray(data.column("id").to_pylist())
+    matrix = data.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 768)
+    queries = texts[N_TEXTS : N_TEXTS + 20]
+    q = embedder.encode_query(queries)
+    hits = gl.search(table, embedder, queries, k=5)
+    assert len(hits) == 20
+    for i, h in enumerate(hits):
+        want = ids[np.argsort(-(matrix @ q[i]), kind="stable")[:5]].tolist()
+        assert h.column("id").to_pylist() == want, f"query {i}: {queries[i]!r}"
+
+
+def test_the_command_line(cluster, corpus_input, tmp_path, model_path):
+    """`python -m ggufembed.corpus` itself, on one small file, joining the test's cluster."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    t = pq.read_table(corpus_input / "part-0.parquet").slice(0, 40)
+    pq.write_table(t, inp / "few.parquet")
+    cmd = [sys.executable, "-m", "ggufembed.corpus", "--input", str(inp), "--output", str(tmp_path / "out"),
+           "--actors", "1", "--cpus-per-actor", "1", "--dims", "256", "--model", str(model_path),
+           "--address", ray.get_runtime_context().gcs_address]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "1 file(s) embedded, 0 skipped" in run.stderr
+    out = pq.read_table(tmp_path / "out" / "few.parquet")
+    assert out.schema.field("vector").type == pa.list_(pa.float32(), 256)
+    v = out.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 256)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5), "a Matryoshka prefix is stored renormalised"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and "0 file(s) embedded, 1 skipped" in again.stderr
