@@ -3,6 +3,8 @@
 //! targets in `fuzz_targets/` drive them with libFuzzer). Every function panics on a violated
 //! property and returns normally otherwise.
 
+#![allow(dead_code)] // each target uses one half of this file
+
 // The CLI's input reader itself, compiled in here as it is in the binary.
 #[allow(dead_code)]
 #[path = "../src/input.rs"]

@@ -144,6 +144,9 @@ fn an_output_directory_fails_before_the_model_is_looked_at() {
     assert!(names_in(dir.path()).is_empty());
     let o = run(&["tokenize", "--model", "/nonexistent/m.gguf", "-o", dir.path().to_str().unwrap(), "hello"]);
     assert!(one_error_line(&o).contains("is a directory"));
+    // convert: the output is refused before the (absent) source folder is read.
+    let o = run(&["convert", "/nonexistent/src", dir.path().to_str().unwrap()]);
+    assert!(one_error_line(&o).contains("is a directory"));
 }
 
 #[test]
