@@ -196,8 +196,9 @@ impl Queue {
     /// passes alternate small and large, and the small ones run at batch-1 efficiency). So while
     /// fewer inputs are queued than the last pass took, the batcher gathers: it waits for the
     /// burst of returning requests until they have all come back, or no request has arrived for
-    /// [`GATHER_GAP`] (counted from the end of the last pass), or a quarter of the last pass's time (at most [`GATHER_MAX`]) has passed.
-    /// A lone client (last pass of one input, one queued) never waits.
+    /// [`GATHER_GAP`] (counted from the end of the last pass), or a quarter of the last pass's
+    /// time (at most [`GATHER_MAX`]) has passed. A lone client (last pass of one input, one
+    /// queued) never waits, nor does an idle server's first request.
     fn next_batch(&self, max_tokens: usize, metrics: &Metrics, last: (usize, Duration)) -> Option<Vec<Entry>> {
         let (last_size, last_time) = last;
         let pass_end = Instant::now();
