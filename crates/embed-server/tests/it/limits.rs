@@ -178,3 +178,16 @@ async fn api_key_guards_every_route_but_health() {
     assert_eq!(r.status(), 200);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_body_gets_408() {
+    let (server, _) = start(|b| b.body_timeout(Duration::from_millis(200))).await;
+    // Announces 100 bytes, sends 10, then goes quiet.
+    let request = "POST /embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inputs\":";
+    let t = Instant::now();
+    let answer = raw_http(server.local_addr(), request).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stopped sending"), "{answer}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    server.shutdown().await.unwrap();
+}
