@@ -121,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
     // looked for: a mistake there must not cost a model load or an hour of embedding.
     let mut out = Output::open(args.output.as_deref())?;
     let model = crate::model::resolve(args.model.as_deref())?;
+    out.refuse_to_replace(&model, "model")?;
 
     let load_start = Instant::now();
     let mut builder = Embedder::builder()

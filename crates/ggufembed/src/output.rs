@@ -119,6 +119,20 @@ fn new_file(path: &Path) -> Result<Target> {
     bail!("cannot write {}: too many levels of symbolic links", path.display())
 }
 
+/// Whether `a` and `b` are the same existing file (hard links and symbolic links included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.metadata(), b.metadata()) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            (x.dev(), x.ino()) == (y.dev(), y.ino())
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => a.canonicalize().ok() == b.canonicalize().ok(),
+        _ => false,
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -156,6 +170,17 @@ impl Output {
             }
         };
         Ok(Output { sink, name })
+    }
+
+    /// Fails if this output would replace the file at `other` (the model the run reads: it is
+    /// memory-mapped, so the run would even succeed, and the model would be gone).
+    pub fn refuse_to_replace(&self, other: &Path, what: &str) -> Result<()> {
+        if let Sink::Replace { path, .. } = &self.sink
+            && same_file(path, other)
+        {
+            bail!("refusing to write the output over the {what} {}", other.display());
+        }
+        Ok(())
     }
 
     /// Flushes and, for a replaced file, moves it into place.

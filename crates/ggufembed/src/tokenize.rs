@@ -28,6 +28,7 @@ pub fn run(args: Args) -> Result<()> {
     let input = args.input.read()?;
     let mut out = Output::open(args.output.as_deref())?;
     let model = crate::model::resolve(args.model.as_deref())?;
+    out.refuse_to_replace(&model, "model")?;
     let tokenizer = embed_runtime::load_tokenizer(&model)?;
     let mut ids = Vec::new();
     let mut line = String::new();

@@ -150,6 +150,20 @@ fn an_output_directory_fails_before_the_model_is_looked_at() {
 }
 
 #[test]
+fn the_output_never_replaces_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("model.gguf");
+    std::fs::hard_link(model(), &copy).or_else(|_| std::fs::copy(model(), &copy).map(drop)).unwrap();
+    let size = copy.metadata().unwrap().len();
+    for sub in ["embed", "tokenize"] {
+        let err = one_error_line(&run(&[sub, "--model", copy.to_str().unwrap(), "-o", copy.to_str().unwrap(), "x"]));
+        assert!(err.contains("refusing to write the output over the model"), "{err}");
+    }
+    assert_eq!(copy.metadata().unwrap().len(), size);
+    assert_eq!(names_in(dir.path()), ["model.gguf"]);
+}
+
+#[test]
 fn a_model_directory_is_called_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     for args in [vec!["embed", "-m", dir.path().to_str().unwrap(), "x"], vec!["inspect", dir.path().to_str().unwrap()]] {
