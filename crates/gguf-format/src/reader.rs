@@ -94,6 +94,13 @@ impl Gguf<Mapping> {
             path: path.to_owned(),
             error,
         };
+        // Asked before opening: opening a FIFO would wait for a writer, and mapping a directory
+        // or a device fails with a bare "No such device".
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() { "is a directory, not a GGUF file" } else { "is not a regular file" };
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what)));
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: this is the one place the crate maps a file, and it upholds the contract
         // documented above: the map is read-only, and model files are never modified in place

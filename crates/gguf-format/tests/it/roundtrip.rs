@@ -270,4 +270,16 @@ fn mapped_file_matches_borrowed_parse() {
     let err = gguf_format::GgufFile::open(dir.path().join("absent.gguf")).unwrap_err();
     assert!(matches!(err, gguf_format::GgufError::Io { .. }), "{err}");
     assert!(err.to_string().contains("absent.gguf"), "{err}");
+
+    // A directory is named as one (mapping it says only "No such device"); a FIFO is refused
+    // before it is opened (opening would wait for a writer forever).
+    let err = gguf_format::GgufFile::open(dir.path()).unwrap_err();
+    assert!(err.to_string().ends_with("is a directory, not a GGUF file"), "{err}");
+    #[cfg(unix)]
+    {
+        let fifo = dir.path().join("pipe.gguf");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err = gguf_format::GgufFile::open(&fifo).unwrap_err();
+        assert!(err.to_string().ends_with("is not a regular file"), "{err}");
+    }
 }
