@@ -203,21 +203,29 @@ impl EmbedderBuilder {
             source,
         })?;
         let file = Arc::new(file);
-        let tokenizer =
-            crate::vocab::tokenizer_from_gguf(&file).map_err(|reason| EmbedError::Tokenizer {
-                path: path.to_owned(),
-                reason,
-            })?;
         let options = LoadOptions {
             path: self.numeric,
             isa: self.isa,
             activations: self.activations,
         };
-        let model =
-            GemmaModel::load(Arc::clone(&file), options).map_err(|source| EmbedError::Model {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        // The pool comes first so the cold start uses it: the tokenizer is built on one worker
+        // while the others repack the weight matrices (the two are most of a load).
+        let threads = self.threads.unwrap_or(cores);
+        let pool = WorkerPool::new(threads)?;
+        let (tokenizer, model) = pool.install(|fine| {
+            rayon_core::join(
+                || crate::vocab::tokenizer_from_gguf(&file),
+                || GemmaModel::load_with(Arc::clone(&file), options, fine as &dyn ParallelFor),
+            )
+        });
+        let tokenizer = tokenizer.map_err(|reason| EmbedError::Tokenizer {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let model = model.map_err(|source| EmbedError::Model {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         let full = model.embedding_dim();
         if full != MATRYOSHKA_DIMS[0] {
             return Err(EmbedError::InvalidOption(format!(
@@ -225,8 +233,6 @@ impl EmbedderBuilder {
                 MATRYOSHKA_DIMS[0]
             )));
         }
-        let threads = self.threads.unwrap_or(cores);
-        let pool = WorkerPool::new(threads)?;
         let context = model.config().context_length;
         let slots = (0..pool.threads()).map(|_| Mutex::new(None)).collect();
         Ok(Embedder {

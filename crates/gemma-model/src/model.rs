@@ -103,6 +103,16 @@ impl GemmaModel {
 
     /// Loads the model from an opened GGUF file, checking every key, shape and type.
     pub fn load(file: Arc<GgufFile>, options: LoadOptions) -> Result<GemmaModel, ModelError> {
+        Self::load_with(file, options, &quant_kernels::Serial)
+    }
+
+    /// [`GemmaModel::load`] with the weight matrices repacked in parallel on `par` (repacking
+    /// is most of a load; the caller's threads make it a fraction of the cold start).
+    pub fn load_with(
+        file: Arc<GgufFile>,
+        options: LoadOptions,
+        par: &dyn ParallelFor,
+    ) -> Result<GemmaModel, ModelError> {
         let arch = file
             .get_str("general.architecture")
             .map_err(|e| key_error("general.architecture", e))?;
@@ -157,34 +167,70 @@ impl GemmaModel {
             && config.feed_forward_length == 1152;
         let none: &[u8] = &[];
         let blocks = |l: usize, kind: usize| if table { &crate::outliers::BLOCKS[l][kind][..] } else { none };
-        let mat = |name: &str, cols: u64, rows: u64, residual: Residual<'_>| {
-            matrix(&file, name, cols, rows, options.path, kernels, residual)
-        };
+        // Every matrix is packed first, in parallel; errors are then reported in file order.
+        let hidden = config.dense_hidden as u64;
+        let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };
+        let mut jobs: Vec<(String, u64, u64, Residual<'_>)> = Vec::with_capacity(7 * config.block_count + 2);
+        for l in 0..config.block_count {
+            for (short, cols, rows, kind) in [
+                ("attn_q", d, qd, 0),
+                ("attn_k", d, kd, 0),
+                ("attn_v", d, kd, 0),
+                ("attn_output", qd, d, 1),
+                ("ffn_gate", d, ff, 2),
+                ("ffn_up", d, ff, 2),
+                ("ffn_down", ff, d, 3),
+            ] {
+                jobs.push((format!("blk.{l}.{short}.weight"), cols, rows, Residual::Blocks(blocks(l, kind))));
+            }
+        }
+        jobs.push(("dense_2.weight".into(), d, hidden, dense));
+        jobs.push(("dense_3.weight".into(), hidden, config.embedding_dim as u64, dense));
+        let packed: Vec<std::sync::Mutex<Option<Result<Linear, ModelError>>>> =
+            jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        par.run(jobs.len(), &|i| {
+            let (name, cols, rows, residual) = &jobs[i];
+            let m = matrix(&file, name, *cols, *rows, options.path, kernels, *residual);
+            *packed[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+        });
+        let mut packed = packed.into_iter().map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| unreachable!("the parallel-for runs every task"))
+        });
+        let mut mat = || packed.next().unwrap_or_else(|| unreachable!("one result per job"));
 
         let mut layers = Vec::with_capacity(config.block_count);
         for l in 0..config.block_count {
             let name = |s: &str| format!("blk.{l}.{s}.weight");
+            let attn_norm = vector(&file, &name("attn_norm"), d)?;
+            let (wq, wk, wv) = (mat()?, mat()?, mat()?);
+            let q_norm = vector(&file, &name("attn_q_norm"), kd)?;
+            let k_norm = vector(&file, &name("attn_k_norm"), kd)?;
+            let wo = mat()?;
+            let post_attn_norm = vector(&file, &name("post_attention_norm"), d)?;
+            let ffn_norm = vector(&file, &name("ffn_norm"), d)?;
+            let (gate, up, down) = (mat()?, mat()?, mat()?);
+            let post_ffw_norm = vector(&file, &name("post_ffw_norm"), d)?;
             layers.push(Layer {
-                attn_norm: vector(&file, &name("attn_norm"), d)?,
-                wq: mat(&name("attn_q"), d, qd, Residual::Blocks(blocks(l, 0)))?,
-                wk: mat(&name("attn_k"), d, kd, Residual::Blocks(blocks(l, 0)))?,
-                wv: mat(&name("attn_v"), d, kd, Residual::Blocks(blocks(l, 0)))?,
-                q_norm: vector(&file, &name("attn_q_norm"), kd)?,
-                k_norm: vector(&file, &name("attn_k_norm"), kd)?,
-                wo: mat(&name("attn_output"), qd, d, Residual::Blocks(blocks(l, 1)))?,
-                post_attn_norm: vector(&file, &name("post_attention_norm"), d)?,
-                ffn_norm: vector(&file, &name("ffn_norm"), d)?,
-                gate: mat(&name("ffn_gate"), d, ff, Residual::Blocks(blocks(l, 2)))?,
-                up: mat(&name("ffn_up"), d, ff, Residual::Blocks(blocks(l, 2)))?,
-                down: mat(&name("ffn_down"), ff, d, Residual::Blocks(blocks(l, 3)))?,
-                post_ffw_norm: vector(&file, &name("post_ffw_norm"), d)?,
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                q_norm,
+                k_norm,
+                wo,
+                post_attn_norm,
+                ffn_norm,
+                gate,
+                up,
+                down,
+                post_ffw_norm,
             });
         }
         let output_norm = vector(&file, "output_norm.weight", d)?;
-        let hidden = config.dense_hidden as u64;
-        let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };
-        let dense2 = mat("dense_2.weight", d, hidden, dense)?;
-        let dense3 = mat("dense_3.weight", hidden, config.embedding_dim as u64, dense)?;
+        let dense2 = mat()?;
+        let dense3 = mat()?;
 
         let rope_full = RopeTable::new(
             config.rope_freq_base,
