@@ -645,6 +645,16 @@ fn capitalise(s: &str) -> String {
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
+/// The auto check of one point, with its noise band from the fine and coarse calls paired by
+/// round; `None` unless fine, coarse and auto all ran there.
+fn point_check(cols: &BTreeMap<Column, &Runs>) -> Option<AutoCheck> {
+    let f = cols.get(&Column::Ours(Mode::Fine))?;
+    let c = cols.get(&Column::Ours(Mode::Coarse))?;
+    let a = cols.get(&Column::Ours(Mode::Auto))?;
+    let noise = paired_noise(&f.latencies, &c.latencies);
+    Some(auto_check(f.texts_per_s(), c.texts_per_s(), a.texts_per_s(), single_mode(a), noise))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,12 +742,3 @@ mod tests {
     }
 }
 
-/// The auto check of one point, with its noise band from the fine and coarse calls paired by
-/// round; `None` unless fine, coarse and auto all ran there.
-fn point_check(cols: &BTreeMap<Column, &Runs>) -> Option<AutoCheck> {
-    let f = cols.get(&Column::Ours(Mode::Fine))?;
-    let c = cols.get(&Column::Ours(Mode::Coarse))?;
-    let a = cols.get(&Column::Ours(Mode::Auto))?;
-    let noise = paired_noise(&f.latencies, &c.latencies);
-    Some(auto_check(f.texts_per_s(), c.texts_per_s(), a.texts_per_s(), single_mode(a), noise))
-}

@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(t.ratios(bucket_of(&tokens)), [None, None]);
         let c = t.decide(&tokens, 1.0, 1.0, true);
         t.report(c, Some(2.0));
-        assert!(t.ratios(bucket_of(&tokens)).iter().any(|r| *r == Some(2.0)));
+        assert!(t.ratios(bucket_of(&tokens)).contains(&Some(2.0)));
     }
 
     #[test]
