@@ -17,12 +17,14 @@ Needs ``ray[data]`` and ``pyarrow`` (``pip install "ggufembed[ray]"``).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ggufembed._embedder import Embedder
+from ggufembed._native import TextError
 
 __all__ = ["EmbedBatch", "embed_dataset", "vector_array"]
 
@@ -71,8 +73,31 @@ class EmbedBatch:
         if self.vector_column in batch.column_names:
             raise ValueError(f"the input already has a column named {self.vector_column!r}")
         texts = batch.column(self.text_column).to_pylist()
-        vectors = self.embedder.encode(texts, **self.options)
-        return batch.append_column(self.vector_column, vector_array(vectors))
+        # One bad row must not fail a job of millions (Ray does not retry application errors):
+        # a null text, or one the model cannot embed, gets a null vector and a warning.
+        bad = {i for i, t in enumerate(texts) if not isinstance(t, str)}
+        while True:
+            keep = [i for i in range(len(texts)) if i not in bad]
+            try:
+                vectors = self.embedder.encode([texts[i] for i in keep], **self.options)
+                break
+            except TextError as e:
+                bad.add(keep[e.index])
+                warnings.warn(f"row {keep[e.index]} of a batch gets no vector: {e}", stacklevel=1)
+        column = vector_array(vectors)
+        if bad:
+            column = _with_nulls(column, keep, len(texts))
+        return batch.append_column(self.vector_column, column)
+
+
+def _with_nulls(column: pa.FixedSizeListArray, keep: list[int], n: int) -> pa.FixedSizeListArray:
+    """``column``'s rows at positions ``keep`` of ``n``, null elsewhere."""
+    d = column.type.list_size
+    values = np.zeros((n, d), dtype=np.float32)
+    values[keep] = column.flatten().to_numpy().reshape(-1, d)
+    mask = np.ones(n, dtype=bool)
+    mask[keep] = False
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), d, mask=pa.array(mask))
 
 
 def embed_dataset(

@@ -145,3 +145,18 @@ def test_the_command_line(cluster, corpus_input, tmp_path, model_path):
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5), "a Matryoshka prefix is stored renormalised"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and "0 file(s) embedded, 1 skipped" in again.stderr
+
+
+def test_a_bad_row_gets_a_null_vector_not_a_failed_job(model_path, embedder):
+    from ggufembed.ray import EmbedBatch
+
+    fn = EmbedBatch(str(model_path), threads=1, prompt_name="document")
+    batch = pa.table({"id": [0, 1, 2, 3], "text": ["fine", "an image: <image_soft_token>", None, "also fine"]})
+    with pytest.warns(UserWarning, match="row 1 of a batch gets no vector"):
+        out = fn(batch)
+    v = out.column("vector")
+    assert v.null_count == 2 and v[0].is_valid and v[3].is_valid
+    assert v[1].as_py() is None and v[2].as_py() is None
+    want = embedder.encode_document(["fine", "also fine"])
+    assert np.array_equal(np.asarray(v[0].as_py(), dtype=np.float32), want[0])
+    assert np.array_equal(np.asarray(v[3].as_py(), dtype=np.float32), want[1])
