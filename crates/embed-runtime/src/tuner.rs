@@ -20,7 +20,9 @@
 //!   [`EXPLORE_BAND`] of the chosen one (a mode the model predicts far slower, such as coarse for
 //!   a single text, is never tried), and only at exponentially spaced calls of the bucket
 //!   (after 1, then 2, 4, ... up to every [`MAX_EXPLORE_GAP`] calls), so its cost vanishes as
-//!   evidence accumulates but a changed machine is noticed.
+//!   evidence accumulates but a changed machine is noticed. A new bucket tries the other mode
+//!   at once only if that mode was never measured or its estimate is within 5 %; otherwise
+//!   other buckets' evidence stands until the bucket's 8th call.
 //! - Only calls that ran alone are measured: concurrent calls share the workers, and their
 //!   times say nothing about either mode.
 //!
@@ -36,6 +38,10 @@ use crate::plan::Parallelism;
 const HYSTERESIS: f64 = 0.97;
 /// The other mode is explored only while its estimate is within this factor of the chosen one.
 const EXPLORE_BAND: f64 = 1.35;
+/// A bucket tries the other mode on its first call only if its estimate is this close.
+const FIRST_TRY_BAND: f64 = 1.05;
+/// Otherwise the first try comes after this many calls of the bucket.
+const FIRST_GAP: u64 = 8;
 /// Most calls of a bucket between two explorations, once the evidence is long-standing.
 const MAX_EXPLORE_GAP: u64 = 256;
 /// Samples averaged plainly before the moving average takes over (its weight is `1/this`).
@@ -165,8 +171,16 @@ impl Tuner {
             b.calls += 1;
             let alt = other(chosen);
             let close = est[slot(alt)] <= EXPLORE_BAND * est[slot(chosen)];
-            // A mode with no sample in this bucket is tried at once; later tries are spaced out.
-            if close && (b.ratio[slot(alt)].samples == 0 || b.calls >= b.next_explore) {
+            // A mode never measured anywhere is tried at once, and so is one the estimates
+            // cannot tell from the choice; one that other buckets' evidence already puts
+            // behind waits for the spaced schedule (a new bucket's first calls are often all
+            // there is, and a needless try there costs a whole call).
+            let unseen = b.ratio[slot(alt)].samples == 0
+                && (global[slot(alt)].samples == 0 || est[slot(alt)] <= FIRST_TRY_BAND * est[slot(chosen)]);
+            if b.next_explore == 0 {
+                b.next_explore = FIRST_GAP;
+            }
+            if close && (unseen || b.calls >= b.next_explore) {
                 mode = alt;
                 b.explorations += 1;
                 let gap = (1u64 << b.explorations.min(16)).min(MAX_EXPLORE_GAP);
@@ -276,6 +290,17 @@ mod tests {
         let switches = modes[50..].windows(2).filter(|w| w[0] != w[1]).count();
         // Only the spaced explorations change the mode (two switches each).
         assert!(switches <= 8, "{switches} switches");
+    }
+
+    #[test]
+    fn a_new_bucket_trusts_other_buckets_before_trying_a_mode_they_put_behind() {
+        let t = Tuner::new();
+        // Batches of 16: fine measured 25 % slower than coarse.
+        run(&t, &[12usize; 16], (1.0, 1.0), (1.0, 1.25), 50);
+        // Batches of 2 (a new bucket): the first calls stay coarse, exploration comes later.
+        let modes = run(&t, &[12usize; 2], (1.0, 0.95), (1.0, 1.25), 20);
+        assert!(modes[..7].iter().all(|&m| m == Parallelism::Coarse), "{modes:?}");
+        assert!(modes.contains(&Parallelism::Fine), "still explored later: {modes:?}");
     }
 
     #[test]
