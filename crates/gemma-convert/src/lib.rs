@@ -171,20 +171,9 @@ pub fn convert_with(
     options: &ConvertOptions,
     progress: &mut dyn ConvertProgress,
 ) -> Result<ConvertReport, ConvertError> {
-    let model_id = match &options.model_id {
-        Some(id) => id.clone(),
-        None => folder_model_id(src_dir),
-    };
-    let mut plan = plan::Plan::build(src_dir, out_type, &model_id)?;
+    let mut plan = build_plan(src_dir, out_type, options)?;
     let file_size = write::write_atomic(&mut plan, out_path, progress)?;
-    Ok(ConvertReport {
-        out_path: out_path.to_path_buf(),
-        out_type,
-        kv_count: plan.kvs.len(),
-        tensor_count: plan.tensors.len(),
-        vocab_size: plan.vocab_len,
-        file_size,
-    })
+    Ok(report(&plan, out_path, out_type, file_size))
 }
 
 /// [`convert_with`] into any writer (a pipe, a device, a temporary file the caller places):
@@ -198,20 +187,28 @@ pub fn convert_to_writer(
     options: &ConvertOptions,
     progress: &mut dyn ConvertProgress,
 ) -> Result<ConvertReport, ConvertError> {
+    let mut plan = build_plan(src_dir, out_type, options)?;
+    let (_, file_size) = write::write_to(&mut plan, out, progress)?;
+    Ok(report(&plan, out_name, out_type, file_size))
+}
+
+fn build_plan(src_dir: &Path, out_type: OutType, options: &ConvertOptions) -> Result<plan::Plan, ConvertError> {
     let model_id = match &options.model_id {
         Some(id) => id.clone(),
         None => folder_model_id(src_dir),
     };
-    let mut plan = plan::Plan::build(src_dir, out_type, &model_id)?;
-    let (_, file_size) = write::write_to(&mut plan, out, progress)?;
-    Ok(ConvertReport {
-        out_path: out_name.to_path_buf(),
+    plan::Plan::build(src_dir, out_type, &model_id)
+}
+
+fn report(plan: &plan::Plan, out_path: &Path, out_type: OutType, file_size: u64) -> ConvertReport {
+    ConvertReport {
+        out_path: out_path.to_path_buf(),
         out_type,
         kv_count: plan.kvs.len(),
         tensor_count: plan.tensors.len(),
         vocab_size: plan.vocab_len,
         file_size,
-    })
+    }
 }
 
 fn folder_model_id(dir: &Path) -> String {

@@ -2,21 +2,10 @@
 //! normalisation and truncation, and each vector is what the builder-configured embedder gives.
 
 use embed_runtime::{
-    Dims, EmbedError, EmbedOptions, Embedder, Input, Parallelism, Prompt, TextError, Truncation,
+    Dims, EmbedError, EmbedOptions, Input, Parallelism, Prompt, TextError, Truncation,
 };
 
 use crate::support::*;
-
-fn builder_configured(prompt: Prompt, dims: usize, renormalize: bool) -> Embedder {
-    Embedder::builder()
-        .model(q8_0_model())
-        .threads(2)
-        .prompt(prompt)
-        .dims(dims)
-        .renormalize(renormalize)
-        .build()
-        .expect("model loads")
-}
 
 fn options(prompt: Option<&str>, dims: usize, normalize: bool) -> EmbedOptions {
     EmbedOptions::default()
@@ -37,7 +26,7 @@ const VARIANTS: [(Option<&str>, usize, bool); 5] = [
 fn per_call_options_equal_the_builders_settings_bit_for_bit() {
     let texts = ["A man is playing a flute.", "Un hombre toca la flauta.", "", "数据"];
     for (prompt, dims, norm) in VARIANTS {
-        let want = builder_configured(prompt.map_or(Prompt::None, |p| Prompt::named(p).unwrap()), dims, norm)
+        let want = q8_0_with(prompt.map_or(Prompt::None, |p| Prompt::named(p).unwrap()), dims, norm)
             .embed(&texts)
             .unwrap();
         let got = q8_0()

@@ -50,17 +50,6 @@ fn run_set(name: &str, embedder: &Embedder) -> Figures {
     Figures { min, mean, cos }
 }
 
-fn q8_0_with(prompt: Prompt, dims: usize, renormalize: bool) -> Embedder {
-    Embedder::builder()
-        .model(q8_0_model())
-        .threads(2)
-        .prompt(prompt)
-        .dims(dims)
-        .renormalize(renormalize)
-        .build()
-        .expect("Q8_0 model loads")
-}
-
 fn assert_q8_0(name: &str, f: Figures) {
     assert!(f.min >= Q8_0_MIN_COSINE, "{name}: min cosine {} < {Q8_0_MIN_COSINE}", f.min);
     assert!(f.mean >= Q8_0_MEAN_COSINE, "{name}: mean cosine {} < {Q8_0_MEAN_COSINE}", f.mean);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use embed_runtime::{Embedder, NumericPath};
+use embed_runtime::{Embedder, NumericPath, Prompt};
 use model_fetch::OutType;
 
 /// Per-text cosine every Q8_0 vector must reach against sentence-transformers (f32) on the
@@ -107,4 +107,16 @@ pub fn mixed_texts() -> Vec<String> {
     texts.push(joined[60..75].join(" "));
     texts.push(String::new());
     texts
+}
+
+/// The Q8_0 embedder configured through the builder (prompt, dims, renormalisation).
+pub fn q8_0_with(prompt: Prompt, dims: usize, renormalize: bool) -> Embedder {
+    Embedder::builder()
+        .model(q8_0_model())
+        .threads(2)
+        .prompt(prompt)
+        .dims(dims)
+        .renormalize(renormalize)
+        .build()
+        .expect("Q8_0 model loads")
 }
