@@ -9,20 +9,27 @@
 //!
 //! How:
 //! - Calls are put in buckets by batch size (powers of two) and mean text length (four
-//!   classes). Each bucket keeps, per mode, the ratio *measured seconds / predicted cost*: an
-//!   average while samples are few, then an exponential moving average, so it follows a machine
-//!   whose speed drifts.
-//! - The estimate of a mode is its predicted cost times its ratio: the bucket's own when it has
-//!   one, else the mode's ratio over all buckets, else the other mode's (the prior's
-//!   relative costs stand). The lower estimate runs; the bucket's last choice is kept unless the
-//!   other is better by [`HYSTERESIS`], so two close modes never flip-flop.
+//!   classes). Each bucket keeps, per mode, the mean log of *measured seconds / predicted
+//!   cost*: a plain mean while samples are few, then an exponential moving average, so it follows
+//!   a machine whose speed drifts. Logs, because time noise is multiplicative; and once a mean
+//!   has a few samples, one sample moves it by at most [`OUTLIER`] (a preempted call on a shared
+//!   machine is not evidence about a mode).
+//! - Only the *relative* speed of the modes decides, so the tuner estimates
+//!   δ = log ratio(fine) − log ratio(coarse) per bucket: the bucket's own δ (from its two means,
+//!   weighted by how many samples each has) shrunk toward a prior δ from the nearest bucket that
+//!   measured both modes (neighbouring batch sizes behave alike; a drift that slows both modes
+//!   cancels in δ). The prior weighs as much as [`PRIOR_WEIGHT`] paired samples, so one noisy
+//!   measurement in a new bucket cannot overturn what its neighbours know, while a bucket whose
+//!   truth differs takes over after a few calls.
+//! - The lower estimate runs; the bucket's last choice is kept unless the other is better by
+//!   [`HYSTERESIS`], so two close modes never flip-flop.
 //! - Exploration is bounded twice: the other mode is tried only while its estimate is within
 //!   [`EXPLORE_BAND`] of the chosen one (a mode the model predicts far slower, such as coarse for
 //!   a single text, is never tried), and only at exponentially spaced calls of the bucket
-//!   (after 1, then 2, 4, ... up to every [`MAX_EXPLORE_GAP`] calls), so its cost vanishes as
-//!   evidence accumulates but a changed machine is noticed. A new bucket tries the other mode
-//!   at once only if that mode was never measured or its estimate is within 5 %; otherwise
-//!   other buckets' evidence stands until the bucket's 8th call.
+//!   (its 8th, then gaps of 4, 8, … up to [`MAX_EXPLORE_GAP`] calls), so its cost vanishes as
+//!   evidence accumulates but a changed machine is noticed. A new bucket tries the other mode on
+//!   its first call only if no bucket has compared the modes yet or the prior puts them within
+//!   5 %.
 //! - Only calls that ran alone are measured: concurrent calls share the workers, and their
 //!   times say nothing about either mode.
 //!
@@ -40,12 +47,18 @@ const HYSTERESIS: f64 = 0.97;
 const EXPLORE_BAND: f64 = 1.35;
 /// A bucket tries the other mode on its first call only if its estimate is this close.
 const FIRST_TRY_BAND: f64 = 1.05;
-/// Otherwise the first try comes after this many calls of the bucket.
+/// Otherwise the first try comes at this call of the bucket.
 const FIRST_GAP: u64 = 8;
 /// Most calls of a bucket between two explorations, once the evidence is long-standing.
 const MAX_EXPLORE_GAP: u64 = 256;
 /// Samples averaged plainly before the moving average takes over (its weight is `1/this`).
 const SETTLE: f64 = 8.0;
+/// Once a mean has this many samples, a new sample is clamped to within [`OUTLIER`] of it.
+const CLAMP_AFTER: u32 = 3;
+/// Largest move of a settled log mean's input: ln 1.3, a 30 % deviation.
+const OUTLIER: f64 = 0.262_364_264_467_491;
+/// How many paired samples the neighbours' δ is worth in a bucket's own estimate.
+const PRIOR_WEIGHT: f64 = 1.0;
 
 /// Batch-size classes: 1, 2, 3–4, 5–8, … up to 512 and more.
 const SIZE_CLASSES: usize = 10;
@@ -64,14 +77,20 @@ pub(crate) struct Decision {
     alone: bool,
 }
 
+/// The mean of log(measured / predicted) of one mode in one bucket.
 #[derive(Debug, Clone, Copy, Default)]
-struct Ratio {
+struct LogMean {
     value: f64,
     samples: u32,
 }
 
-impl Ratio {
-    fn add(&mut self, x: f64) {
+impl LogMean {
+    fn add(&mut self, log_ratio: f64) {
+        let x = if self.samples >= CLAMP_AFTER {
+            log_ratio.clamp(self.value - OUTLIER, self.value + OUTLIER)
+        } else {
+            log_ratio
+        };
         self.samples = self.samples.saturating_add(1);
         let w = (1.0 / f64::from(self.samples)).max(1.0 / SETTLE);
         self.value += w * (x - self.value);
@@ -80,23 +99,66 @@ impl Ratio {
     fn get(&self) -> Option<f64> {
         (self.samples > 0).then_some(self.value)
     }
+
+    /// Samples the mean stands for: a moving average remembers about `2·SETTLE − 1`.
+    fn weight(&self) -> f64 {
+        f64::from(self.samples).min(2.0 * SETTLE - 1.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     /// Index 0: coarse, 1: fine.
-    ratio: [Ratio; 2],
+    log: [LogMean; 2],
     calls: u64,
     next_explore: u64,
     explorations: u32,
     last: Option<Parallelism>,
 }
 
+impl Bucket {
+    /// The bucket's own δ and how many paired samples it is worth, once both modes ran here.
+    fn delta(&self) -> Option<(f64, f64)> {
+        let (c, f) = (self.log[0].get()?, self.log[1].get()?);
+        let n = 1.0 / (1.0 / self.log[0].weight() + 1.0 / self.log[1].weight());
+        Some((f - c, n))
+    }
+}
+
 #[derive(Debug)]
 struct State {
     buckets: [Bucket; BUCKETS],
-    /// Each mode's ratio over all buckets, the fallback of buckets that have not seen it.
-    global: [Ratio; 2],
+}
+
+impl State {
+    /// δ of the nearest bucket that compared both modes: same length class first, then the
+    /// nearest batch size (ties go to the better-measured bucket).
+    fn prior_delta(&self, bucket: usize) -> Option<f64> {
+        let (size, length) = (bucket / LENGTH_CLASSES, bucket % LENGTH_CLASSES);
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != bucket)
+            .filter_map(|(j, b)| {
+                let (d, n) = b.delta()?;
+                let distance = (j / LENGTH_CLASSES).abs_diff(size) + 2 * SIZE_CLASSES * (j % LENGTH_CLASSES).abs_diff(length);
+                Some((distance, -n, d))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+            .map(|(_, _, d)| d)
+    }
+
+    /// The bucket's δ: its own evidence shrunk toward the prior; `None` when no bucket has
+    /// compared the modes yet (the cost model's prediction stands).
+    fn delta(&self, bucket: usize) -> (f64, bool) {
+        let prior = self.prior_delta(bucket);
+        match (self.buckets[bucket].delta(), prior) {
+            (Some((own, n)), Some(p)) => ((n * own + PRIOR_WEIGHT * p) / (n + PRIOR_WEIGHT), true),
+            (Some((own, _)), None) => (own, true),
+            (None, Some(p)) => (p, true),
+            (None, None) => (0.0, false),
+        }
+    }
 }
 
 /// The learning half of `Parallelism::Auto`; one per `Embedder`.
@@ -134,10 +196,7 @@ pub(crate) fn bucket_of(tokens: &[usize]) -> usize {
 impl Tuner {
     pub(crate) fn new() -> Tuner {
         Tuner {
-            state: Mutex::new(State {
-                buckets: [Bucket::default(); BUCKETS],
-                global: [Ratio::default(); 2],
-            }),
+            state: Mutex::new(State { buckets: [Bucket::default(); BUCKETS] }),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
         }
@@ -150,17 +209,10 @@ impl Tuner {
         let bucket = bucket_of(tokens);
         let predicted = [coarse, fine];
         let mut st = self.state.lock();
-        let State { buckets, global } = &mut *st;
-        let b = &mut buckets[bucket];
-        let ratio = |m: usize| {
-            b.ratio[m]
-                .get()
-                .or(global[m].get())
-                .or(b.ratio[1 - m].get())
-                .or(global[1 - m].get())
-                .unwrap_or(1.0)
-        };
-        let est = [predicted[0] * ratio(0), predicted[1] * ratio(1)];
+        let (delta, evidence) = st.delta(bucket);
+        let b = &mut st.buckets[bucket];
+        // Relative estimates: only their ratio matters.
+        let est = [coarse, fine * delta.exp()];
         let best = if est[0] <= est[1] { Parallelism::Coarse } else { Parallelism::Fine };
         let chosen = match b.last {
             Some(last) if last != best && est[slot(best)] > HYSTERESIS * est[slot(last)] => last,
@@ -171,19 +223,19 @@ impl Tuner {
             b.calls += 1;
             let alt = other(chosen);
             let close = est[slot(alt)] <= EXPLORE_BAND * est[slot(chosen)];
-            // A mode never measured anywhere is tried at once, and so is one the estimates
-            // cannot tell from the choice; one that other buckets' evidence already puts
-            // behind waits for the spaced schedule (a new bucket's first calls are often all
-            // there is, and a needless try there costs a whole call).
-            let unseen = b.ratio[slot(alt)].samples == 0
-                && (global[slot(alt)].samples == 0 || est[slot(alt)] <= FIRST_TRY_BAND * est[slot(chosen)]);
+            // A comparison nobody has made yet is made at once, and so is one the estimates
+            // cannot call; a mode the neighbours' evidence already puts behind waits for the
+            // spaced schedule (a new bucket's first calls are often all there is, and a
+            // needless try there costs a whole call).
+            let unseen = b.log[slot(alt)].samples == 0
+                && (!evidence || est[slot(alt)] <= FIRST_TRY_BAND * est[slot(chosen)]);
             if b.next_explore == 0 {
                 b.next_explore = FIRST_GAP;
             }
             if close && (unseen || b.calls >= b.next_explore) {
                 mode = alt;
                 b.explorations += 1;
-                let gap = (1u64 << b.explorations.min(16)).min(MAX_EXPLORE_GAP);
+                let gap = (2u64 << b.explorations.min(16)).min(MAX_EXPLORE_GAP);
                 b.next_explore = b.calls + gap;
             }
             b.last = Some(chosen);
@@ -218,17 +270,16 @@ impl Tuner {
         if !(seconds > 0.0 && d.predicted > 0.0) {
             return;
         }
-        let x = seconds / d.predicted;
+        let x = (seconds / d.predicted).ln();
         let mut st = self.state.lock();
-        st.buckets[d.bucket].ratio[slot(d.mode)].add(x);
-        st.global[slot(d.mode)].add(x);
+        st.buckets[d.bucket].log[slot(d.mode)].add(x);
     }
 
-    /// A bucket's learned (coarse, fine) ratios.
+/// A bucket's learned (coarse, fine) ratios.
     #[cfg(test)]
     fn ratios(&self, bucket: usize) -> [Option<f64>; 2] {
         let st = self.state.lock();
-        [st.buckets[bucket].ratio[0].get(), st.buckets[bucket].ratio[1].get()]
+        [st.buckets[bucket].log[0].get().map(f64::exp), st.buckets[bucket].log[1].get().map(f64::exp)]
     }
 }
 
@@ -314,7 +365,46 @@ mod tests {
         assert_eq!(t.ratios(bucket_of(&tokens)), [None, None]);
         let c = t.decide(&tokens, 1.0, 1.0, true);
         t.report(c, Some(2.0));
-        assert!(t.ratios(bucket_of(&tokens)).contains(&Some(2.0)));
+        let learned = t.ratios(bucket_of(&tokens));
+        assert!(learned.iter().flatten().any(|r| (r - 2.0).abs() < 1e-12), "{learned:?}");
+    }
+
+    #[test]
+    fn one_lucky_measurement_does_not_overturn_the_neighbours() {
+        let t = Tuner::new();
+        // Batches of 16: fine measured 15 % slower than coarse, both modes well sampled.
+        run(&t, &[12usize; 16], (1.0, 1.0), (1.0, 1.15), 200);
+        // Batches of 32, a new bucket where the truth is the same, but the first time fine runs
+        // there the machine happens to be 25 % faster (a quiet moment); coarse calls are exact.
+        let tokens = [12usize; 32];
+        let mut lucky = true;
+        let modes: Vec<Parallelism> = (0..40)
+            .map(|_| {
+                let d = t.decide(&tokens, 1.0, 1.0, true);
+                let secs = match d.mode {
+                    Parallelism::Fine if std::mem::take(&mut lucky) => 1.15 * 0.75,
+                    Parallelism::Fine => 1.15,
+                    _ => 1.0,
+                };
+                t.report(d, Some(secs));
+                d.mode
+            })
+            .collect();
+        let fine = modes.iter().filter(|&&m| m == Parallelism::Fine).count();
+        // Only the spaced explorations (calls 8, 12, 20, 36) run fine.
+        assert!(fine <= 4, "fine ran {fine} of 40: {modes:?}");
+        assert!(!lucky, "fine was explored");
+    }
+
+    #[test]
+    fn a_preempted_call_moves_a_settled_mean_by_a_bounded_step() {
+        let mut m = LogMean::default();
+        for _ in 0..20 {
+            m.add(0.0);
+        }
+        m.add(10.0f64.ln()); // one call ten times slower than usual
+        let moved = m.get().unwrap();
+        assert!(moved > 0.0 && moved <= OUTLIER / SETTLE + 1e-12, "{moved}");
     }
 
     #[test]
