@@ -35,7 +35,10 @@ const KC_F32: usize = 256;
 
 #[derive(Clone, Debug)]
 enum Repr {
-    Int8 { lay: Int8Layout, act: ActFormat },
+    /// `cells[b]`: the byte offset within a panel of logical block `b`'s weights (see
+    /// [`Int8Tile`]): the `lay.nb` packed cells in order, then one entry per residual block
+    /// pointing back at that block's cell.
+    Int8 { lay: Int8Layout, act: ActFormat, cells: Box<[u32]> },
     F32,
 }
 
@@ -52,8 +55,8 @@ pub struct PackedMatrix {
     ty: QuantType,
     n: usize,
     k: usize,
-    /// K-blocks (of 32) packed a second time after the last column, to multiply their
-    /// activations' quantization residual (see [`PackedMatrix::with_residual_blocks`]).
+    /// K-blocks (of 32) whose activations' quantization residual is multiplied too, after the
+    /// last column, by the same packed weights (see [`PackedMatrix::with_residual_blocks`]).
     residual: Box<[u32]>,
     repr: Repr,
     data: AlignedBuf,
@@ -110,18 +113,23 @@ impl PackedMatrix {
     ) -> Result<Self, KernelError> {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
         match pack::int8_format(ty, k_cols) {
-            Some((mut lay, act)) => Ok(PackedMatrix {
-                kernels,
-                ty,
-                n: n_rows,
-                k: k_cols,
-                residual: Box::new([]),
-                data: {
-                    lay.signed = kernels.int8_kernel().signed_weights;
-                    pack::pack_int8(ty, n_rows, k_cols, bytes, &lay)
-                },
-                repr: Repr::Int8 { lay, act },
-            }),
+            Some((mut lay, act)) => {
+                // The kernels address cells by u32 offsets within a panel.
+                if u32::try_from(lay.panel_stride).is_err() {
+                    return Err(KernelError::Shape { rows: n_rows, cols: k_cols });
+                }
+                let cells = (0..lay.nb).map(|b| (b * lay.block_stride) as u32).collect();
+                lay.signed = kernels.int8_kernel().signed_weights;
+                Ok(PackedMatrix {
+                    kernels,
+                    ty,
+                    n: n_rows,
+                    k: k_cols,
+                    residual: Box::new([]),
+                    data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
+                    repr: Repr::Int8 { lay, act, cells },
+                })
+            }
             None => Self::new_f32(kernels, ty, n_rows, k_cols, bytes),
         }
     }
@@ -147,11 +155,14 @@ impl PackedMatrix {
         })
     }
 
-    /// Packs `W` like [`PackedMatrix::new`], plus a second copy of the 32-element K-blocks
-    /// `blocks` (indices below `k_cols / 32`, each at most once). Every call then multiplies
+    /// Packs `W` like [`PackedMatrix::new`] and marks the 32-element K-blocks `blocks` (indices
+    /// below `k_cols / 32`, each at most once) for a second product. Every call then multiplies
     /// those input channels twice: their quantized activations, and the quantization's residual
-    /// (`x − dequantize(quantize(x))`) quantized again. Those channels get about 15 bits of
-    /// precision instead of 8, for the cost of `32 × blocks.len()` more columns of K.
+    /// (`x − dequantize(quantize(x))`) quantized again, after the last column and in the order
+    /// of `blocks`. Those channels get about 15 bits of precision instead of 8, for the cost of
+    /// `32 × blocks.len()` more columns of K in the kernel but no more packed bytes: the second
+    /// product re-reads the block's packed weights (see [`Int8Tile`]), which a batch-1 call,
+    /// bound by streaming weights from memory, finds still in cache.
     ///
     /// This is how a model keeps int8 speed where its activations have outlier channels: the
     /// few blocks whose scale dwarfs the rest carry most of the quantization error.
@@ -185,19 +196,12 @@ impl PackedMatrix {
                 return Err(KernelError::Shape { rows: n_rows, cols: b });
             }
         }
-        // The widened source: every row's blocks, then copies of the chosen ones.
-        let bb = ty.block_bytes();
-        let row = nb * bb;
-        let mut wide = Vec::with_capacity(n_rows * (row + blocks.len() * bb));
-        for r in bytes.chunks_exact(row) {
-            wide.extend_from_slice(r);
-            for &b in blocks {
-                wide.extend_from_slice(&r[b * bb..(b + 1) * bb]);
-            }
+        let mut m = Self::new(kernels, ty, n_rows, k_cols, bytes)?;
+        if let Repr::Int8 { cells, .. } = &mut m.repr {
+            let extended: Box<[u32]> =
+                cells.iter().copied().chain(blocks.iter().map(|&b| cells[b])).collect();
+            *cells = extended;
         }
-        let kp = k_cols + 32 * blocks.len();
-        let mut m = Self::new(kernels, ty, n_rows, kp, &wide)?;
-        m.k = k_cols;
         m.residual = blocks.iter().map(|&b| b as u32).collect();
         Ok(m)
     }
@@ -266,11 +270,11 @@ impl PackedMatrix {
             return Ok(());
         }
         match &self.repr {
-            Repr::Int8 { lay, act } => {
+            Repr::Int8 { lay, act, cells } => {
                 scratch.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
                 run_int8(
                     self.kernels,
-                    &[Some(self.int8_job(lay, m, c, par.num_threads()))],
+                    &[Some(self.int8_job(lay, cells, m, c, par.num_threads()))],
                     scratch,
                     m,
                     self.packed_k(),
@@ -319,7 +323,7 @@ impl PackedMatrix {
                     && w.residual == first.residual
                     && match (&w.repr, &first.repr) {
                         (Repr::F32, Repr::F32) => true,
-                        (Repr::Int8 { lay, act }, Repr::Int8 { lay: l0, act: a0 }) => {
+                        (Repr::Int8 { lay, act, .. }, Repr::Int8 { lay: l0, act: a0, .. }) => {
                             act == a0 && lay.kb == l0.kb
                         }
                         _ => false,
@@ -334,12 +338,12 @@ impl PackedMatrix {
         let threads = par.num_threads();
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
-            Repr::Int8 { lay, act } => {
+            Repr::Int8 { lay, act, .. } => {
                 scratch.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
-                    if let Repr::Int8 { lay, .. } = &w.repr {
-                        *slot = Some(w.int8_job(lay, m, c, threads));
+                    if let Repr::Int8 { lay, cells, .. } = &w.repr {
+                        *slot = Some(w.int8_job(lay, cells, m, c, threads));
                     }
                 }
                 run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
@@ -358,6 +362,7 @@ impl PackedMatrix {
     fn int8_job<'l>(
         &self,
         lay: &'l Int8Layout,
+        cells: &'l [u32],
         m: usize,
         c: &mut [f32],
         threads: usize,
@@ -365,6 +370,7 @@ impl PackedMatrix {
         let kern = self.kernels.int8_kernel();
         Int8Job {
             lay,
+            cells,
             w: SyncPtr(self.data.bytes().as_ptr().cast_mut()),
             c: SyncPtr(c.as_mut_ptr()),
             n: self.n,
@@ -387,6 +393,8 @@ impl PackedMatrix {
 /// is cut into tasks. The pointers come from live borrows held by the caller for the whole call.
 struct Int8Job<'l> {
     lay: &'l Int8Layout,
+    /// Cell offset of each logical block (see [`Int8Tile`]).
+    cells: &'l [u32],
     w: SyncPtr<u8>,
     c: SyncPtr<f32>,
     n: usize,
@@ -437,7 +445,7 @@ pub struct GemmScratch {
     ac: AlignedBuf,
     asum: AlignedBuf,
     wpack: AlignedBuf,
-    /// One widened activation row (values, then residual blocks) per quantization task.
+    /// One row's residual blocks (f32, before their quantization) per quantization task.
     wide: AlignedBuf,
 }
 
@@ -489,8 +497,10 @@ impl GemmScratch {
     }
 
     /// Quantizes `a` (`m × k`) for a matrix packed with `lay`; with residual blocks, each row is
-    /// first widened to `k + 32·residual.len()` values: the row, then for each residual block
-    /// `x − q·d` of that block's own quantization.
+    /// widened to `k + 32·residual.len()` quantized values: the row, then for each residual
+    /// block `x − q·d` of that block's own quantization, quantized in turn. The quantizers work
+    /// block by block, so the row and its residual tail are quantized separately (no widened f32
+    /// copy of the row) with the same bits as one pass over the widened row.
     #[allow(clippy::too_many_arguments)]
     fn quantize(
         &mut self,
@@ -503,8 +513,10 @@ impl GemmScratch {
         residual: &[u32],
         par: &dyn ParallelFor,
     ) {
-        let nb = lay.nb;
         let k = k_in + 32 * residual.len();
+        // Logical blocks: the packed ones, then the residual ones.
+        let (nb_in, nb) = (k_in / lay.kb, k / lay.kb);
+        let k_res = k - k_in;
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
         self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
         let wide = SyncPtr(self.wide.as_f32_mut().as_mut_ptr());
@@ -524,16 +536,6 @@ impl GemmScratch {
         par.run(n_tasks, &|t| {
             let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
             for r in r0..r1 {
-                let src = &a[r * k_in..(r + 1) * k_in];
-                let x = if residual.is_empty() {
-                    src
-                } else {
-                    // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured above) and
-                    // task t < MAX_QUANT_TASKS alone uses row t.
-                    let row = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k) };
-                    widen_row(kernels, src, residual, row);
-                    &*row
-                };
                 // SAFETY: the buffers were sized for m rows above; tasks own disjoint row ranges,
                 // so these mutable views never alias.
                 let (qr, adr, acr, asr) = unsafe {
@@ -544,7 +546,20 @@ impl GemmScratch {
                         std::slice::from_raw_parts_mut(asum.ptr().add(r * nb), nb),
                     )
                 };
-                act::quantize_row(kernels, fmt, lay, x, qr, adr, acr, asr);
+                let x = &a[r * k_in..(r + 1) * k_in];
+                let (q_in, q_res) = qr.split_at_mut(k_in);
+                let (ad_in, ad_res) = adr.split_at_mut(nb_in);
+                let (ac_in, ac_res) = acr.split_at_mut(nb_in);
+                let (as_in, as_res) = asr.split_at_mut(nb_in);
+                act::quantize_row(kernels, fmt, lay, x, q_in, ad_in, ac_in, as_in);
+                if residual.is_empty() {
+                    continue;
+                }
+                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of at least k_res values (ensured
+                // above) and task t < MAX_QUANT_TASKS alone uses row t.
+                let res = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k_res) };
+                residual_tail(x, q_in, ad_in, residual, res);
+                act::quantize_row(kernels, fmt, lay, res, q_res, ad_res, ac_res, as_res);
             }
         });
     }
@@ -553,19 +568,15 @@ impl GemmScratch {
 /// Most tasks one activation quantization is split into (bounds the widened-row scratch).
 const MAX_QUANT_TASKS: usize = 64;
 
-/// `out = [x, r_0, r_1, …]` where `r_j = x_b − q·d` over residual block `b = residual[j]`, with
-/// `q` and `d` exactly as the Q8_0 activation quantizer gives them (Q8_1 shares its quants and
-/// scale), so the kernel's two products of that block add up to `x_b` within ~d/254.
-fn widen_row(kernels: &Kernels, x: &[f32], residual: &[u32], out: &mut [f32]) {
-    let k = x.len();
-    out[..k].copy_from_slice(x);
-    let (mut q, mut d, mut c, mut s) = ([0i8; 32], [0f32; 1], [0i32; 1], [0f32; 1]);
-    for (j, &b) in residual.iter().enumerate() {
+/// `out = [r_0, r_1, …]` where `r_j = x_b − q·d` over residual block `b = residual[j]`, with
+/// `q` and `d` the row's own Q8_0 (or Q8_1: same quants and scale) quantization of that block,
+/// so the kernel's two products of that block add up to `x_b` within ~d/254.
+fn residual_tail(x: &[f32], q: &[i8], d: &[f32], residual: &[u32], out: &mut [f32]) {
+    for (&b, o) in residual.iter().zip(out.chunks_exact_mut(32)) {
         let b = b as usize;
-        let xb = &x[b * 32..(b + 1) * 32];
-        kernels.quant_act_q8_0(xb, &mut q, &mut d, &mut c, &mut s);
-        for ((o, &v), &qi) in out[k + j * 32..k + (j + 1) * 32].iter_mut().zip(xb).zip(&q) {
-            *o = v - f32::from(qi) * d[0];
+        let (xb, qb, db) = (&x[b * 32..(b + 1) * 32], &q[b * 32..(b + 1) * 32], d[b]);
+        for ((o, &v), &qi) in o.iter_mut().zip(xb).zip(qb) {
+            *o = v - f32::from(qi) * db;
         }
     }
 }
@@ -649,7 +660,8 @@ fn run_int8(
     par.run(n_tasks, &|t| {
         let (job, t) = locate(jobs, |j| &j.plan, t);
         let (lay, n) = (job.lay, job.n);
-        let nb = lay.nb;
+        // Logical blocks (packed, then residual): the activations' blocks per row.
+        let nb = k / lay.kb;
         let kcb = (kern.kc / lay.kb).max(1);
         let (r0, r1, c0, c1) = job.plan.task(t, m, n);
         // Column blocks whose packed weights fit in L2, so the row blocks re-read them from L2
@@ -659,14 +671,18 @@ fn run_int8(
             let jc1 = (jc0 + nc).min(c1);
             for ic in (r0..r1).step_by(mc) {
                 let ic1 = (ic + mc).min(r1);
-                for kc in (0..nb).step_by(kcb) {
-                    let nblocks = kcb.min(nb - kc);
+                let mut kc = 0;
+                while kc < nb {
+                    // A short tail (residual blocks, typically) joins the previous chunk: one C
+                    // round trip less per tile, for an activation block still well inside L1.
+                    let nblocks = if nb - kc < kcb + kcb / 2 { nb - kc } else { kcb };
                     for jc in (jc0..jc1).step_by(kern.nr) {
                         for ir in (ic..ic1).step_by(kern.mr) {
-                            // SAFETY: rows ir..ir+mr < m, blocks kc..kc+nblocks < nb and columns
-                            // jc..jc+ncols < n are inside the scratch, packed and output buffers
-                            // (packed panels are padded to whole panels); this task alone writes
-                            // rows r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
+                            // SAFETY: rows ir..ir+mr < m, logical blocks kc..kc+nblocks < nb (and
+                            // the cells they name) and columns jc..jc+ncols < n are inside the
+                            // scratch, `cells` (nb entries), packed and output buffers (packed
+                            // panels are padded to whole panels); this task alone writes rows
+                            // r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
                             // distinct borrows.
                             unsafe {
                                 let tile = Int8Tile {
@@ -676,9 +692,8 @@ fn run_int8(
                                     ac: acp.ptr().add(ir * nb + kc),
                                     asum: asp.ptr().add(ir * nb + kc),
                                     lds: nb,
-                                    w: job.w.ptr().add(
-                                        (jc / PANEL) * lay.panel_stride + kc * lay.block_stride,
-                                    ),
+                                    w: job.w.ptr().add((jc / PANEL) * lay.panel_stride),
+                                    cells: job.cells.as_ptr().add(kc),
                                     nblocks,
                                     c: job.c.ptr().add(ir * n + jc),
                                     ldc: n,
@@ -690,6 +705,7 @@ fn run_int8(
                             }
                         }
                     }
+                    kc += nblocks;
                 }
             }
         }
@@ -852,7 +868,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
     let Ok(pm) = PackedMatrix::new(kernels, QuantType::Q8_0, n, k, &wq) else {
         return 0.0;
     };
-    let Repr::Int8 { lay, act } = pm.repr.clone() else {
+    let Repr::Int8 { lay, act, cells } = pm.repr.clone() else {
         return 0.0;
     };
     let a: Vec<f32> = (0..m * k)
@@ -869,6 +885,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         asum: s.asum.as_f32().as_ptr(),
         lds: lay.nb,
         w: pm.data.bytes().as_ptr(),
+        cells: cells.as_ptr(),
         nblocks: lay.nb,
         c: c.as_mut_ptr(),
         ldc: n,

@@ -374,12 +374,16 @@ fn matmul_many_equals_separate_matmuls_bit_for_bit() {
 mod residual_blocks {
     use super::*;
 
-    /// Activations with two outlier channels per row (blocks 1 and 6), as Gemma's have.
+    /// Activations with two outlier channels per row (blocks 1 and 6, where the row has them),
+    /// as Gemma's have.
     fn outlier_rows(r: &mut rand::rngs::StdRng, m: usize, k: usize) -> Vec<f32> {
         let mut a = random_f32(r, m * k, 1.0);
         for row in a.chunks_exact_mut(k) {
-            row[32 + 5] *= 60.0;
-            row[6 * 32 + 17] *= -80.0;
+            for (i, f) in [(32 + 5, 60.0), (6 * 32 + 17, -80.0)] {
+                if let Some(v) = row.get_mut(i) {
+                    *v *= f;
+                }
+            }
         }
         a
     }
@@ -452,6 +456,66 @@ mod residual_blocks {
         let mut alone2 = vec![0f32; 150 * 33];
         pm2.matmul(&a, 150, &mut alone2, &mut GemmScratch::new(), &Serial).unwrap();
         assert_eq!(c2, alone2);
+    }
+
+    /// The residual blocks' semantics spelled out the long way, as they were first built: the
+    /// chosen blocks' weights duplicated after each row (a plain matrix over the widened K) and
+    /// each activation row widened with the chosen blocks' residuals (the scalar quantizer's
+    /// `x − q·d`). The shared-cell matrix must give the same bits on every ISA, threaded or not,
+    /// while holding no more packed bytes than the plain matrix.
+    #[test]
+    fn shared_cells_match_duplicated_blocks_on_every_isa() {
+        let mut r = rng(80);
+        let cases: [(usize, usize, usize, Vec<usize>); 5] = [
+            (1, 16, 4, vec![2]),
+            (7, 33, 9, vec![8, 0, 3]),
+            (24, 70, 24, vec![3, 17, 20]),
+            (37, 50, 36, vec![35, 1, 20]),
+            (13, 40, 12, (0..12).rev().collect()),
+        ];
+        for kern in Kernels::all_supported() {
+            for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_0, QuantType::Q4_1, QuantType::Q5_1] {
+                for (m, n, nb, blocks) in &cases {
+                    let (m, n, k) = (*m, *n, 32 * nb);
+                    let kw = k + 32 * blocks.len();
+                    let w = random_weights(&mut r, ty, n, k);
+                    let a = outlier_rows(&mut r, m, k);
+                    let bb = ty.block_bytes();
+                    let mut w_wide = Vec::new();
+                    for row in w.chunks_exact(nb * bb) {
+                        w_wide.extend_from_slice(row);
+                        for &b in blocks {
+                            w_wide.extend_from_slice(&row[b * bb..(b + 1) * bb]);
+                        }
+                    }
+                    let mut a_wide = Vec::new();
+                    for x in a.chunks_exact(k) {
+                        a_wide.extend_from_slice(x);
+                        for &b in blocks {
+                            let xb = &x[b * 32..(b + 1) * 32];
+                            let (mut q, mut d) = ([0i8; 32], [0f32; 1]);
+                            crate::gemm::act::quant_act_q8_0(xb, &mut q, &mut d, &mut [0], &mut [0.0]);
+                            a_wide.extend(xb.iter().zip(&q).map(|(&v, &qi)| v - f32::from(qi) * d[0]));
+                        }
+                    }
+                    let dup = PackedMatrix::new(kern, ty, n, kw, &w_wide).unwrap();
+                    let mut want = vec![0f32; m * n];
+                    dup.matmul(&a_wide, m, &mut want, &mut GemmScratch::new(), &Serial).unwrap();
+                    let pm = PackedMatrix::with_residual_blocks(kern, ty, n, k, &w, blocks).unwrap();
+                    assert_eq!(pm.packed_bytes(), PackedMatrix::new(kern, ty, n, k, &w).unwrap().packed_bytes());
+                    assert!(pm.packed_bytes() < dup.packed_bytes());
+                    for threads in [1, 3] {
+                        let mut c = vec![f32::NAN; m * n];
+                        pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Threads(threads)).unwrap();
+                        assert!(
+                            c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{} {ty:?} {m}x{n}x{k} {blocks:?} threads {threads}",
+                            kern.isa()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,9 +21,10 @@
 //!
 //! # The reduction every ISA performs (the specification)
 //! For output `(i, j)`: `acc = 0` (or C's current value when continuing a K chunk), then for each
-//! block `b` in order: `isum` = exact i32 dot of the block, `acc = fma(d_a[i,b] * dw[j,b], isum
-//! as f32, acc)`, and for affine formats `acc = fma(mw[j,b], sa[i,b], acc)`. Every ISA and tile
-//! shape performs exactly these roundings, so results are bit-identical across ISAs, tile sizes,
+//! logical block `b` in order (see [`Int8Tile`]): `isum` = exact i32 dot of activation block `b`
+//! with the weight cell `cells[b]`, `acc = fma(d_a[i,b] * dw[j,cells[b]], isum as f32, acc)`,
+//! and for affine formats `acc = fma(mw[j,cells[b]], sa[i,b], acc)`. Every ISA and tile shape
+//! performs exactly these roundings, so results are bit-identical across ISAs, tile sizes,
 //! batch sizes and thread counts.
 //!
 //! # f32 panel layout
@@ -68,7 +69,13 @@ impl Int8Layout {
 }
 
 /// One int8 microkernel call: `mr` rows × `ncols` columns (at most two panels) over `nblocks`
-/// blocks. All pointers are positioned at the tile's first row / panel / block.
+/// blocks. Activation pointers are positioned at the tile's first row and block; `w` at the
+/// first panel's start, and `cells` at the first block's entry.
+///
+/// Blocks are *logical*: block `b` reads activation block `b` and the weight cell at byte
+/// `cells[b]` of each panel. For a plain matrix that is cell `b`; a matrix with residual blocks
+/// appends entries that point back at cells already packed, so their weights are stored once
+/// and re-read while still in cache.
 pub struct Int8Tile {
     /// Quantized activations, row 0 of the tile at the first block.
     pub a: *const i8,
@@ -82,8 +89,10 @@ pub struct Int8Tile {
     pub asum: *const f32,
     /// Elements between rows of `ad` / `ac` / `asum`.
     pub lds: usize,
-    /// The first panel's cell for the first block.
+    /// The first panel's first byte.
     pub w: *const u8,
+    /// Per block, its cell's byte offset within a panel (`nblocks` entries).
+    pub cells: *const u32,
     /// Blocks to reduce.
     pub nblocks: usize,
     /// Output, row 0 column 0 of the tile.
@@ -135,8 +144,9 @@ pub struct Int8Kernel {
     pub signed_weights: bool,
     /// # Safety
     /// The ISA must be supported, and the tile's pointers valid for the extents it describes
-    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns; activations and their
-    /// per-block arrays: `mr` rows rounded up to the kernel's MR, which the scratch provides).
+    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns, each holding the cells
+    /// `cells` points at; activations and their per-block arrays: `mr` rows rounded up to the
+    /// kernel's MR, which the scratch provides).
     pub tile: unsafe fn(&Int8Tile, &Int8Layout),
 }
 

@@ -16,10 +16,10 @@ pub unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
             // SAFETY: as above.
             let mut acc = if t.accumulate { unsafe { *cptr } } else { 0.0 };
             for b in 0..t.nblocks {
-                // SAFETY: panel `p`, block `b` of the packed matrix and row `r`, block `b` of the
-                // activations are inside the extents the caller vouched for.
+                // SAFETY: entry `b` of `cells`, the cell it names in panel `p`, and row `r`,
+                // block `b` of the activations are inside the extents the caller vouched for.
                 unsafe {
-                    let cell = t.w.add(p * lay.panel_stride + b * lay.block_stride);
+                    let cell = t.w.add(p * lay.panel_stride + *t.cells.add(b) as usize);
                     let arow = t.a.add(r * t.lda + b * lay.kb);
                     let s = r * t.lds + b;
                     let mut isum = if lay.affine || lay.signed { 0 } else { *t.ac.add(s) };

@@ -124,7 +124,7 @@ unsafe fn tile_impl<const MV: usize, const NV: usize>(t: &Int8Tile, lay: &Int8La
     let mut acc = [[[_mm512_setzero_ps(); NV]; 16]; MV];
     let signed = lay.signed && !lay.affine;
     // SAFETY: every tile load reads rows < 16 * MV (padded by the scratch) × kb bytes at stride
-    // lda, or kb/4 rows × 64 bytes of a packed cell of a panel < NV; tile stores write `sums`;
+    // lda, or kb/4 rows × 64 bytes of the packed cell `cells[b]` names in a panel < NV; tile stores write `sums`;
     // C accesses are masked to mr rows × ncols columns.
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
@@ -141,7 +141,7 @@ unsafe fn tile_impl<const MV: usize, const NV: usize>(t: &Int8Tile, lay: &Int8La
             }
         }
         for b in 0..t.nblocks {
-            let cell = t.w.add(b * lay.block_stride);
+            let cell = t.w.add(*t.cells.add(b) as usize);
             let a = t.a.add(b * lay.kb);
             let buf = &mut sums[b % 2];
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));

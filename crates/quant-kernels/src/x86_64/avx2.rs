@@ -79,8 +79,8 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
     let mut facc = [[_mm256_setzero_ps(); 2]; MR];
     // `vphaddd` leaves columns in the order 0 1 4 5 2 3 6 7; this restores 0..8.
     let unshuffle = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    // SAFETY: rows < MR, blocks < nblocks, one panel, columns masked to ncols: all inside the
-    // tile the caller vouched for.
+    // SAFETY: rows < MR, blocks < nblocks (cell offsets from `cells`, which name cells of the
+    // panel), one panel, columns masked to ncols: all inside the tile the caller vouched for.
     unsafe {
         if t.accumulate {
             for (r, row) in facc.iter_mut().enumerate() {
@@ -90,7 +90,7 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
             }
         }
         for b in 0..t.nblocks {
-            let cell = t.w.add(b * lay.block_stride);
+            let cell = t.w.add(*t.cells.add(b) as usize);
             let mut iacc = [[_mm256_setzero_si256(); 4]; MR];
             for s in 0..STEPS {
                 let mut av = [_mm256_setzero_si256(); MR];

@@ -105,7 +105,8 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
     let split = MR <= 2;
     let mut facc = [[_mm512_setzero_ps(); NV]; MR];
     // SAFETY: all pointer arithmetic stays within the tile the caller vouched for: rows < MR,
-    // panels < NV (only when ncols > 16), blocks < nblocks, and columns masked to ncols.
+    // panels < NV (only when ncols > 16), blocks < nblocks (each block's cell offset read from
+    // `cells`, which names a cell of every panel), and columns masked to ncols.
     unsafe {
         if t.accumulate {
             for (r, row) in facc.iter_mut().enumerate() {
@@ -115,7 +116,7 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
             }
         }
         for b in 0..t.nblocks {
-            let cell = t.w.add(b * lay.block_stride);
+            let cell = t.w.add(*t.cells.add(b) as usize);
             let mut iacc = [[_mm512_setzero_si512(); NV]; MR];
             let mut iacc2 = [[_mm512_setzero_si512(); NV]; MR];
             if !AFFINE {
