@@ -125,6 +125,19 @@ pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layo
     let row_bytes = bytes.len() / n.max(1);
     let mut buf = AlignedBuf::zeroed(npanels * lay.panel_stride);
     let out = buf.bytes_mut();
+    let flip = if lay.signed && !lay.affine { 0x80u8 } else { 0 };
+    if ty == QuantType::Q8_0 && lay.kb == 32 {
+        pack_q8_0(n, bytes, row_bytes, lay, out, flip);
+    } else {
+        pack_decoded(ty, n, k, bytes, row_bytes, lay, out, flip);
+    }
+    buf
+}
+
+/// Every format: each row decoded to unsigned quants and scales, then scattered into its
+/// panel column.
+#[allow(clippy::too_many_arguments)]
+fn pack_decoded(ty: QuantType, n: usize, k: usize, bytes: &[u8], row_bytes: usize, lay: &Int8Layout, out: &mut [u8], flip: u8) {
     let mut u = vec![0u8; k];
     let mut dw = vec![0f32; lay.nb];
     let mut mw = vec![0f32; lay.nb];
@@ -134,11 +147,10 @@ pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layo
         let (p, cc) = (j / PANEL, j % PANEL);
         for b in 0..lay.nb {
             let cell = p * lay.panel_stride + b * lay.block_stride;
-            let flip = if lay.signed && !lay.affine { 0x80 } else { 0 };
-            for s in 0..lay.kb / 4 {
+            for (s, q) in u[b * lay.kb..(b + 1) * lay.kb].chunks_exact(4).enumerate() {
                 let dst = cell + s * 64 + cc * 4;
                 for t in 0..4 {
-                    out[dst + t] = u[b * lay.kb + s * 4 + t] ^ flip;
+                    out[dst + t] = q[t] ^ flip;
                 }
             }
             let d = cell + lay.dw_offset() + cc * 4;
@@ -149,7 +161,30 @@ pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layo
             }
         }
     }
-    buf
+}
+
+/// Q8_0, the default model's format, is most of a cold start's packing, and its decode is a
+/// byte flip: `u = q + 128` is `q ^ 0x80`, which the signed layout's `flip` undoes. So each
+/// cell is filled whole from the panel's 16 source rows side by side (4 quants per store, no
+/// staging row), and the output is written once, in order.
+fn pack_q8_0(n: usize, bytes: &[u8], row_bytes: usize, lay: &Int8Layout, out: &mut [u8], flip: u8) {
+    let mask = u32::from_ne_bytes([0x80 ^ flip; 4]);
+    let bb = std::mem::size_of::<BlockQ8_0>();
+    for (p, panel) in out.chunks_exact_mut(lay.panel_stride).enumerate() {
+        let rows = (n - p * PANEL).min(PANEL);
+        for (b, cell) in panel.chunks_exact_mut(lay.block_stride).enumerate() {
+            let (quants, scales) = cell.split_at_mut(lay.dw_offset());
+            for cc in 0..rows {
+                let blk = &bytes[(p * PANEL + cc) * row_bytes + b * bb..][..bb];
+                let d = f16_to_f32(half::f16::from_le_bytes([blk[0], blk[1]]));
+                scales[cc * 4..cc * 4 + 4].copy_from_slice(&d.to_le_bytes());
+                for (s, q) in blk[2..].chunks_exact(4).enumerate() {
+                    let w = u32::from_ne_bytes([q[0], q[1], q[2], q[3]]) ^ mask;
+                    quants[s * 64 + cc * 4..s * 64 + cc * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// Packs an `n × k` matrix given row by row into f32 panels: `row(j, out)` fills row `j`.
@@ -240,4 +275,37 @@ pub fn pack_f32_from(
 ) -> Result<AlignedBuf, KernelError> {
     let row_bytes = ty.row_bytes(k)?;
     pack_f32_rows(n, k, |j, out| dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Q8_0 fast path writes exactly the bytes the general decode-and-scatter path writes,
+    /// for both weight signednesses and a last panel that is only partly filled.
+    #[test]
+    fn q8_0_fast_path_equals_general_path() {
+        let (n, k) = (37, 96);
+        let row_bytes = k / 32 * std::mem::size_of::<BlockQ8_0>();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let bytes: Vec<u8> = (0..n * row_bytes)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        for signed in [false, true] {
+            let (mut lay, _) = int8_format(QuantType::Q8_0, k).unwrap();
+            lay.signed = signed;
+            let flip = if signed { 0x80 } else { 0 };
+            let size = n.div_ceil(PANEL) * lay.panel_stride;
+            let (mut fast, mut general) = (AlignedBuf::zeroed(size), AlignedBuf::zeroed(size));
+            pack_q8_0(n, &bytes, row_bytes, &lay, fast.bytes_mut(), flip);
+            pack_decoded(QuantType::Q8_0, n, k, &bytes, row_bytes, &lay, general.bytes_mut(), flip);
+            assert!(fast.bytes() == general.bytes(), "signed = {signed}");
+            assert!(pack_int8(QuantType::Q8_0, n, k, &bytes, &lay).bytes() == fast.bytes());
+        }
+    }
 }
