@@ -16,9 +16,12 @@
 //! score 0 and HF keeps their original text, so the builder undoes both rewrites; data
 //! taken straight from `tokenizer.model` passes through unchanged.
 
+use std::path::Path;
+
 use rustc_hash::FxHashMap;
 
 use crate::bpe::{Merge, MergeMap, pair_key};
+use crate::cache::{self, CacheStatus};
 use crate::error::TokenizerError;
 use crate::special::SpecialMatcher;
 use crate::tokenizer::{Tables, Tokenizer};
@@ -187,8 +190,68 @@ impl TokenizerBuilder {
         self
     }
 
-    /// Validates the data and builds the encoder's tables.
+    /// Validates the data and builds the encoder's tables, deriving the merge ranks from the
+    /// pieces and scores (about 0.2 s for Gemma's 262,144 pieces; see
+    /// [`TokenizerBuilder::build_cached`] for a start-up that skips it).
     pub fn build(self) -> Result<Tokenizer, TokenizerError> {
+        let vocab = self.prepare()?;
+        let derived = derive_checked(&self, &vocab)?;
+        self.finish(vocab, derived)
+    }
+
+    /// As [`TokenizerBuilder::build`], with the derived merge ranks kept in a cache file in
+    /// `dir` (created if missing), named after a SHA-256 of the vocabulary data, so the
+    /// same vocabulary from any GGUF finds the same file and a different one never does.
+    ///
+    /// The file is used only when its magic, format version, vocabulary fingerprint,
+    /// length and SHA-256 checksum all match and every id in it is inside the vocabulary;
+    /// anything else (absent, unreadable, stale, truncated, corrupted) derives the ranks as
+    /// `build` does and rewrites the file (temporary file + rename, so concurrent processes
+    /// never see half a file). The tokenizer is the same either way, id for id; the
+    /// returned [`CacheStatus`] says which path ran. Failing to write the cache is not an
+    /// error (a read-only cache directory only costs the derivation next time).
+    pub fn build_cached(self, dir: &Path) -> Result<(Tokenizer, CacheStatus), TokenizerError> {
+        let vocab = self.prepare()?;
+        let fingerprint = cache::fingerprint(&vocab);
+        let path = cache::path(dir, &fingerprint);
+        match cache::read(&path, &fingerprint, vocab.n) {
+            Ok(derived) => {
+                // The fingerprint is of exactly the data `derive_checked` validated when
+                // the file was written (it is written only after a successful build), so
+                // the duplicate check it does is not repeated here.
+                self.check_special_ids(vocab.n)?;
+                let tok = self.finish(vocab, derived)?;
+                Ok((tok, CacheStatus::Loaded))
+            }
+            Err(why) => {
+                let derived = derive_checked(&self, &vocab)?;
+                let bytes = cache::encode(&fingerprint, &derived, vocab.n);
+                let tok = self.finish(vocab, derived)?;
+                let write = cache::write(dir, &path, &bytes);
+                Ok((tok, CacheStatus::Derived { why, write }))
+            }
+        }
+    }
+
+    fn check_special_ids(&self, n: usize) -> Result<(), TokenizerError> {
+        for (which, id) in [("bos", self.bos), ("eos", self.eos), ("unk", self.unk), ("pad", self.pad)] {
+            if let Some(id) = id
+                && id as usize >= n
+            {
+                return Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab_size: n });
+            }
+        }
+        if self.add_bos && self.bos.is_none() {
+            return Err(TokenizerError::MissingSpecialId { which: "bos" });
+        }
+        if self.add_eos && self.eos.is_none() {
+            return Err(TokenizerError::MissingSpecialId { which: "eos" });
+        }
+        Ok(())
+    }
+
+    /// Checks the arrays and computes what the merge ranks are derived from.
+    fn prepare(&self) -> Result<Vocab, TokenizerError> {
         let n = self.ends.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -238,36 +301,33 @@ impl TokenizerBuilder {
             offsets.push(pieces.len() as u32);
             start = end;
         }
+        Ok(Vocab { n, types, scores, pieces, offsets })
+    }
+
+    /// Builds the encoder's tables from the checked vocabulary and its merge ranks.
+    fn finish(self, vocab: Vocab, derived: Derived) -> Result<Tokenizer, TokenizerError> {
+        let Vocab { n, mut types, scores: _, mut pieces, mut offsets } = vocab;
         let piece = |id: usize| &pieces[offsets[id] as usize..offsets[id + 1] as usize];
 
-        let mut ids: FxHashMap<&str, u32> = FxHashMap::default();
-        ids.reserve(n);
+        let mut merges = MergeMap::default();
+        merges.reserve(derived.ranked.len());
+        for (rank, &[left, right, merged]) in derived.ranked.iter().enumerate() {
+            merges.insert(pair_key(left, right), Merge { rank: rank as u32, new_id: merged });
+        }
+        let no_split_after = derived.no_split_after;
+
+        // Piece texts are unique (checked before the ranks were derived), so a scan finds
+        // what a text → id map would.
+        let mut space_id = u32::MAX;
+        let mut byte_ids = [u32::MAX; 256];
         for id in 0..n {
-            if let Some(first) = ids.insert(piece(id), id as u32) {
-                return Err(TokenizerError::DuplicateToken {
-                    id: id as u32,
-                    first,
-                    text: piece(id).to_owned(),
-                });
+            let t = piece(id);
+            if t == "\u{2581}" {
+                space_id = id as u32;
+            } else if let Some(b) = byte_piece(t) {
+                byte_ids[usize::from(b)] = id as u32;
             }
         }
-
-        for (which, id) in [("bos", self.bos), ("eos", self.eos), ("unk", self.unk), ("pad", self.pad)] {
-            if let Some(id) = id
-                && id as usize >= n
-            {
-                return Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab_size: n });
-            }
-        }
-        if self.add_bos && self.bos.is_none() {
-            return Err(TokenizerError::MissingSpecialId { which: "bos" });
-        }
-        if self.add_eos && self.eos.is_none() {
-            return Err(TokenizerError::MissingSpecialId { which: "eos" });
-        }
-
-        let (merges, no_split_after) = derive_merges(n, &scores, &ids, &piece);
-        let space_id = ids.get("\u{2581}").copied().unwrap_or(u32::MAX);
 
         // Initial symbols: one per character when the character is a piece.
         let mut bmp = vec![u32::MAX; 0x1_0000].into_boxed_slice();
@@ -287,12 +347,6 @@ impl TokenizerBuilder {
         for (c, ok) in split_after_ascii.iter_mut().enumerate() {
             let c = c as u8 as char;
             *ok = c != ' ' && bmp[c as usize] != u32::MAX && !no_split_after.contains(&c);
-        }
-        let mut byte_ids = [u32::MAX; 256];
-        for (b, slot) in byte_ids.iter_mut().enumerate() {
-            if let Some(&id) = ids.get(format!("<0x{b:02X}>").as_str()) {
-                *slot = id;
-            }
         }
 
         // Added tokens: the vocabulary's own, then the extras.
@@ -314,7 +368,6 @@ impl TokenizerBuilder {
                 return Err(TokenizerError::AddedTokenId { text: text.clone(), id: *id, expected: next });
             }
         }
-        drop(ids);
         let model_vocab = n;
         for (text, id) in &self.added {
             if *id as usize >= n {
@@ -351,6 +404,59 @@ impl TokenizerBuilder {
     }
 }
 
+/// The byte of a byte-fallback piece `<0xNN>` (upper-case hex, as SentencePiece writes it).
+fn byte_piece(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'A'..=b'F')) {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// The checked vocabulary: what the merge ranks are derived from, and what the cache
+/// fingerprint covers.
+pub(crate) struct Vocab {
+    pub(crate) n: usize,
+    pub(crate) types: Vec<TokenType>,
+    /// Scores as ranked: added tokens 0, no -0.0.
+    pub(crate) scores: Vec<f32>,
+    /// Piece texts as HF sees them, concatenated (`offsets` has `n + 1` entries).
+    pub(crate) pieces: String,
+    pub(crate) offsets: Vec<u32>,
+}
+
+impl Vocab {
+    fn piece(&self, id: usize) -> &str {
+        &self.pieces[self.offsets[id] as usize..self.offsets[id + 1] as usize]
+    }
+}
+
+/// What is derived from the vocabulary and cached: merges in rank order as
+/// `[left, right, merged]`, and `Tables::no_split_after`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Derived {
+    pub(crate) ranked: Vec<[u32; 3]>,
+    pub(crate) no_split_after: Vec<char>,
+}
+
+/// Checks the piece texts are unique (with the special ids), then ranks the merges.
+fn derive_checked(builder: &TokenizerBuilder, vocab: &Vocab) -> Result<Derived, TokenizerError> {
+    let n = vocab.n;
+    let mut ids: FxHashMap<&str, u32> = FxHashMap::default();
+    ids.reserve(n);
+    for id in 0..n {
+        if let Some(first) = ids.insert(vocab.piece(id), id as u32) {
+            return Err(TokenizerError::DuplicateToken {
+                id: id as u32,
+                first,
+                text: vocab.piece(id).to_owned(),
+            });
+        }
+    }
+    builder.check_special_ids(n)?;
+    Ok(derive_merges(vocab, &ids))
+}
+
 /// One candidate merge before ranking.
 struct Rule {
     score: f32,
@@ -365,37 +471,33 @@ struct Rule {
 /// `tokenizer.json`'s merges (see the module docs). Also returns the last characters
 /// of left parts that merge with a right part starting with `▁` (see
 /// `Tables::no_split_after`).
-fn derive_merges<'a>(
-    n: usize,
-    scores: &[f32],
-    ids: &FxHashMap<&'a str, u32>,
-    piece: &impl Fn(usize) -> &'a str,
-) -> (MergeMap, Vec<char>) {
+fn derive_merges(vocab: &Vocab, ids: &FxHashMap<&str, u32>) -> Derived {
     let mut no_split_after = Vec::new();
-    let mut rules = Vec::with_capacity(n * 2);
-    for (merged, &score) in scores.iter().enumerate().take(n) {
-        let text = piece(merged);
+    let mut rules = Vec::with_capacity(vocab.n * 2);
+    for (merged, &score) in vocab.scores.iter().enumerate() {
+        let text = vocab.piece(merged);
         let n_chars = text.chars().count() as u32;
         for (k, (at, _)) in text.char_indices().skip(1).enumerate() {
             let (l, r) = text.split_at(at);
-            if let (Some(&left), Some(&right)) = (ids.get(l), ids.get(r)) {
-                if r.starts_with('\u{2581}')
-                    && let Some(last) = l.chars().next_back()
-                    && last != '\u{2581}'
-                    && !no_split_after.contains(&last)
-                {
-                    no_split_after.push(last);
-                }
-                let len_left = k as u32 + 1;
-                rules.push(Rule {
-                    score,
-                    len_left,
-                    len_right: n_chars - len_left,
-                    merged: merged as u32,
-                    left,
-                    right,
-                });
+            // Most prefixes are not pieces: look the suffix up only for those that are.
+            let Some(&left) = ids.get(l) else { continue };
+            let Some(&right) = ids.get(r) else { continue };
+            if r.starts_with('\u{2581}')
+                && let Some(last) = l.chars().next_back()
+                && last != '\u{2581}'
+                && !no_split_after.contains(&last)
+            {
+                no_split_after.push(last);
             }
+            let len_left = k as u32 + 1;
+            rules.push(Rule {
+                score,
+                len_left,
+                len_right: n_chars - len_left,
+                merged: merged as u32,
+                left,
+                right,
+            });
         }
     }
     rules.sort_unstable_by(|a, b| {
@@ -406,10 +508,5 @@ fn derive_merges<'a>(
             .then(b.len_right.cmp(&a.len_right))
             .then(a.merged.cmp(&b.merged))
     });
-    let mut merges = MergeMap::default();
-    merges.reserve(rules.len());
-    for (rank, r) in rules.iter().enumerate() {
-        merges.insert(pair_key(r.left, r.right), Merge { rank: rank as u32, new_id: r.merged });
-    }
-    (merges, no_split_after)
+    Derived { ranked: rules.iter().map(|r| [r.left, r.right, r.merged]).collect(), no_split_after }
 }

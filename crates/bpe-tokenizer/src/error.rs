@@ -103,3 +103,60 @@ pub enum TokenizerError {
         vocab_size: usize,
     },
 }
+
+/// Why [`crate::TokenizerBuilder::build_cached`] could not use its cache file (it then
+/// derives the merge ranks and rewrites the file; this is reported, never returned as a
+/// build error).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// No cache file for this vocabulary yet.
+    #[error("no cache file")]
+    Absent,
+    /// The file exists but could not be read.
+    #[error("cannot read the cache file: {0}")]
+    Io(#[source] std::io::Error),
+    /// Not a merge cache file.
+    #[error("not a merge cache file (bad magic)")]
+    Magic,
+    /// Written by a build with another cache format.
+    #[error("cache format version {found}, this build reads version {expected}")]
+    Version {
+        /// Version in the file.
+        found: u32,
+        /// Version this build writes.
+        expected: u32,
+    },
+    /// Shorter or longer than its header says (a torn or truncated write).
+    #[error("cache file is {actual} bytes, its header implies {expected}")]
+    Length {
+        /// Length the header implies.
+        expected: u64,
+        /// Length of the file.
+        actual: u64,
+    },
+    /// The checksum does not match the contents.
+    #[error("cache checksum mismatch (corrupted file)")]
+    Checksum,
+    /// A valid file derived from a different vocabulary.
+    #[error("cache file was derived from a different vocabulary")]
+    Stale,
+    /// A merge names a token outside the vocabulary.
+    #[error("cache merge {index} names token {id}, outside the vocabulary of {vocab_size}")]
+    IdOutOfRange {
+        /// Rank of the merge.
+        index: usize,
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab_size: usize,
+    },
+    /// A no-split entry that is not a Unicode scalar value.
+    #[error("cache no-split entry {index} is {value:#x}, not a character")]
+    BadChar {
+        /// Position of the entry.
+        index: usize,
+        /// The raw value.
+        value: u32,
+    },
+}

@@ -30,6 +30,7 @@
 
 mod bpe;
 mod builder;
+mod cache;
 mod error;
 mod scratch;
 mod special;
@@ -37,5 +38,6 @@ mod tokenizer;
 
 pub use scratch::Scratch;
 pub use builder::{TokenType, TokenizerBuilder};
-pub use error::TokenizerError;
+pub use cache::CacheStatus;
+pub use error::{CacheError, TokenizerError};
 pub use tokenizer::{Encoded, Tokenizer};

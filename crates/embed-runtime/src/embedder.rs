@@ -212,9 +212,10 @@ impl EmbedderBuilder {
         // while the others repack the weight matrices (the two are most of a load).
         let threads = self.threads.unwrap_or(cores);
         let pool = WorkerPool::new(threads)?;
+        let tokenizer_cache = crate::vocab::tokenizer_cache_dir();
         let (tokenizer, model) = pool.install(|fine| {
             rayon_core::join(
-                || crate::vocab::tokenizer_from_gguf(&file),
+                || crate::vocab::tokenizer_from_gguf(&file, tokenizer_cache.as_deref()),
                 || GemmaModel::load_with(Arc::clone(&file), options, fine as &dyn ParallelFor),
             )
         });

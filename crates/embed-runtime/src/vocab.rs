@@ -18,14 +18,22 @@ pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<Tokenizer, EmbedError> {
         path: path.to_owned(),
         source,
     })?;
-    tokenizer_from_gguf(&file).map_err(|reason| EmbedError::Tokenizer {
+    tokenizer_from_gguf(&file, tokenizer_cache_dir().as_deref()).map_err(|reason| EmbedError::Tokenizer {
         path: path.to_owned(),
         reason,
     })
 }
 
+/// Where derived merge ranks are cached (`bpe_tokenizer::TokenizerBuilder::build_cached`):
+/// `tokenizers/` in the model cache (`$GGUFEMBED_HOME`, else the platform cache directory),
+/// whatever GGUF the vocabulary came from, since files are named by the vocabulary's hash.
+/// `None` (no cache directory on this platform) derives the ranks on every start.
+pub(crate) fn tokenizer_cache_dir() -> Option<std::path::PathBuf> {
+    model_fetch::ModelStore::default_root().ok().map(|root| root.join("tokenizers"))
+}
+
 /// Why a GGUF's tokenizer description cannot be used.
-pub(crate) fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, String> {
+pub(crate) fn tokenizer_from_gguf(file: &GgufFile, cache: Option<&Path>) -> Result<Tokenizer, String> {
     let model = file
         .get_str("tokenizer.ggml.model")
         .map_err(|e| e.to_string())?;
@@ -94,7 +102,12 @@ pub(crate) fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, String> 
     if matches!(arch, "gemma-embedding" | "gemma3") && n_tokens == GEMMA_VOCAB {
         builder = builder.added_token("<image_soft_token>", GEMMA_VOCAB as u32);
     }
-    builder.build().map_err(|e| e.to_string())
+    match cache {
+        // A cache that cannot be read or written only costs the derivation: the status is
+        // not an error, and the tokenizer is the same either way.
+        Some(dir) => builder.build_cached(dir).map(|(tok, _status)| tok).map_err(|e| e.to_string()),
+        None => builder.build().map_err(|e| e.to_string()),
+    }
 }
 
 /// Gemma 3's SentencePiece vocabulary size.

@@ -2,6 +2,7 @@
 //! properties.
 
 mod alloc;
+mod cache;
 mod merges;
 mod parity;
 mod props;

@@ -9,7 +9,7 @@ use crate::support::{self, EdgeCase};
 /// cannot hold it.
 const IMAGE_SOFT_TOKEN: u32 = 262_144;
 
-fn check_dev(tok: &Tokenizer, which: &str) {
+pub(crate) fn check_dev(tok: &Tokenizer, which: &str) {
     let mut total = 0;
     let mut failures = Vec::new();
     let mut out = Vec::new();
@@ -53,7 +53,7 @@ fn dev_texts_match_reference_from_tokenizer_model() {
     check_dev(support::full_tokenizer(), "tokenizer.model");
 }
 
-fn check_edge_case(tok: &Tokenizer, case: &EdgeCase, failures: &mut Vec<String>) {
+pub(crate) fn check_edge_case(tok: &Tokenizer, case: &EdgeCase, failures: &mut Vec<String>) {
     let mut out = Vec::new();
     let enc = tok.encode_truncated_into(&case.text, 2048, &mut out).expect("2048 holds bos+eos");
     let mut why = Vec::new();

@@ -224,7 +224,12 @@ pub fn gguf_tokenizer() -> &'static Tokenizer {
 /// everything HF's tokenizer.json knows.
 pub fn full_tokenizer() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(|| {
+    T.get_or_init(|| full_builder().build().expect("build from tokenizer.model"))
+}
+
+/// The builder of [`full_tokenizer`].
+pub fn full_builder() -> bpe_tokenizer::TokenizerBuilder {
+    {
         let p = sp_pieces();
         let tokens: Vec<String> = p.iter().map(|p| p.piece.clone()).collect();
         let scores: Vec<f32> = p.iter().map(|p| p.score).collect();
@@ -237,8 +242,8 @@ pub fn full_tokenizer() -> &'static Tokenizer {
         for (text, id) in added {
             b = b.added_token(text, id.as_u64().expect("id") as u32);
         }
-        b.build().expect("build from tokenizer.model")
-    })
+        b
+    }
 }
 
 /// HF tokenizers on the model's tokenizer.json: the parity oracle.
