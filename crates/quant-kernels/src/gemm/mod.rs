@@ -35,10 +35,7 @@ const KC_F32: usize = 256;
 
 #[derive(Clone, Debug)]
 enum Repr {
-    /// `cells[b]`: the byte offset within a panel of logical block `b`'s weights (see
-    /// [`Int8Tile`]): the `lay.nb` packed cells in order, then one entry per residual block
-    /// pointing back at that block's cell.
-    Int8 { lay: Int8Layout, act: ActFormat, cells: Box<[u32]> },
+    Int8 { lay: Int8Layout, act: ActFormat },
     F32,
 }
 
@@ -114,11 +111,6 @@ impl PackedMatrix {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
         match pack::int8_format(ty, k_cols) {
             Some((mut lay, act)) => {
-                // The kernels address cells by u32 offsets within a panel.
-                if u32::try_from(lay.panel_stride).is_err() {
-                    return Err(KernelError::Shape { rows: n_rows, cols: k_cols });
-                }
-                let cells = (0..lay.nb).map(|b| (b * lay.block_stride) as u32).collect();
                 lay.signed = kernels.int8_kernel().signed_weights;
                 Ok(PackedMatrix {
                     kernels,
@@ -127,7 +119,7 @@ impl PackedMatrix {
                     k: k_cols,
                     residual: Box::new([]),
                     data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
-                    repr: Repr::Int8 { lay, act, cells },
+                    repr: Repr::Int8 { lay, act },
                 })
             }
             None => Self::new_f32(kernels, ty, n_rows, k_cols, bytes),
@@ -197,11 +189,6 @@ impl PackedMatrix {
             }
         }
         let mut m = Self::new(kernels, ty, n_rows, k_cols, bytes)?;
-        if let Repr::Int8 { cells, .. } = &mut m.repr {
-            let extended: Box<[u32]> =
-                cells.iter().copied().chain(blocks.iter().map(|&b| cells[b])).collect();
-            *cells = extended;
-        }
         m.residual = blocks.iter().map(|&b| b as u32).collect();
         Ok(m)
     }
@@ -270,11 +257,11 @@ impl PackedMatrix {
             return Ok(());
         }
         match &self.repr {
-            Repr::Int8 { lay, act, cells } => {
+            Repr::Int8 { lay, act } => {
                 scratch.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
                 run_int8(
                     self.kernels,
-                    &[Some(self.int8_job(lay, cells, m, c, par.num_threads()))],
+                    &[Some(self.int8_job(lay, m, c, par.num_threads()))],
                     scratch,
                     m,
                     self.packed_k(),
@@ -323,7 +310,7 @@ impl PackedMatrix {
                     && w.residual == first.residual
                     && match (&w.repr, &first.repr) {
                         (Repr::F32, Repr::F32) => true,
-                        (Repr::Int8 { lay, act, .. }, Repr::Int8 { lay: l0, act: a0, .. }) => {
+                        (Repr::Int8 { lay, act }, Repr::Int8 { lay: l0, act: a0 }) => {
                             act == a0 && lay.kb == l0.kb
                         }
                         _ => false,
@@ -338,12 +325,12 @@ impl PackedMatrix {
         let threads = par.num_threads();
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
-            Repr::Int8 { lay, act, .. } => {
+            Repr::Int8 { lay, act } => {
                 scratch.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
-                    if let Repr::Int8 { lay, cells, .. } = &w.repr {
-                        *slot = Some(w.int8_job(lay, cells, m, c, threads));
+                    if let Repr::Int8 { lay, .. } = &w.repr {
+                        *slot = Some(w.int8_job(lay, m, c, threads));
                     }
                 }
                 run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
@@ -360,9 +347,8 @@ impl PackedMatrix {
     }
 
     fn int8_job<'l>(
-        &self,
+        &'l self,
         lay: &'l Int8Layout,
-        cells: &'l [u32],
         m: usize,
         c: &mut [f32],
         threads: usize,
@@ -370,7 +356,7 @@ impl PackedMatrix {
         let kern = self.kernels.int8_kernel();
         Int8Job {
             lay,
-            cells,
+            res: &self.residual,
             w: SyncPtr(self.data.bytes().as_ptr().cast_mut()),
             c: SyncPtr(c.as_mut_ptr()),
             n: self.n,
@@ -393,8 +379,8 @@ impl PackedMatrix {
 /// is cut into tasks. The pointers come from live borrows held by the caller for the whole call.
 struct Int8Job<'l> {
     lay: &'l Int8Layout,
-    /// Cell offset of each logical block (see [`Int8Tile`]).
-    cells: &'l [u32],
+    /// The packed blocks whose cells the residual blocks re-read (see `tile`).
+    res: &'l [u32],
     w: SyncPtr<u8>,
     c: SyncPtr<f32>,
     n: usize,
@@ -660,8 +646,10 @@ fn run_int8(
     par.run(n_tasks, &|t| {
         let (job, t) = locate(jobs, |j| &j.plan, t);
         let (lay, n) = (job.lay, job.n);
-        // Logical blocks (packed, then residual): the activations' blocks per row.
+        // Logical blocks: the packed ones, then the residual ones (see `tile`), which are the
+        // activations' blocks per row.
         let nb = k / lay.kb;
+        let nb_packed = lay.nb;
         let kcb = (kern.kc / lay.kb).max(1);
         let (r0, r1, c0, c1) = job.plan.task(t, m, n);
         // Column blocks whose packed weights fit in L2, so the row blocks re-read them from L2
@@ -678,13 +666,15 @@ fn run_int8(
                     let nblocks = if nb - kc < kcb + kcb / 2 { nb - kc } else { kcb };
                     for jc in (jc0..jc1).step_by(kern.nr) {
                         for ir in (ic..ic1).step_by(kern.mr) {
-                            // SAFETY: rows ir..ir+mr < m, logical blocks kc..kc+nblocks < nb (and
-                            // the cells they name) and columns jc..jc+ncols < n are inside the
-                            // scratch, `cells` (nb entries), packed and output buffers (packed
-                            // panels are padded to whole panels); this task alone writes rows
-                            // r0..r1 × columns c0..c1 of this job's C, and jobs' outputs are
-                            // distinct borrows.
+                            // SAFETY: rows ir..ir+mr < m, logical blocks kc..kc+nblocks < nb
+                            // (packed blocks below nb_packed, then entries of `res`, which
+                            // name packed blocks) and columns jc..jc+ncols < n are inside the
+                            // scratch, packed and output buffers (packed panels are padded to
+                            // whole panels); this task alone writes rows r0..r1 × columns
+                            // c0..c1 of this job's C, and jobs' outputs are distinct borrows.
                             unsafe {
+                                let panel = job.w.ptr().add((jc / PANEL) * lay.panel_stride);
+                                let packed = nb_packed.saturating_sub(kc).min(nblocks);
                                 let tile = Int8Tile {
                                     a: qp.ptr().add(ir * k + kc * lay.kb),
                                     lda: k,
@@ -692,9 +682,11 @@ fn run_int8(
                                     ac: acp.ptr().add(ir * nb + kc),
                                     asum: asp.ptr().add(ir * nb + kc),
                                     lds: nb,
-                                    w: job.w.ptr().add((jc / PANEL) * lay.panel_stride),
-                                    cells: job.cells.as_ptr().add(kc),
-                                    nblocks,
+                                    w: panel.add(kc.min(nb_packed) * lay.block_stride),
+                                    nblocks: packed,
+                                    panel,
+                                    res: job.res.as_ptr().add((kc + packed).saturating_sub(nb_packed)),
+                                    nres: nblocks - packed,
                                     c: job.c.ptr().add(ir * n + jc),
                                     ldc: n,
                                     mr: kern.mr.min(ic1 - ir),
@@ -868,7 +860,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
     let Ok(pm) = PackedMatrix::new(kernels, QuantType::Q8_0, n, k, &wq) else {
         return 0.0;
     };
-    let Repr::Int8 { lay, act, cells } = pm.repr.clone() else {
+    let Repr::Int8 { lay, act } = pm.repr.clone() else {
         return 0.0;
     };
     let a: Vec<f32> = (0..m * k)
@@ -885,8 +877,10 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         asum: s.asum.as_f32().as_ptr(),
         lds: lay.nb,
         w: pm.data.bytes().as_ptr(),
-        cells: cells.as_ptr(),
         nblocks: lay.nb,
+        panel: pm.data.bytes().as_ptr(),
+        res: pm.residual.as_ptr(),
+        nres: 0,
         c: c.as_mut_ptr(),
         ldc: n,
         mr: m,

@@ -21,11 +21,17 @@
 //!
 //! # The reduction every ISA performs (the specification)
 //! For output `(i, j)`: `acc = 0` (or C's current value when continuing a K chunk), then for each
-//! logical block `b` in order (see [`Int8Tile`]): `isum` = exact i32 dot of activation block `b`
-//! with the weight cell `cells[b]`, `acc = fma(d_a[i,b] * dw[j,cells[b]], isum as f32, acc)`,
-//! and for affine formats `acc = fma(mw[j,cells[b]], sa[i,b], acc)`. Every ISA and tile shape
-//! performs exactly these roundings, so results are bit-identical across ISAs, tile sizes,
+//! block `b` in order: `isum` = exact i32 dot of the block, `acc = fma(d_a[i,b] * dw[j,b], isum
+//! as f32, acc)`, and for affine formats `acc = fma(mw[j,b], sa[i,b], acc)`. Every ISA and tile
+//! shape performs exactly these roundings, so results are bit-identical across ISAs, tile sizes,
 //! batch sizes and thread counts.
+//!
+//! # Residual blocks
+//! A matrix with residual blocks (`PackedMatrix::with_residual_blocks`) reduces, after its `nb`
+//! packed blocks, `R` more *logical* blocks: logical block `nb + j` pairs activation block
+//! `nb + j` (the residual of activation block `res[j]`) with the packed cell `res[j]` — the same
+//! weights, stored once and re-read while still in cache. The reduction above runs over the
+//! `nb + R` logical blocks in that order, with `dw[j, res[j]]` (and `mw`) for the extra ones.
 //!
 //! # f32 panel layout
 //! Panels of 16 columns; for each k, the 16 column values (64 bytes). For output `(i, j)`:
@@ -69,13 +75,8 @@ impl Int8Layout {
 }
 
 /// One int8 microkernel call: `mr` rows × `ncols` columns (at most two panels) over `nblocks`
-/// blocks. Activation pointers are positioned at the tile's first row and block; `w` at the
-/// first panel's start, and `cells` at the first block's entry.
-///
-/// Blocks are *logical*: block `b` reads activation block `b` and the weight cell at byte
-/// `cells[b]` of each panel. For a plain matrix that is cell `b`; a matrix with residual blocks
-/// appends entries that point back at cells already packed, so their weights are stored once
-/// and re-read while still in cache.
+/// consecutive packed blocks, then `nres` residual blocks (see the module docs). All pointers
+/// are positioned at the tile's first row / panel / block.
 pub struct Int8Tile {
     /// Quantized activations, row 0 of the tile at the first block.
     pub a: *const i8,
@@ -89,12 +90,17 @@ pub struct Int8Tile {
     pub asum: *const f32,
     /// Elements between rows of `ad` / `ac` / `asum`.
     pub lds: usize,
-    /// The first panel's first byte.
+    /// The first panel's cell for the first block.
     pub w: *const u8,
-    /// Per block, its cell's byte offset within a panel (`nblocks` entries).
-    pub cells: *const u32,
-    /// Blocks to reduce.
+    /// Consecutive packed blocks to reduce, from `w` on.
     pub nblocks: usize,
+    /// The first panel's first cell: residual blocks address their cells from it.
+    pub panel: *const u8,
+    /// Packed block index of each residual block reduced after the `nblocks` (`nres` entries);
+    /// residual block `j` is activation block `nblocks + j` of the tile.
+    pub res: *const u32,
+    /// Residual blocks to reduce.
+    pub nres: usize,
     /// Output, row 0 column 0 of the tile.
     pub c: *mut f32,
     /// Elements between output rows.
@@ -144,9 +150,10 @@ pub struct Int8Kernel {
     pub signed_weights: bool,
     /// # Safety
     /// The ISA must be supported, and the tile's pointers valid for the extents it describes
-    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns, each holding the cells
-    /// `cells` points at; activations and their per-block arrays: `mr` rows rounded up to the
-    /// kernel's MR, which the scratch provides).
+    /// (packed weights: `ncols.div_ceil(16)` whole panels of 16 columns, holding the `nblocks`
+    /// cells from `w` and the cells `res` names; activations and their per-block arrays: `mr`
+    /// rows rounded up to the kernel's MR, which the scratch provides, over `nblocks + nres`
+    /// blocks).
     pub tile: unsafe fn(&Int8Tile, &Int8Layout),
 }
 

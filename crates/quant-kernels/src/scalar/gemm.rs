@@ -15,11 +15,17 @@ pub unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
             let cptr = unsafe { t.c.add(r * t.ldc + col) };
             // SAFETY: as above.
             let mut acc = if t.accumulate { unsafe { *cptr } } else { 0.0 };
-            for b in 0..t.nblocks {
-                // SAFETY: entry `b` of `cells`, the cell it names in panel `p`, and row `r`,
-                // block `b` of the activations are inside the extents the caller vouched for.
+            for b in 0..t.nblocks + t.nres {
+                // SAFETY: panel `p`'s cell of block `b` (consecutive from `w`, or named by `res`
+                // for the residual blocks after them) and row `r`, block `b` of the activations
+                // are inside the extents the caller vouched for.
                 unsafe {
-                    let cell = t.w.add(p * lay.panel_stride + *t.cells.add(b) as usize);
+                    let cell = if b < t.nblocks {
+                        t.w.add(p * lay.panel_stride + b * lay.block_stride)
+                    } else {
+                        let j = *t.res.add(b - t.nblocks) as usize;
+                        t.panel.add(p * lay.panel_stride + j * lay.block_stride)
+                    };
                     let arow = t.a.add(r * t.lda + b * lay.kb);
                     let s = r * t.lds + b;
                     let mut isum = if lay.affine || lay.signed { 0 } else { *t.ac.add(s) };

@@ -124,7 +124,8 @@ unsafe fn tile_impl<const MV: usize, const NV: usize>(t: &Int8Tile, lay: &Int8La
     let mut acc = [[[_mm512_setzero_ps(); NV]; 16]; MV];
     let signed = lay.signed && !lay.affine;
     // SAFETY: every tile load reads rows < 16 * MV (padded by the scratch) × kb bytes at stride
-    // lda, or kb/4 rows × 64 bytes of the packed cell `cells[b]` names in a panel < NV; tile stores write `sums`;
+    // lda, or kb/4 rows × 64 bytes of a packed cell (consecutive from `w`, or named by `res`) of
+    // a panel < NV; tile stores write `sums`;
     // C accesses are masked to mr rows × ncols columns.
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
@@ -140,78 +141,88 @@ unsafe fn tile_impl<const MV: usize, const NV: usize>(t: &Int8Tile, lay: &Int8La
                 }
             }
         }
-        for b in 0..t.nblocks {
-            let cell = t.w.add(*t.cells.add(b) as usize);
-            let a = t.a.add(b * lay.kb);
-            let buf = &mut sums[b % 2];
-            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-            asm!("tileloadd tmm4, [{a} + {s}*1]", a = in(reg) a, s = in(reg) t.lda, options(nostack, readonly));
-            asm!("tileloadd tmm6, [{b} + {s}*1]", b = in(reg) cell, s = in(reg) 64usize, options(nostack, readonly));
-            if MV == 2 {
-                asm!("tileloadd tmm5, [{a} + {s}*1]", a = in(reg) a.add(16 * t.lda), s = in(reg) t.lda, options(nostack, readonly));
-            }
-            if NV == 2 {
-                asm!("tileloadd tmm7, [{b} + {s}*1]", b = in(reg) cell.add(lay.panel_stride), s = in(reg) 64usize, options(nostack, readonly));
-            }
-            if signed {
-                asm!("tdpbssd tmm0, tmm4, tmm6", options(nostack, nomem));
-                if NV == 2 {
-                    asm!("tdpbssd tmm1, tmm4, tmm7", options(nostack, nomem));
-                }
+        // One block: activation block `b` against the cell at `cell` of each panel.
+        macro_rules! block {
+            ($b:expr, $cell:expr) => {{
+                let (b, cell): (usize, *const u8) = ($b, $cell);
+                let a = t.a.add(b * lay.kb);
+                let buf = &mut sums[b % 2];
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                asm!("tileloadd tmm4, [{a} + {s}*1]", a = in(reg) a, s = in(reg) t.lda, options(nostack, readonly));
+                asm!("tileloadd tmm6, [{b} + {s}*1]", b = in(reg) cell, s = in(reg) 64usize, options(nostack, readonly));
                 if MV == 2 {
-                    asm!("tdpbssd tmm2, tmm5, tmm6", options(nostack, nomem));
-                    if NV == 2 {
-                        asm!("tdpbssd tmm3, tmm5, tmm7", options(nostack, nomem));
-                    }
+                    asm!("tileloadd tmm5, [{a} + {s}*1]", a = in(reg) a.add(16 * t.lda), s = in(reg) t.lda, options(nostack, readonly));
                 }
-            } else {
-                asm!("tdpbsud tmm0, tmm4, tmm6", options(nostack, nomem));
                 if NV == 2 {
-                    asm!("tdpbsud tmm1, tmm4, tmm7", options(nostack, nomem));
+                    asm!("tileloadd tmm7, [{b} + {s}*1]", b = in(reg) cell.add(lay.panel_stride), s = in(reg) 64usize, options(nostack, readonly));
                 }
-                if MV == 2 {
-                    asm!("tdpbsud tmm2, tmm5, tmm6", options(nostack, nomem));
+                if signed {
+                    asm!("tdpbssd tmm0, tmm4, tmm6", options(nostack, nomem));
                     if NV == 2 {
-                        asm!("tdpbsud tmm3, tmm5, tmm7", options(nostack, nomem));
+                        asm!("tdpbssd tmm1, tmm4, tmm7", options(nostack, nomem));
                     }
-                }
-            }
-            let base = buf.0.as_mut_ptr();
-            asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) base, s = in(reg) 64usize, options(nostack));
-            if NV == 2 {
-                asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) base.add(1), s = in(reg) 64usize, options(nostack));
-            }
-            if MV == 2 {
-                asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) base.add(2), s = in(reg) 64usize, options(nostack));
-                if NV == 2 {
-                    asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) base.add(3), s = in(reg) 64usize, options(nostack));
-                }
-            }
-            let mut dw = [_mm512_setzero_ps(); NV];
-            let mut mw = [_mm512_setzero_ps(); NV];
-            for v in 0..NV {
-                dw[v] = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.dw_offset()).cast());
-                if lay.affine {
-                    mw[v] = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.mw_offset()).cast());
-                }
-            }
-            for h in 0..MV {
-                for r in 0..16.min(t.mr.saturating_sub(16 * h)) {
-                    let s = (16 * h + r) * t.lds + b;
-                    let da = _mm512_set1_ps(*t.ad.add(s));
-                    for v in 0..NV {
-                        let isum = _mm512_load_si512(buf.0[2 * h + v][r].as_ptr().cast());
-                        let scale = _mm512_mul_ps(dw[v], da);
-                        acc[h][r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[h][r][v]);
+                    if MV == 2 {
+                        asm!("tdpbssd tmm2, tmm5, tmm6", options(nostack, nomem));
+                        if NV == 2 {
+                            asm!("tdpbssd tmm3, tmm5, tmm7", options(nostack, nomem));
+                        }
                     }
-                    if lay.affine {
-                        let sa = _mm512_set1_ps(*t.asum.add(s));
-                        for v in 0..NV {
-                            acc[h][r][v] = _mm512_fmadd_ps(mw[v], sa, acc[h][r][v]);
+                } else {
+                    asm!("tdpbsud tmm0, tmm4, tmm6", options(nostack, nomem));
+                    if NV == 2 {
+                        asm!("tdpbsud tmm1, tmm4, tmm7", options(nostack, nomem));
+                    }
+                    if MV == 2 {
+                        asm!("tdpbsud tmm2, tmm5, tmm6", options(nostack, nomem));
+                        if NV == 2 {
+                            asm!("tdpbsud tmm3, tmm5, tmm7", options(nostack, nomem));
                         }
                     }
                 }
-            }
+                let base = buf.0.as_mut_ptr();
+                asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) base, s = in(reg) 64usize, options(nostack));
+                if NV == 2 {
+                    asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) base.add(1), s = in(reg) 64usize, options(nostack));
+                }
+                if MV == 2 {
+                    asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) base.add(2), s = in(reg) 64usize, options(nostack));
+                    if NV == 2 {
+                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) base.add(3), s = in(reg) 64usize, options(nostack));
+                    }
+                }
+                let mut dw = [_mm512_setzero_ps(); NV];
+                let mut mw = [_mm512_setzero_ps(); NV];
+                for v in 0..NV {
+                    dw[v] = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.dw_offset()).cast());
+                    if lay.affine {
+                        mw[v] = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.mw_offset()).cast());
+                    }
+                }
+                for h in 0..MV {
+                    for r in 0..16.min(t.mr.saturating_sub(16 * h)) {
+                        let s = (16 * h + r) * t.lds + b;
+                        let da = _mm512_set1_ps(*t.ad.add(s));
+                        for v in 0..NV {
+                            let isum = _mm512_load_si512(buf.0[2 * h + v][r].as_ptr().cast());
+                            let scale = _mm512_mul_ps(dw[v], da);
+                            acc[h][r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[h][r][v]);
+                        }
+                        if lay.affine {
+                            let sa = _mm512_set1_ps(*t.asum.add(s));
+                            for v in 0..NV {
+                                acc[h][r][v] = _mm512_fmadd_ps(mw[v], sa, acc[h][r][v]);
+                            }
+                        }
+                    }
+                }
+            }};
+        }
+        for b in 0..t.nblocks {
+            block!(b, t.w.add(b * lay.block_stride));
+        }
+        // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
+        for j in 0..t.nres {
+            block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride));
         }
         asm!("tilerelease", options(nostack, nomem));
         for h in 0..MV {

@@ -79,8 +79,8 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
     let mut facc = [[_mm256_setzero_ps(); 2]; MR];
     // `vphaddd` leaves columns in the order 0 1 4 5 2 3 6 7; this restores 0..8.
     let unshuffle = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    // SAFETY: rows < MR, blocks < nblocks (cell offsets from `cells`, which name cells of the
-    // panel), one panel, columns masked to ncols: all inside the tile the caller vouched for.
+    // SAFETY: rows < MR, blocks < nblocks + nres (residual cells named by `res`), one panel,
+    // columns masked to ncols: all inside the tile the caller vouched for.
     unsafe {
         if t.accumulate {
             for (r, row) in facc.iter_mut().enumerate() {
@@ -89,48 +89,58 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
                 }
             }
         }
-        for b in 0..t.nblocks {
-            let cell = t.w.add(*t.cells.add(b) as usize);
-            let mut iacc = [[_mm256_setzero_si256(); 4]; MR];
-            for s in 0..STEPS {
-                let mut av = [_mm256_setzero_si256(); MR];
-                for (r, a) in av.iter_mut().enumerate() {
-                    let bytes = t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned();
-                    *a = _mm256_cvtepi8_epi16(_mm_set1_epi32(bytes));
-                }
-                for g in 0..4 {
-                    let w = _mm256_cvtepu8_epi16(_mm_load_si128(cell.add(s * 64 + g * 16).cast()));
-                    for r in 0..MR {
-                        iacc[r][g] = _mm256_add_epi32(iacc[r][g], _mm256_madd_epi16(w, av[r]));
+        // One block: activation block `b` against the cell at `cell`.
+        macro_rules! block {
+            ($b:expr, $cell:expr) => {{
+                let (b, cell): (usize, *const u8) = ($b, $cell);
+                let mut iacc = [[_mm256_setzero_si256(); 4]; MR];
+                for s in 0..STEPS {
+                    let mut av = [_mm256_setzero_si256(); MR];
+                    for (r, a) in av.iter_mut().enumerate() {
+                        let bytes = t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned();
+                        *a = _mm256_cvtepi8_epi16(_mm_set1_epi32(bytes));
+                    }
+                    for g in 0..4 {
+                        let w = _mm256_cvtepu8_epi16(_mm_load_si128(cell.add(s * 64 + g * 16).cast()));
+                        for r in 0..MR {
+                            iacc[r][g] = _mm256_add_epi32(iacc[r][g], _mm256_madd_epi16(w, av[r]));
+                        }
                     }
                 }
-            }
-            let dw = [
-                _mm256_load_ps(cell.add(lay.dw_offset()).cast()),
-                _mm256_load_ps(cell.add(lay.dw_offset() + 32).cast()),
-            ];
-            for r in 0..MR {
-                let s = r * t.lds + b;
-                let da = _mm256_set1_ps(*t.ad.add(s));
-                for h in 0..2 {
-                    let mut isum = _mm256_permutevar8x32_epi32(
-                        _mm256_hadd_epi32(iacc[r][2 * h], iacc[r][2 * h + 1]),
-                        unshuffle,
-                    );
-                    if !AFFINE {
-                        isum = _mm256_add_epi32(isum, _mm256_set1_epi32(*t.ac.add(s)));
-                    }
-                    let scale = _mm256_mul_ps(dw[h], da);
-                    facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, facc[r][h]);
-                }
-                if AFFINE {
-                    let sa = _mm256_set1_ps(*t.asum.add(s));
+                let dw = [
+                    _mm256_load_ps(cell.add(lay.dw_offset()).cast()),
+                    _mm256_load_ps(cell.add(lay.dw_offset() + 32).cast()),
+                ];
+                for r in 0..MR {
+                    let s = r * t.lds + b;
+                    let da = _mm256_set1_ps(*t.ad.add(s));
                     for h in 0..2 {
-                        let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
-                        facc[r][h] = _mm256_fmadd_ps(mw, sa, facc[r][h]);
+                        let mut isum = _mm256_permutevar8x32_epi32(
+                            _mm256_hadd_epi32(iacc[r][2 * h], iacc[r][2 * h + 1]),
+                            unshuffle,
+                        );
+                        if !AFFINE {
+                            isum = _mm256_add_epi32(isum, _mm256_set1_epi32(*t.ac.add(s)));
+                        }
+                        let scale = _mm256_mul_ps(dw[h], da);
+                        facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, facc[r][h]);
+                    }
+                    if AFFINE {
+                        let sa = _mm256_set1_ps(*t.asum.add(s));
+                        for h in 0..2 {
+                            let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
+                            facc[r][h] = _mm256_fmadd_ps(mw, sa, facc[r][h]);
+                        }
                     }
                 }
-            }
+            }};
+        }
+        for b in 0..t.nblocks {
+            block!(b, t.w.add(b * lay.block_stride));
+        }
+        // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
+        for j in 0..t.nres {
+            block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride));
         }
         for (r, row) in facc.iter().enumerate() {
             for (h, acc) in row.iter().enumerate() {

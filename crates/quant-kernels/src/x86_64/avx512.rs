@@ -105,8 +105,8 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
     let split = MR <= 2;
     let mut facc = [[_mm512_setzero_ps(); NV]; MR];
     // SAFETY: all pointer arithmetic stays within the tile the caller vouched for: rows < MR,
-    // panels < NV (only when ncols > 16), blocks < nblocks (each block's cell offset read from
-    // `cells`, which names a cell of every panel), and columns masked to ncols.
+    // panels < NV (only when ncols > 16), blocks < nblocks + nres (residual cells named by
+    // `res`), and columns masked to ncols.
     unsafe {
         if t.accumulate {
             for (r, row) in facc.iter_mut().enumerate() {
@@ -115,60 +115,70 @@ unsafe fn int8_vnni<const MR: usize, const NV: usize, const STEPS: usize, const 
                 }
             }
         }
-        for b in 0..t.nblocks {
-            let cell = t.w.add(*t.cells.add(b) as usize);
-            let mut iacc = [[_mm512_setzero_si512(); NV]; MR];
-            let mut iacc2 = [[_mm512_setzero_si512(); NV]; MR];
-            if !AFFINE {
-                for (r, row) in iacc.iter_mut().enumerate() {
-                    let corr = t.ac.add(r * t.lds + b);
-                    for acc in row.iter_mut() {
-                        *acc = broadcast_load(corr);
-                    }
-                }
-            }
-            for s in 0..STEPS {
-                let mut wv = [_mm512_setzero_si512(); NV];
-                for (v, w) in wv.iter_mut().enumerate() {
-                    *w = _mm512_load_si512(cell.add(v * lay.panel_stride + s * 64).cast());
-                }
-                for r in 0..MR {
-                    let a = _mm512_set1_epi32(
-                        t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned(),
-                    );
-                    for v in 0..NV {
-                        if split && s % 2 == 1 {
-                            iacc2[r][v] = _mm512_dpbusd_epi32(iacc2[r][v], wv[v], a);
-                        } else {
-                            iacc[r][v] = _mm512_dpbusd_epi32(iacc[r][v], wv[v], a);
+        // One block: activation block `b` against the cell at `cell` of each panel.
+        macro_rules! block {
+            ($b:expr, $cell:expr) => {{
+                let (b, cell): (usize, *const u8) = ($b, $cell);
+                let mut iacc = [[_mm512_setzero_si512(); NV]; MR];
+                let mut iacc2 = [[_mm512_setzero_si512(); NV]; MR];
+                if !AFFINE {
+                    for (r, row) in iacc.iter_mut().enumerate() {
+                        let corr = t.ac.add(r * t.lds + b);
+                        for acc in row.iter_mut() {
+                            *acc = broadcast_load(corr);
                         }
                     }
                 }
-            }
-            let mut dw = [_mm512_setzero_ps(); NV];
-            for (v, d) in dw.iter_mut().enumerate() {
-                *d = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.dw_offset()).cast());
-            }
-            for r in 0..MR {
-                let da = _mm512_set1_ps(*t.ad.add(r * t.lds + b));
-                for v in 0..NV {
-                    let isum = if split { _mm512_add_epi32(iacc[r][v], iacc2[r][v]) } else { iacc[r][v] };
-                    let scale = _mm512_mul_ps(dw[v], da);
-                    facc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r][v]);
-                }
-            }
-            if AFFINE {
-                let mut mw = [_mm512_setzero_ps(); NV];
-                for (v, m) in mw.iter_mut().enumerate() {
-                    *m = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.mw_offset()).cast());
-                }
-                for (r, row) in facc.iter_mut().enumerate() {
-                    let sa = _mm512_set1_ps(*t.asum.add(r * t.lds + b));
-                    for (v, acc) in row.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(mw[v], sa, *acc);
+                for s in 0..STEPS {
+                    let mut wv = [_mm512_setzero_si512(); NV];
+                    for (v, w) in wv.iter_mut().enumerate() {
+                        *w = _mm512_load_si512(cell.add(v * lay.panel_stride + s * 64).cast());
+                    }
+                    for r in 0..MR {
+                        let a = _mm512_set1_epi32(
+                            t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned(),
+                        );
+                        for v in 0..NV {
+                            if split && s % 2 == 1 {
+                                iacc2[r][v] = _mm512_dpbusd_epi32(iacc2[r][v], wv[v], a);
+                            } else {
+                                iacc[r][v] = _mm512_dpbusd_epi32(iacc[r][v], wv[v], a);
+                            }
+                        }
                     }
                 }
-            }
+                let mut dw = [_mm512_setzero_ps(); NV];
+                for (v, d) in dw.iter_mut().enumerate() {
+                    *d = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.dw_offset()).cast());
+                }
+                for r in 0..MR {
+                    let da = _mm512_set1_ps(*t.ad.add(r * t.lds + b));
+                    for v in 0..NV {
+                        let isum = if split { _mm512_add_epi32(iacc[r][v], iacc2[r][v]) } else { iacc[r][v] };
+                        let scale = _mm512_mul_ps(dw[v], da);
+                        facc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r][v]);
+                    }
+                }
+                if AFFINE {
+                    let mut mw = [_mm512_setzero_ps(); NV];
+                    for (v, m) in mw.iter_mut().enumerate() {
+                        *m = _mm512_load_ps(cell.add(v * lay.panel_stride + lay.mw_offset()).cast());
+                    }
+                    for (r, row) in facc.iter_mut().enumerate() {
+                        let sa = _mm512_set1_ps(*t.asum.add(r * t.lds + b));
+                        for (v, acc) in row.iter_mut().enumerate() {
+                            *acc = _mm512_fmadd_ps(mw[v], sa, *acc);
+                        }
+                    }
+                }
+            }};
+        }
+        for b in 0..t.nblocks {
+            block!(b, t.w.add(b * lay.block_stride));
+        }
+        // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
+        for j in 0..t.nres {
+            block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride));
         }
         for (r, row) in facc.iter().enumerate() {
             for (v, acc) in row.iter().enumerate() {
