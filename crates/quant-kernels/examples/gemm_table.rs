@@ -3,7 +3,10 @@
 //! (so time spent descheduled on a busy machine is not counted).
 //!
 //! `cargo run --release -p quant-kernels --example gemm_table [-- --quick]`
-//! Env: `ISA=amx|avx512vnni|avx512|avx2|scalar` (default: best), `SHAPES=768x768,...` (K×N).
+//! Env: `ISA=amx|avx512vnni|avx512|avx2|scalar` (default: best), `SHAPES=768x768,...` (K×N),
+//! `MS=1,32` (row counts), `RESIDUAL=3` (the Q8_0 tables use that many residual blocks per
+//! matrix, as the model does; GOP/s still count the nominal K), `Q8_ONLY=1` (skip the format
+//! and f32 tables).
 
 use std::time::Instant;
 
@@ -170,12 +173,21 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![(768, 768), (768, 256), (768, 1152), (1152, 768), (768, 3072), (3072, 768)]);
-    let ms = [1usize, 16, 64, 256, 1024];
-    println!("| Q8_0 GEMM, {} | {} |", kern.isa(), ms.map(|m| format!("M={m}")).join(" | "));
+    let ms: Vec<usize> = std::env::var("MS")
+        .map(|s| s.split(',').map(|m| m.parse().expect("MS: row counts")).collect())
+        .unwrap_or_else(|_| vec![1, 16, 64, 256, 1024]);
+    let residual: usize = std::env::var("RESIDUAL").map_or(0, |r| r.parse().expect("RESIDUAL: a count"));
+    // Spread like the model's picks (its most frequent are blocks 3, 17 and 20 of 24).
+    let pack = |n: usize, k: usize, w: &[u8]| {
+        let blocks: Vec<usize> = (0..residual).map(|i| (3 + 14 * i) % (k / 32)).collect();
+        PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, n, k, w, &blocks).expect("valid shape")
+    };
+    let title = if residual > 0 { format!(" + {residual} residual blocks") } else { String::new() };
+    println!("| Q8_0 GEMM{title}, {} | {} |", kern.isa(), ms.iter().map(|m| format!("M={m}")).collect::<Vec<_>>().join(" | "));
     println!("|---|{}", "---|".repeat(ms.len()));
     for &(k, n) in &shapes {
         let w = quantize_q8_0(&rng.vec(n * k)).expect("whole blocks");
-        let pm = PackedMatrix::new(kern, QuantType::Q8_0, n, k, &w).expect("valid shape");
+        let pm = pack(n, k, &w);
         let mut cells = Vec::new();
         for &m in &ms {
             let a = rng.vec(m * k);
@@ -195,7 +207,7 @@ fn main() {
     for (name, k, ns) in [("Q/K/V fused", 768, vec![768, 256, 256]), ("gate/up fused", 768, vec![1152, 1152])] {
         let pms: Vec<PackedMatrix> = ns
             .iter()
-            .map(|&n| PackedMatrix::new(kern, QuantType::Q8_0, n, k, &quantize_q8_0(&rng.vec(n * k)).expect("blocks")).expect("shape"))
+            .map(|&n| pack(n, k, &quantize_q8_0(&rng.vec(n * k)).expect("blocks")))
             .collect();
         let refs: Vec<&PackedMatrix> = pms.iter().collect();
         let n_total: usize = ns.iter().sum();
@@ -216,6 +228,9 @@ fn main() {
         println!("| {name} {k}×({}) | {} |", dims.join("+"), cells.join(" | "));
     }
 
+    if std::env::var_os("Q8_ONLY").is_some() {
+        return;
+    }
     println!("\n| format (768×768, M=64), {} | GOP/s | % of vpdpbusd peak |\n|---|---|---|", kern.isa());
     for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
         let (m, n, k) = (64, 768, 768);
