@@ -135,17 +135,6 @@ pub fn run_repeated(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyh
     Ok(base)
 }
 
-/// Waits for and takes an exclusive advisory lock on `path`; it is released when the file is
-/// dropped.
-fn hold_lock(path: &Path) -> anyhow::Result<fs::File> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening lock file {}", path.display()))?;
-    if file.try_lock().is_err() {
-        eprintln!("bench-matrix: waiting for the lock on {}", path.display());
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
-    }
-    Ok(file)
-}
-
 /// UTC wall-clock time as `HH:MM:SS` (enough to show runs were apart; no date crate needed).
 fn chrono_like_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -214,7 +203,7 @@ pub struct PeerCheck {
 
 /// Runs the command. `open` builds an engine with the given thread count.
 pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Result<Box<dyn Engine>>) -> anyhow::Result<PathBuf> {
-    let _lock = args.lock.as_deref().map(hold_lock).transpose()?;
+    let _lock = args.lock.as_deref().map(crate::machine::hold_lock).transpose()?;
     let started = Instant::now();
     let mut machine = Machine::detect();
     let model_info = ModelInfo::of(model)?;

@@ -197,6 +197,17 @@ fn status_field(key: &str) -> Option<String> {
     s.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
 }
 
+/// Waits for and takes an exclusive advisory lock on `path`; it is released when the file is
+/// dropped.
+pub fn hold_lock(path: &Path) -> anyhow::Result<fs::File> {
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening lock file {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!("waiting for the lock on {}", path.display());
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
