@@ -13,6 +13,7 @@ use crate::analysis::{AUTO_TOLERANCE, AutoCheck, auto_check, crossover, paired_n
 use crate::engine::{Engine, Mode};
 use crate::machine::{Machine, ModelInfo};
 use crate::measure::{Budget, Runs, engine_column, measure_round_robin};
+use crate::libllama::Libllama;
 use crate::peer::{Peer, cosine};
 use crate::plot::{Series, throughput_svg};
 use crate::render::{Table, csv_record, pct, sig3};
@@ -23,6 +24,8 @@ use crate::workload::{build_long_texts, load_sentences, parse_sizes, parse_threa
 pub enum PeerKind {
     /// llama.cpp through the llama-cpp-python package.
     LlamaCpp,
+    /// llama.cpp through libllama's C API, by the `eg_embd_bench` harness (`--peer-bin`).
+    Libllama,
 }
 
 /// Options of `cargo xtask bench-matrix`.
@@ -72,9 +75,13 @@ pub struct BenchArgs {
     /// Also run this peer on the same texts, model and threads (optional, not part of CI).
     #[arg(long, value_enum)]
     pub peer: Option<PeerKind>,
-    /// Python interpreter that has llama-cpp-python installed.
+    /// Python interpreter that has llama-cpp-python installed (`--peer llama-cpp`).
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// The `eg_embd_bench` harness for `--peer libllama` (built by
+    /// `bash ../shared/tools/llama-peer/build.sh DIR` as DIR/eg_embd_bench).
+    #[arg(long, value_name = "PATH")]
+    pub peer_bin: Option<PathBuf>,
     /// llama.cpp n_ctx = n_batch = n_ubatch (tokens per decode). Attention is non-causal, so a
     /// whole text must fit one micro-batch.
     #[arg(long, default_value_t = 2048)]
@@ -234,15 +241,26 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
 
     let mut peer = match args.peer {
         Some(PeerKind::LlamaCpp) => Some(Peer::start(&args.python)?),
-        None => None,
+        _ => None,
     };
-    let about_peer = peer.as_ref().map(|p| about(&p.about)).unwrap_or_default();
+    let libllama = match args.peer {
+        Some(PeerKind::Libllama) => {
+            let bin = args.peer_bin.as_deref().context("--peer libllama needs --peer-bin PATH (the eg_embd_bench harness)")?;
+            Some(Libllama::new(bin)?)
+        }
+        _ => None,
+    };
+    let about_peer = match (&peer, &libllama) {
+        (Some(p), _) => about(&p.about),
+        (None, Some(l)) => l.about.clone(),
+        (None, None) => String::new(),
+    };
 
     let mut points = Vec::new();
     let mut long_pool: Vec<String> = Vec::new();
     let mut long_tokens: Vec<usize> = Vec::new();
     let mut check = None;
-    let total_cells = threads.len() * (short_batches.len() + long_batches.len()) * (modes.len() + usize::from(peer.is_some()));
+    let total_cells = threads.len() * (short_batches.len() + long_batches.len()) * (modes.len() + usize::from(args.peer.is_some()));
     let mut done = 0;
     for (ti, &t) in threads.iter().enumerate() {
         let engine = match first.take() {
@@ -281,8 +299,15 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
                     runners.push(Box::new(move |k| p.rep(name, b, k)));
                     columns.push(Column::Peer);
                 }
-                let results = measure_round_robin(&mut runners, b, budget)?;
+                let mut results = measure_round_robin(&mut runners, b, budget)?;
                 drop(runners);
+                if let Some(l) = &libllama {
+                    // The batches our columns ran, once each, right after them.
+                    let calls = results.first().map_or(budget.min_reps, |r| r.latencies.len()).max(1);
+                    let batches: Vec<Vec<&str>> = (0..calls).map(|k| window(pool, b, k)).collect();
+                    results.push(l.measure(model, t, &batches)?);
+                    columns.push(Column::Peer);
+                }
                 let mut line = format!("[{:>4.0} s] {:<5} t={t} b={b:<3}", started.elapsed().as_secs_f64(), kind.name());
                 for (column, runs) in columns.into_iter().zip(results) {
                     let _ = write!(line, " {} {}", column.name(), sig3(runs.texts_per_s()));
@@ -300,6 +325,7 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
             check = Some(peer_check(engine.as_ref(), p, &short_pool, &long_pool)?);
         }
     }
+    let peer_n_batch = peer.as_ref().map(|_| args.peer_n_batch);
     drop(peer);
 
     let settings = Settings {
@@ -308,7 +334,7 @@ pub fn run(args: &BenchArgs, model: &Path, open: &dyn Fn(usize) -> anyhow::Resul
         long_budget,
         long_target: args.long_tokens,
         long_tokens,
-        peer_n_batch: args.peer.map(|_| args.peer_n_batch),
+        peer_n_batch,
         elapsed: started.elapsed(),
         about_peer,
     };
@@ -605,7 +631,7 @@ pub fn markdown(
             sig3(r.p50_ms()),
             sig3(r.p99_ms()),
             sig3(r.cpu_ms_per_text()),
-            format!("{:.2}", r.cpu_util()),
+            if r.cpu_util().is_finite() { format!("{:.2}", r.cpu_util()) } else { "n/a".into() },
             pct(r.cv()),
         ]);
     }

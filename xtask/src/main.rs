@@ -19,6 +19,7 @@ mod bench_matrix;
 mod bench_serve;
 mod cpu_profile;
 mod engine;
+mod libllama;
 mod machine;
 mod measure;
 mod peer;
