@@ -473,7 +473,9 @@ impl GemmScratch {
         for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
             b.ensure(rows * nb * 4);
         }
-        self.wide.ensure(MAX_QUANT_TASKS * k * 4);
+        // A row's residual tail is at most half its widened length (each residual block repeats
+        // a distinct block of the row).
+        self.wide.ensure(MAX_QUANT_TASKS * (k / 2) * 4);
     }
 
     /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
@@ -541,9 +543,9 @@ impl GemmScratch {
                 if residual.is_empty() {
                     continue;
                 }
-                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of at least k_res values (ensured
+                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k / 2 >= k_res values (ensured
                 // above) and task t < MAX_QUANT_TASKS alone uses row t.
-                let res = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k_res) };
+                let res = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k_res), k_res) };
                 residual_tail(x, q_in, ad_in, residual, res);
                 act::quantize_row(kernels, fmt, lay, res, q_res, ad_res, ac_res, as_res);
             }
