@@ -168,18 +168,22 @@ fn pack_decoded(ty: QuantType, n: usize, k: usize, bytes: &[u8], row_bytes: usiz
 /// cell is filled whole from the panel's 16 source rows side by side (4 quants per store, no
 /// staging row), and the output is written once, in order.
 fn pack_q8_0(n: usize, bytes: &[u8], row_bytes: usize, lay: &Int8Layout, out: &mut [u8], flip: u8) {
+    const BB: usize = std::mem::size_of::<BlockQ8_0>();
     let mask = u32::from_ne_bytes([0x80 ^ flip; 4]);
-    let bb = std::mem::size_of::<BlockQ8_0>();
     for (p, panel) in out.chunks_exact_mut(lay.panel_stride).enumerate() {
         let rows = (n - p * PANEL).min(PANEL);
+        let src = &bytes[p * PANEL * row_bytes..(p * PANEL + rows) * row_bytes];
         for (b, cell) in panel.chunks_exact_mut(lay.block_stride).enumerate() {
-            let (quants, scales) = cell.split_at_mut(lay.dw_offset());
-            for cc in 0..rows {
-                let blk = &bytes[(p * PANEL + cc) * row_bytes + b * bb..][..bb];
+            // Fixed-size views: the compiler sees every index below is in bounds.
+            let Some((quants, rest)) = cell.split_first_chunk_mut::<{ 32 * PANEL }>() else { unreachable!("a Q8_0 cell holds 32 × 16 quants") };
+            let Some(scales) = rest.first_chunk_mut::<{ 4 * PANEL }>() else { unreachable!("then 16 scales") };
+            for (cc, row) in src.chunks_exact(row_bytes).enumerate() {
+                let Some(blk) = row[b * BB..].first_chunk::<BB>() else { unreachable!("rows hold whole blocks") };
                 let d = f16_to_f32(half::f16::from_le_bytes([blk[0], blk[1]]));
                 scales[cc * 4..cc * 4 + 4].copy_from_slice(&d.to_le_bytes());
-                for (s, q) in blk[2..].chunks_exact(4).enumerate() {
-                    let w = u32::from_ne_bytes([q[0], q[1], q[2], q[3]]) ^ mask;
+                for s in 0..8 {
+                    let q = [blk[2 + 4 * s], blk[3 + 4 * s], blk[4 + 4 * s], blk[5 + 4 * s]];
+                    let w = u32::from_ne_bytes(q) ^ mask;
                     quants[s * 64 + cc * 4..s * 64 + cc * 4 + 4].copy_from_slice(&w.to_ne_bytes());
                 }
             }
