@@ -31,7 +31,8 @@
 //!   its first call only if no bucket has compared the modes yet or the prior puts them within
 //!   5 %.
 //! - Only calls that ran alone are measured: concurrent calls share the workers, and their
-//!   times say nothing about either mode.
+//!   times say nothing about either mode. Nor is each mode's first call: it sets up that mode's
+//!   buffers.
 //!
 //! Whatever mode runs, the vectors are bit-identical (see `plan.rs`); the tuner only moves time.
 
@@ -128,6 +129,9 @@ impl Bucket {
 #[derive(Debug)]
 struct State {
     buckets: [Bucket; BUCKETS],
+    /// Whether each mode has run once: its first call sets up per-mode buffers (a worker's
+    /// scratch in coarse mode, the pass scratch in fine mode) and is not a measurement of it.
+    warm: [bool; 2],
 }
 
 impl State {
@@ -196,7 +200,7 @@ pub(crate) fn bucket_of(tokens: &[usize]) -> usize {
 impl Tuner {
     pub(crate) fn new() -> Tuner {
         Tuner {
-            state: Mutex::new(State { buckets: [Bucket::default(); BUCKETS] }),
+            state: Mutex::new(State { buckets: [Bucket::default(); BUCKETS], warm: [false; 2] }),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
         }
@@ -272,6 +276,9 @@ impl Tuner {
         }
         let x = (seconds / d.predicted).ln();
         let mut st = self.state.lock();
+        if !std::mem::replace(&mut st.warm[slot(d.mode)], true) {
+            return;
+        }
         st.buckets[d.bucket].log[slot(d.mode)].add(x);
     }
 
@@ -286,6 +293,11 @@ impl Tuner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each mode's first call, which the tuner does not count.
+    fn warm_up(t: &Tuner) {
+        t.state.lock().warm = [true; 2];
+    }
 
     /// A simulated machine on which each mode's true time is its prediction times a factor.
     fn run(t: &Tuner, tokens: &[usize], pred: (f64, f64), truth: (f64, f64), calls: usize) -> Vec<Parallelism> {
@@ -355,9 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn the_first_call_of_a_mode_is_not_measured() {
+        // Coarse is truly 20 % faster, but each mode's first call costs 50 times its steady
+        // time (buffers set up on the way): counted, it would make coarse look slow for long.
+        let t = Tuner::new();
+        let tokens = [12usize; 16];
+        let mut first = [true; 2];
+        let modes: Vec<Parallelism> = (0..12)
+            .map(|_| {
+                let d = t.decide(&tokens, 1.0, 1.0, true);
+                let steady = if d.mode == Parallelism::Fine { 1.2 } else { 1.0 };
+                let setup = if std::mem::take(&mut first[slot(d.mode)]) { 50.0 } else { 1.0 };
+                t.report(d, Some(steady * setup));
+                d.mode
+            })
+            .collect();
+        let learned = t.ratios(bucket_of(&tokens));
+        assert!(learned.iter().flatten().all(|&r| r < 2.0), "{learned:?}");
+        assert!(modes[6..].iter().filter(|&&m| m == Parallelism::Coarse).count() >= 5, "{modes:?}");
+    }
+
+    #[test]
     fn concurrent_calls_are_not_measured() {
         let t = Tuner::new();
         let tokens = [12usize; 4];
+        warm_up(&t);
         let a = t.decide(&tokens, 1.0, 1.0, true);
         let b = t.decide(&tokens, 1.0, 1.0, true);
         t.report(a, Some(5.0));

@@ -102,13 +102,13 @@ impl ModelScratch {
             half_window: None,
             scale: c.attention_scale,
         };
-        self.x.resize(tokens * d, 0.0);
-        self.h.resize(tokens * d, 0.0);
-        self.q.resize(tokens * c.q_dim(), 0.0);
-        self.k.resize(tokens * c.key_length, 0.0);
-        self.v.resize(tokens * c.value_length, 0.0);
-        self.gate.resize(tokens * c.feed_forward_length, 0.0);
-        self.up.resize(tokens * c.feed_forward_length, 0.0);
+        grow_zeroed(&mut self.x, tokens * d);
+        grow_zeroed(&mut self.h, tokens * d);
+        grow_zeroed(&mut self.q, tokens * c.q_dim());
+        grow_zeroed(&mut self.k, tokens * c.key_length);
+        grow_zeroed(&mut self.v, tokens * c.value_length);
+        grow_zeroed(&mut self.gate, tokens * c.feed_forward_length);
+        grow_zeroed(&mut self.up, tokens * c.feed_forward_length);
         self.scores_len = attention::scores_len(&shape, longest);
         self.longest = longest;
         self.head_dim = c.key_length;
@@ -147,7 +147,7 @@ impl AttnWork {
     }
 
     fn reserve(&mut self, scores_len: usize, longest: usize, head_dim: usize) {
-        self.scores.resize(scores_len, 0.0);
+        grow_zeroed(&mut self.scores, scores_len);
         // The key span packed for `S = Q·Kᵀ` (keys × head_dim) and the value span for `O = P·V`.
         self.gemm.reserve_f32_operand(longest, head_dim);
         self.gemm.reserve_f32_operand(head_dim, longest);
@@ -162,5 +162,16 @@ impl ModelScratch {
             pool.push(AttnWork::new(self.scores_len, self.longest, self.head_dim));
             self.attn_workers += 1;
         }
+    }
+}
+
+/// Grows a scratch buffer to `n` values. A fresh zeroed allocation rather than `resize`: the
+/// allocator hands large zeroed blocks out as untouched pages, so a buffer sized for the token
+/// budget costs page faults only where a call writes (a short text touches a few pages of the
+/// budget's tens of megabytes; `resize` would write every page on the first call). Contents are
+/// scratch, always written before they are read.
+fn grow_zeroed(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        *v = vec![0.0; n];
     }
 }
