@@ -119,6 +119,7 @@ impl RunResult {
 /// `clients × texts` (what one full pass of the server computes).
 #[derive(Debug, Clone)]
 struct Baseline {
+    mode: Parallelism,
     clients: usize,
     per_request: usize,
     batch: usize,
@@ -135,6 +136,35 @@ impl Baseline {
     fn p50_ms(&self) -> f64 {
         percentile(&self.calls_ms, 50.0).unwrap_or(f64::NAN)
     }
+}
+
+/// The library modes measured for every run. The baseline a server is held to is the best of
+/// them, not Auto alone: Auto learns online, and a run that catches it exploring or still
+/// settling would flatter the server.
+const LIBRARY_MODES: [Parallelism; 3] = [Parallelism::Fine, Parallelism::Coarse, Parallelism::Auto];
+
+fn mode_name(p: Parallelism) -> &'static str {
+    match p {
+        Parallelism::Fine => "fine",
+        Parallelism::Coarse => "coarse",
+        Parallelism::Auto => "auto",
+    }
+}
+
+/// The library's best rate for a run (the highest texts/s over its modes).
+fn best_rate<'a>(baselines: &'a [Baseline], clients: usize, per_request: usize) -> Option<&'a Baseline> {
+    baselines
+        .iter()
+        .filter(|b| b.clients == clients && b.per_request == per_request)
+        .max_by(|a, b| a.texts_per_s().total_cmp(&b.texts_per_s()))
+}
+
+/// The library's fastest median call for a run (the lowest p50 over its modes).
+fn best_latency<'a>(baselines: &'a [Baseline], clients: usize, per_request: usize) -> Option<&'a Baseline> {
+    baselines
+        .iter()
+        .filter(|b| b.clients == clients && b.per_request == per_request)
+        .min_by(|a, b| a.p50_ms().total_cmp(&b.p50_ms()))
 }
 
 fn parse_runs(s: &str) -> anyhow::Result<Vec<(usize, usize)>> {
@@ -158,7 +188,7 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
     if args.slices == 0 {
         bail!("--slices must be at least 1");
     }
-    let pool = load_sentences(&args.inputs.texts_path())?;
+    let pool = shuffled(load_sentences(&args.inputs.texts_path())?);
     let mut machine = Machine::detect();
     let model_info = ModelInfo::of(model)?;
     let threads = args.threads.unwrap_or(machine.cores);
@@ -205,13 +235,20 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
             slice.as_secs_f64()
         );
         let batch = clients * per_request;
-        let mut base = Baseline { clients, per_request, batch, texts: 0, seconds: 0.0, calls_ms: Vec::new() };
+        let mut bases: Vec<Baseline> = LIBRARY_MODES
+            .iter()
+            .map(|&mode| Baseline { mode, clients, per_request, batch, texts: 0, seconds: 0.0, calls_ms: Vec::new() })
+            .collect();
         let mut merged: Vec<Option<RunResult>> = vec![None; servers.len()];
         for round in 0..args.slices {
-            library_slice(&embedder, &pool, batch, round, slice, &mut base)?;
+            // Every target starts the round at the same place in the (shuffled) pool.
+            let start = round * pool.len() / args.slices;
+            for base in &mut bases {
+                library_slice(&embedder, &pool, batch, round, start, slice, base)?;
+            }
             for (i, (name, server)) in servers.iter().enumerate() {
                 let before = pass_counters(&server.base);
-                let mut r = client_rt.block_on(load(name, &server.base, Arc::clone(&pool), clients, per_request, warmup, slice))?;
+                let mut r = client_rt.block_on(load(name, &server.base, Arc::clone(&pool), start, clients, per_request, warmup, slice))?;
                 if let (Some(b0), Some(b1)) = (before, pass_counters(&server.base)) {
                     r.passes = Some((b1.0 - b0.0, b1.1 - b0.1));
                 }
@@ -221,7 +258,9 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
                 });
             }
         }
-        eprintln!("  library batch {batch}: {} texts/s", sig3(base.texts_per_s()));
+        for base in &bases {
+            eprintln!("  library batch {batch}, {}: {} texts/s", mode_name(base.mode), sig3(base.texts_per_s()));
+        }
         for r in merged.into_iter().flatten() {
             eprintln!(
                 "  {}: {} texts/s, p50 {} ms, p99 {} ms, {} rejected, {} errors",
@@ -234,7 +273,7 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
             );
             results.push(r);
         }
-        baselines.push(base);
+        baselines.extend(bases);
     }
     for (_, server) in &mut servers {
         server.stop();
@@ -260,19 +299,49 @@ fn ensure_release_bin() -> anyhow::Result<PathBuf> {
     Ok(target.join("release").join("ggufembed"))
 }
 
-/// One round of the library's baseline: calls of `batch` texts for `each`, continuing the
-/// pool where the previous round stopped.
-fn library_slice(e: &Embedder, pool: &[String], batch: usize, round: usize, each: Duration, base: &mut Baseline) -> anyhow::Result<()> {
-    // Warm-up: the pool's scratch buffers, and Auto's first look at this batch size.
-    if round == 0 {
-        e.embed_with(&crate::workload::window(pool, batch, 0), Parallelism::Auto)?;
+/// The pool in a fixed pseudo-random order. The STS-B file is sorted by genre, and its
+/// sentences grow from about 33 to 110 characters along it: a target that gets further through
+/// the pool in a slice would otherwise be measured on longer texts than one that does not.
+fn shuffled(mut pool: Vec<String>) -> Vec<String> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..pool.len()).rev() {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        pool.swap(i, (z % (i as u64 + 1)) as usize);
     }
-    let mut k = 1 + base.calls_ms.len();
+    pool
+}
+
+/// `batch` consecutive texts of the pool from `start + k·batch`, wrapping around.
+fn texts_at(pool: &[String], start: usize, batch: usize, k: usize) -> Vec<&str> {
+    (0..batch).map(|i| pool[(start + k * batch + i) % pool.len()].as_str()).collect()
+}
+
+/// One round of the library's baseline in `base.mode`: calls of `batch` texts for `each`,
+/// from `start` in the pool, where every target starts this round.
+fn library_slice(
+    e: &Embedder,
+    pool: &[String],
+    batch: usize,
+    round: usize,
+    start: usize,
+    each: Duration,
+    base: &mut Baseline,
+) -> anyhow::Result<()> {
+    // Warm-up: the mode's scratch buffers, and Auto's first look at this batch size.
+    if round == 0 {
+        e.embed_with(&texts_at(pool, pool.len() / 2, batch, 0), base.mode)?;
+    }
+    let mut k = 0;
     let t = Instant::now();
     while t.elapsed() < each {
-        let w = crate::workload::window(pool, batch, k);
+        let w = texts_at(pool, start, batch, k);
         let c = Instant::now();
-        e.embed_with(&w, Parallelism::Auto)?;
+        e.embed_with(&w, base.mode)?;
         base.calls_ms.push(c.elapsed().as_secs_f64() * 1e3);
         base.texts += batch;
         k += 1;
@@ -434,10 +503,12 @@ async fn check_answers(base: &str, pool: &[String], model: &Path, threads: usize
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load(
     name: &str,
     base: &str,
     pool: Arc<Vec<String>>,
+    start: usize,
     clients: usize,
     per_request: usize,
     warmup: Duration,
@@ -449,8 +520,8 @@ async fn load(
         .build()?;
     let url = format!("{base}/v1/embeddings");
     let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let from = start + warmup;
+    let began = Instant::now();
+    let from = began + warmup;
     let end = from + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -459,7 +530,7 @@ async fn load(
             let mut samples: Vec<(f64, u16)> = Vec::new();
             while Instant::now() < end {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                let texts: Vec<&str> = (0..per_request).map(|i| pool[(k * per_request + i) % pool.len()].as_str()).collect();
+                let texts = texts_at(&pool[..], start, per_request, k);
                 let body = serde_json::json!({"input": texts, "model": "embeddinggemma-300m", "encoding_format": "float"});
                 let t0 = Instant::now();
                 let status = match http.post(&url).json(&body).send().await {
@@ -522,14 +593,14 @@ fn write_report(
     baselines: &[Baseline],
     results: &[RunResult],
 ) -> anyhow::Result<()> {
-    let base_of = |c: usize, k: usize| baselines.iter().find(|b| b.clients == c && b.per_request == k);
+    let base_of = |c: usize, k: usize| best_rate(baselines, c, k);
     let mut csv = csv_record(&[
         "server", "clients", "texts_per_request", "seconds", "ok_requests", "ok_texts", "texts_per_s",
         "p50_ms", "p95_ms", "p99_ms", "rejected", "errors", "mean_inputs_per_pass",
     ]);
     for b in baselines {
         csv.push_str(&csv_record(&[
-            format!("library batch-{}", b.batch),
+            format!("library batch-{} {}", b.batch, mode_name(b.mode)),
             b.clients.to_string(),
             b.per_request.to_string(),
             format!("{:.3}", b.seconds),
@@ -550,7 +621,7 @@ fn write_report(
     ]);
     for b in baselines {
         table.row([
-            format!("library, batch {}", b.batch),
+            format!("library, batch {}, {}", b.batch, mode_name(b.mode)),
             b.clients.to_string(),
             b.per_request.to_string(),
             sig3(b.texts_per_s()),
@@ -609,8 +680,9 @@ fn write_report(
         "- **load**: runs {}; per run and target {} s measured, in {} rounds that each give the library, \
          ggufembed serve{} the same time in turn ({} s warm-up before each server slice); STS-B en-dev sentences from {}; \
          requests to `/v1/embeddings` with `encoding_format: float`, HTTP/1.1 keep-alive, client on the same machine\n\
-         - **library baseline**: this process's `Embedder` (Auto), batches of the run's clients × texts per request, \
-         i.e. the work of one full server pass, on the same texts\n\
+         - **library baseline**: this process's `Embedder` in each mode (fine, coarse, auto), batches of the run's \
+         clients × texts per request, i.e. the work of one full server pass, on the same texts; a server is compared \
+         with the best mode's rate (\"library, same batch\") and, for latency, the fastest mode's median call\n\
          - **threads**: {threads} (library, ggufembed serve{} alike)\n- **serve args**: `{}`\n",
         args.runs,
         args.duration,
@@ -628,10 +700,11 @@ fn write_report(
         let ratio = r.texts_per_s() / b.texts_per_s();
         let _ = writeln!(
             md,
-            "- 32 clients × 1 text: {} texts/s = {} of the library's batch-32 rate in the same rounds, {} texts/s (target ≥ 90 %): **{}**",
+            "- 32 clients × 1 text: {} texts/s = {} of the library's best batch-32 rate in the same rounds, {} texts/s ({}) (target ≥ 90 %): **{}**",
             sig3(r.texts_per_s()),
             pct(ratio),
             sig3(b.texts_per_s()),
+            mode_name(b.mode),
             if ratio >= 0.9 { "met" } else { "missed" }
         );
         if let Some(p) = find("llama-server", 32, 1) {
@@ -645,14 +718,15 @@ fn write_report(
     }
     let errs: usize = results.iter().filter(|r| r.server == ours).map(|r| r.errors).sum();
     let _ = writeln!(md, "- errors over every run of ggufembed serve: {errs}");
-    if let (Some(r), Some(b)) = (find(ours, 1, 1), base_of(1, 1)) {
+    if let (Some(r), Some(b)) = (find(ours, 1, 1), best_latency(baselines, 1, 1)) {
         let ratio = r.p(50.0) / b.p50_ms();
         let _ = writeln!(
             md,
-            "- 1 client: median latency {} ms = {:.2}× the library's batch-1 call of {} ms (median, same rounds; target ≤ 1.15×): **{}**",
+            "- 1 client: median latency {} ms = {:.2}× the library's fastest batch-1 call of {} ms ({}; median, same rounds; target ≤ 1.15×): **{}**",
             sig3(r.p(50.0)),
             ratio,
             sig3(b.p50_ms()),
+            mode_name(b.mode),
             if ratio <= 1.15 { "met" } else { "missed" }
         );
     }
@@ -684,11 +758,12 @@ fn plot(path: &Path, results: &[RunResult], baselines: &[Baseline]) -> anyhow::R
         * 1.15;
     let library: Vec<(f64, f64)> = baselines
         .iter()
-        .filter(|b| b.per_request == 1)
+        .filter(|b| b.per_request == 1 && b.mode == Parallelism::Auto)
+        .filter_map(|b| best_rate(baselines, b.clients, 1))
         .map(|b| ((b.clients as f64).log2(), b.texts_per_s()))
         .collect();
     if !library.is_empty() {
-        series.push(("library, batch = clients".into(), library));
+        series.push(("library (best mode), batch = clients".into(), library));
     }
     let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
@@ -739,5 +814,25 @@ mod tests {
         assert_eq!(parse_runs("1x1, 32x1,8x16").unwrap(), vec![(1, 1), (32, 1), (8, 16)]);
         assert!(parse_runs("0x1").is_err());
         assert!(parse_runs("32").is_err());
+    }
+
+    #[test]
+    fn the_shuffle_is_a_fixed_permutation_that_mixes_the_pool() {
+        let pool: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let a = shuffled(pool.clone());
+        assert_eq!(a, shuffled(pool.clone()), "the same order every run");
+        let mut sorted = a.clone();
+        sorted.sort_by_key(|s| s.parse::<usize>().unwrap());
+        assert_eq!(sorted, pool, "a permutation");
+        // The first tenth draws from the whole file, not from its first tenth.
+        let late = a[..100].iter().filter(|s| s.parse::<usize>().unwrap() >= 500).count();
+        assert!((30..=70).contains(&late), "{late} of the first 100 come from the second half");
+    }
+
+    #[test]
+    fn windows_start_where_the_round_starts_and_wrap() {
+        let pool: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(texts_at(&pool, 8, 3, 0), ["8", "9", "0"]);
+        assert_eq!(texts_at(&pool, 8, 3, 1), ["1", "2", "3"]);
     }
 }
