@@ -152,7 +152,7 @@ fn mode_name(p: Parallelism) -> &'static str {
 }
 
 /// The library's best rate for a run (the highest texts/s over its modes).
-fn best_rate<'a>(baselines: &'a [Baseline], clients: usize, per_request: usize) -> Option<&'a Baseline> {
+fn best_rate(baselines: &[Baseline], clients: usize, per_request: usize) -> Option<&Baseline> {
     baselines
         .iter()
         .filter(|b| b.clients == clients && b.per_request == per_request)
@@ -160,7 +160,7 @@ fn best_rate<'a>(baselines: &'a [Baseline], clients: usize, per_request: usize) 
 }
 
 /// The library's fastest median call for a run (the lowest p50 over its modes).
-fn best_latency<'a>(baselines: &'a [Baseline], clients: usize, per_request: usize) -> Option<&'a Baseline> {
+fn best_latency(baselines: &[Baseline], clients: usize, per_request: usize) -> Option<&Baseline> {
     baselines
         .iter()
         .filter(|b| b.clients == clients && b.per_request == per_request)

@@ -81,6 +81,58 @@ fn int8_gemm_is_bit_identical_to_scalar_on_every_isa() {
     }
 }
 
+/// The largest products an int8 kernel can meet: Q8_0 quants of -128 and 127 (a GGUF may hold
+/// -128, although ggml's quantizer never writes it) against activations that all quantize to
+/// ±127. Kernels built on `vpmaddubsw` sum two such products in i16 and must not saturate.
+#[test]
+fn extreme_quants_are_exact_on_every_isa() {
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    let (n, k, m) = (16, 64, 4);
+    let mut w = Vec::new();
+    for row in 0..n {
+        for b in 0..k / 32 {
+            w.extend_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+            for i in 0..32 {
+                // Pairs of equal sign (the saturating case for a pair sum), varying by row.
+                let q: i8 = match (row + b + i / 2) % 3 {
+                    0 => -128,
+                    1 => 127,
+                    _ => -127,
+                };
+                w.push(q as u8);
+            }
+        }
+    }
+    let a: Vec<f32> = (0..m * k).map(|i| if (i / 2 + i / k) % 2 == 0 { 1.5 } else { -1.5 }).collect();
+    let run = |kt: &'static Kernels| {
+        let pm = PackedMatrix::new(kt, QuantType::Q8_0, n, k, &w).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+        c
+    };
+    let want = run(scalar);
+    // The exact value of one output, from the definition: every activation quantizes to ±127
+    // with d = 1.5 / 127, and every product is exact in i32.
+    let exact: f64 = (0..k)
+        .map(|i| {
+            let q: i64 = match (i / 32 + (i % 32) / 2) % 3 {
+                0 => -128,
+                1 => 127,
+                _ => -127,
+            };
+            let aq: i64 = if (i / 2) % 2 == 0 { 127 } else { -127 };
+            (q * aq) as f64
+        })
+        .sum::<f64>()
+        * 0.5
+        * (1.5 / 127.0);
+    assert!((f64::from(want[0]) - exact).abs() < 1e-3 * exact.abs().max(1.0), "scalar {} vs {exact}", want[0]);
+    for kern in simd_tables() {
+        let got = run(kern);
+        assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{}: {got:?} vs {want:?}", kern.isa());
+    }
+}
+
 #[test]
 fn residual_block_gemm_is_bit_identical_to_scalar_on_every_isa() {
     let scalar = Kernels::for_isa(Isa::Scalar).unwrap();

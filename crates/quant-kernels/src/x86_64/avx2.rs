@@ -1,9 +1,12 @@
 //! AVX2 + FMA kernels.
 //!
-//! Without VNNI there is no exact 4-byte u8×i8 dot (`vpmaddubsw` saturates for u8 up to 255),
-//! so the int8 microkernel widens weights to i16 (`vpmovzxbw`, shared by the tile's rows) and
-//! uses `vpmaddwd` against activations sign-extended to i16: exact, and the same integer block
-//! sums as every other ISA.
+//! Without VNNI the int8 dot of 4-byte groups is `vpmaddubsw` (u8 × i8 pairs summed to i16,
+//! saturating) then `vpmaddwd` by ones (pairs of i16 summed to i32). Weights are packed signed
+//! (the layout AMX uses) and each product is taken as `|w| · (a · sign(w))`: `|w| <= 128` fits
+//! the unsigned operand, and activations are quantized to `[-127, 127]`, so a pair sums to at
+//! most 2 · 128 · 127 = 32512 and never saturates. Affine formats' quants are small unsigned
+//! values (at most 31) and go in as they are. The block sums are exact, the same integers as
+//! on every other ISA.
 
 // Register tiles are indexed [row][vector] in lockstep; index loops read clearer than zips.
 #![allow(clippy::needless_range_loop)]
@@ -17,7 +20,7 @@ use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PA
 
 pub(crate) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
-    int8: Int8Kernel { mr: INT8_MR, nr: 16, kc: 256, signed_weights: false, tile: int8_tile },
+    int8: Int8Kernel { mr: INT8_MR, nr: 16, kc: 256, signed_weights: true, tile: int8_tile },
     f32k: F32Kernel { mr: F32_MR, nr: 16, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
     quant_q8k: quant_act_q8k,
@@ -25,8 +28,9 @@ pub(crate) static KERNELS: Kernels = Kernels {
     axpy: axpy_f32,
 };
 
-/// Rows per int8 tile: 2 rows × 4 column groups of i32 pair accumulators, 4 f32 accumulators,
-/// one widened weight vector and two activation broadcasts fill the 16 ymm registers.
+/// Rows per int8 tile: 2 rows × 2 vectors of i32 block sums and of f32 accumulators, the weight
+/// vector and its magnitude, two activation broadcasts and two products: 14 of the 16 ymm
+/// registers (3 rows would spill).
 pub(crate) const INT8_MR: usize = 2;
 /// Rows per f32 tile: 6 × 2 ymm accumulators, 2 weight vectors, one broadcast.
 const F32_MR: usize = 6;
@@ -69,16 +73,17 @@ fn lane_mask(ncols: usize, h: usize) -> __m256i {
 }
 
 /// # Safety
-/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`.
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`;
+/// symmetric formats packed signed (`lay.signed`).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
     t: &Int8Tile,
     lay: &Int8Layout,
 ) {
+    debug_assert!(AFFINE || lay.signed, "the AVX2 kernel needs signed symmetric weights");
     let mut facc = [[_mm256_setzero_ps(); 2]; MR];
-    // `vphaddd` leaves columns in the order 0 1 4 5 2 3 6 7; this restores 0..8.
-    let unshuffle = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let ones = _mm256_set1_epi16(1);
     // SAFETY: rows < MR, blocks < nblocks + nres (residual cells named by `res`), one panel,
     // columns masked to ncols: all inside the tile the caller vouched for.
     unsafe {
@@ -93,17 +98,28 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
         macro_rules! block {
             ($b:expr, $cell:expr) => {{
                 let (b, cell): (usize, *const u8) = ($b, $cell);
-                let mut iacc = [[_mm256_setzero_si256(); 4]; MR];
+                let mut iacc = [[_mm256_setzero_si256(); 2]; MR];
                 for s in 0..STEPS {
                     let mut av = [_mm256_setzero_si256(); MR];
                     for (r, a) in av.iter_mut().enumerate() {
                         let bytes = t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned();
-                        *a = _mm256_cvtepi8_epi16(_mm_set1_epi32(bytes));
+                        *a = _mm256_set1_epi32(bytes);
                     }
-                    for g in 0..4 {
-                        let w = _mm256_cvtepu8_epi16(_mm_load_si128(cell.add(s * 64 + g * 16).cast()));
-                        for r in 0..MR {
-                            iacc[r][g] = _mm256_add_epi32(iacc[r][g], _mm256_madd_epi16(w, av[r]));
+                    // Step `s` of the cell: 16 columns × 4 bytes; vector `h` holds columns
+                    // 8h..8h+8, each lane one column's 4 consecutive K values.
+                    for h in 0..2 {
+                        let w = _mm256_load_si256(cell.add(s * 64 + h * 32).cast());
+                        if AFFINE {
+                            for r in 0..MR {
+                                let p = _mm256_maddubs_epi16(w, av[r]);
+                                iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(p, ones));
+                            }
+                        } else {
+                            let wabs = _mm256_abs_epi8(w);
+                            for r in 0..MR {
+                                let p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av[r], w));
+                                iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(p, ones));
+                            }
                         }
                     }
                 }
@@ -115,15 +131,8 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
                     let s = r * t.lds + b;
                     let da = _mm256_set1_ps(*t.ad.add(s));
                     for h in 0..2 {
-                        let mut isum = _mm256_permutevar8x32_epi32(
-                            _mm256_hadd_epi32(iacc[r][2 * h], iacc[r][2 * h + 1]),
-                            unshuffle,
-                        );
-                        if !AFFINE {
-                            isum = _mm256_add_epi32(isum, _mm256_set1_epi32(*t.ac.add(s)));
-                        }
                         let scale = _mm256_mul_ps(dw[h], da);
-                        facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, facc[r][h]);
+                        facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r][h]), scale, facc[r][h]);
                     }
                     if AFFINE {
                         let sa = _mm256_set1_ps(*t.asum.add(s));

@@ -29,7 +29,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         mr: super::avx2::INT8_MR,
         nr: 16,
         kc: 256,
-        signed_weights: false,
+        signed_weights: true,
         tile: int8_tile_avx2_fallback,
     },
     f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
