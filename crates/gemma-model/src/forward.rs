@@ -8,10 +8,10 @@
 
 use std::sync::Mutex;
 
-use quant_kernels::ParallelFor;
+use quant_kernels::{F32PackBuf, ParallelFor};
 
 use crate::activation::gelu_tanh_mul;
-use crate::attention::{self, AttnShape};
+use crate::attention::{self, AttnShape, PackTasks, TextKv, TextKvOffsets};
 use crate::config::LayerKind;
 use crate::linear::{Exec, Linear};
 use crate::model::{GemmaModel, Layer};
@@ -47,6 +47,8 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         q,
         k,
         v,
+        k_packed,
+        v_packed,
         gate,
         up,
         attn,
@@ -83,6 +85,8 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         q: &mut q[..m * c.q_dim()],
         k: &mut k[..m * c.key_length],
         v: &mut v[..m * c.value_length],
+        k_packed,
+        v_packed,
         gate: &mut gate[..m * c.feed_forward_length],
         up: &mut up[..m * c.feed_forward_length],
         attn,
@@ -136,6 +140,8 @@ struct LayerBufs<'a> {
     q: &'a mut [f32],
     k: &'a mut [f32],
     v: &'a mut [f32],
+    k_packed: &'a mut F32PackBuf,
+    v_packed: &'a mut F32PackBuf,
     gate: &'a mut [f32],
     up: &'a mut [f32],
     attn: &'a Mutex<Vec<AttnWork>>,
@@ -220,24 +226,54 @@ fn layer_forward<T: MaybeTrace>(
         },
         scale: c.attention_scale,
     };
-    let blocks = QueryBlocks::new(b.q, b.offsets, qd);
+    // Each multi-block text's keys and values are packed once, here, for all its blocks.
+    {
+        let tasks = PackTasks::new(
+            b.k,
+            b.v,
+            b.offsets,
+            hd,
+            b.k_packed.as_mut_slice(),
+            b.v_packed.as_mut_slice(),
+        );
+        if T::ON {
+            tasks.for_each(|task| task.run(hd));
+        } else {
+            let n_tasks = tasks.len();
+            let tasks = Mutex::new(tasks);
+            exec.par.run(n_tasks, &|_| {
+                let task = tasks.lock().unwrap_or_else(|p| p.into_inner()).next();
+                if let Some(task) = task {
+                    task.run(hd);
+                }
+            });
+        }
+    }
+    let kv = SharedKv {
+        k: b.k,
+        v: b.v,
+        k_packed: b.k_packed,
+        v_packed: b.v_packed,
+    };
+    let blocks = QueryBlocks::new(b.q, b.offsets, qd, hd);
     if T::ON {
         // Traced runs are serial and record each block's probabilities.
         let mut pool = b.attn.lock().unwrap_or_else(|p| p.into_inner());
         let Some(work) = pool.last_mut() else {
             unreachable!("the pool holds a workspace")
         };
-        for (t0, t, blk, q_block) in blocks {
-            let rows = q_block.len() / hd;
-            let first_key = attend_item(kernels, &shape, b.k, b.v, (t0, t, blk, q_block), work);
-            let (j0, j1) = attention::key_span(&shape, t, blk);
+        for item in blocks {
+            let (t, blk, rows) = (item.t, item.block, item.q.len() / hd);
+            let layout = attend_item(kernels, &shape, &kv, item, work);
+            let span = attention::key_span(&shape, t, blk);
+            let probs = attention::visible_probs(&mut work.scores, rows, layout, span);
             tr.record(
                 TracePoint::AttnProbs {
                     layer: l,
                     block: blk,
-                    first_key,
+                    first_key: span.0,
                 },
-                &work.scores[..rows * (j1 - j0)],
+                probs,
             );
         }
     } else {
@@ -245,17 +281,17 @@ fn layer_forward<T: MaybeTrace>(
         // from the pool: every block is computed the same way whichever thread runs it.
         let n_tasks = blocks.len();
         let blocks = Mutex::new(blocks);
-        let (kall, vall, pool, scores_len) = (&*b.k, &*b.v, b.attn, b.scores_len);
+        let (pool, scores_len, kv) = (b.attn, b.scores_len, &kv);
         exec.par.run(n_tasks, &|_| {
             let item = blocks.lock().unwrap_or_else(|p| p.into_inner()).next();
-            let Some((t0, t, blk, q_block)) = item else {
+            let Some(item) = item else {
                 return;
             };
             let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             // A parallel-for running more tasks at once than it reports threads gets a
             // temporary workspace rather than an error.
-            let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len, 0, 0));
-            attend_item(kernels, &shape, kall, vall, (t0, t, blk, q_block), &mut work);
+            let mut work = taken.unwrap_or_else(|| AttnWork::new(scores_len, hd));
+            attend_item(kernels, &shape, kv, item, &mut work);
             pool.lock().unwrap_or_else(|p| p.into_inner()).push(work);
         });
     }
@@ -310,27 +346,61 @@ fn layer_forward<T: MaybeTrace>(
     tr.record(TracePoint::LayerOut(l), b.x);
 }
 
-/// Attention of one query block (`(first row of its text, text length, block, rows)`, as
-/// [`QueryBlocks`] yields it) against its own text's keys and values; returns the first key.
+/// The group's key and value rows, and the multi-block texts' packed keys and values.
+struct SharedKv<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    k_packed: &'a F32PackBuf,
+    v_packed: &'a F32PackBuf,
+}
+
+/// Attention of one query block against its own text's keys and values: the shared packed ones
+/// for a multi-block text, else packed here into the workspace. Returns the scores' layout
+/// (see [`attention::attend_block`]).
 fn attend_item(
     kernels: &quant_kernels::Kernels,
     shape: &AttnShape,
-    k: &[f32],
-    v: &[f32],
-    (t0, t, blk, q_block): (usize, usize, usize, &mut [f32]),
+    kv: &SharedKv<'_>,
+    item: BlockItem<'_>,
     work: &mut AttnWork,
-) -> usize {
+) -> (usize, usize) {
     let hd = shape.head_dim;
-    let text = t0 * hd..(t0 + t) * hd;
+    let t = item.t;
+    let operands = match item.packed {
+        Some((ko, vo)) => kv.k_packed.panels(ko, t, hd).and_then(|k| {
+            let v = kv.v_packed.panels(vo, hd, t)?;
+            Ok(TextKv { k, v })
+        }),
+        None => {
+            let text = item.t0 * hd..(item.t0 + t) * hd;
+            let (kl, vl) = attention::text_kv_len(hd, t);
+            work.k_packed.reserve(kl);
+            work.v_packed.reserve(vl);
+            attention::pack_text(
+                &kv.k[text.clone()],
+                &kv.v[text],
+                t,
+                hd,
+                &mut work.k_packed.as_mut_slice()[..kl],
+                &mut work.v_packed.as_mut_slice()[..vl],
+            );
+            work.k_packed.panels(0, t, hd).and_then(|k| {
+                let v = work.v_packed.panels(0, hd, t)?;
+                Ok(TextKv { k, v })
+            })
+        }
+    };
+    let operands = match operands {
+        Ok(o) => o,
+        Err(e) => unreachable!("packed keys and values are sized from the group: {e}"),
+    };
     attention::attend_block(
         kernels,
-        &mut work.gemm,
         shape,
-        q_block,
-        &k[text.clone()],
-        &v[text],
+        item.q,
+        operands,
         t,
-        blk,
+        item.block,
         &mut work.scores,
     )
 }
@@ -352,19 +422,36 @@ fn rotate_rows(rows: &mut [f32], width: usize, offsets: &[usize], rope: &crate::
     }
 }
 
-/// The query blocks of every text in the group, as disjoint mutable row ranges:
-/// `(first row of the text, text length, block index, block rows)`.
+/// One query block: its text's first row and length, its index in the text, its rows, and
+/// where its text's keys and values are packed in the shared buffers (`None`: a single-block
+/// text, packed by its block).
+struct BlockItem<'a> {
+    t0: usize,
+    t: usize,
+    block: usize,
+    q: &'a mut [f32],
+    packed: Option<(usize, usize)>,
+}
+
+/// The query blocks of every text in the group, as disjoint mutable row ranges.
 struct QueryBlocks<'a> {
     rest: &'a mut [f32],
     offsets: &'a [usize],
     width: usize,
     text: usize,
     block: usize,
+    packed_at: TextKvOffsets,
+    packed: Option<(usize, usize)>,
     remaining: usize,
 }
 
 impl<'a> QueryBlocks<'a> {
-    fn new(q: &'a mut [f32], offsets: &'a [usize], width: usize) -> QueryBlocks<'a> {
+    fn new(
+        q: &'a mut [f32],
+        offsets: &'a [usize],
+        width: usize,
+        head_dim: usize,
+    ) -> QueryBlocks<'a> {
         let remaining = offsets
             .windows(2)
             .map(|w| (w[1] - w[0]).div_ceil(attention::QUERY_BLOCK))
@@ -375,13 +462,15 @@ impl<'a> QueryBlocks<'a> {
             width,
             text: 0,
             block: 0,
+            packed_at: TextKvOffsets::new(head_dim),
+            packed: None,
             remaining,
         }
     }
 }
 
 impl<'a> Iterator for QueryBlocks<'a> {
-    type Item = (usize, usize, usize, &'a mut [f32]);
+    type Item = BlockItem<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let (t0, t1) = (
@@ -389,12 +478,21 @@ impl<'a> Iterator for QueryBlocks<'a> {
             *self.offsets.get(self.text + 1)?,
         );
         let t = t1 - t0;
+        if self.block == 0 {
+            self.packed = self.packed_at.next_text(t);
+        }
         let first = self.block * attention::QUERY_BLOCK;
         let rows = attention::QUERY_BLOCK.min(t - first);
         let rest = std::mem::take(&mut self.rest);
         let (head, tail) = rest.split_at_mut(rows * self.width);
         self.rest = tail;
-        let item = (t0, t, self.block, head);
+        let item = BlockItem {
+            t0,
+            t,
+            block: self.block,
+            q: head,
+            packed: self.packed,
+        };
         if first + rows == t {
             self.text += 1;
             self.block = 0;

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use quant_kernels::GemmScratch;
+use quant_kernels::{F32PackBuf, GemmScratch};
 
 use crate::attention::{self, AttnShape};
 use crate::model::GemmaModel;
@@ -32,6 +32,10 @@ pub struct ModelScratch {
     pub(crate) k: Vec<f32>,
     /// Values, `tokens × value_length`.
     pub(crate) v: Vec<f32>,
+    /// The keys and values of the group's multi-block texts, packed once per layer for every
+    /// query block of their text (see `attention::PackTasks`).
+    pub(crate) k_packed: F32PackBuf,
+    pub(crate) v_packed: F32PackBuf,
     /// Gate projection, then `gelu(gate)·up`, `tokens × ff`.
     pub(crate) gate: Vec<f32>,
     /// Up projection, `tokens × ff`.
@@ -42,8 +46,7 @@ pub struct ModelScratch {
     pub(crate) scores_len: usize,
     /// Workspaces created so far (the pool's size when no task holds one).
     pub(crate) attn_workers: usize,
-    /// Longest text the attention workspaces are sized for, and the head width.
-    pub(crate) longest: usize,
+    /// Head width the attention workspaces are sized for.
     pub(crate) head_dim: usize,
     /// Start of each text of the current group in the token rows, plus the end.
     pub(crate) offsets: Vec<usize>,
@@ -66,12 +69,13 @@ impl ModelScratch {
             q: Vec::new(),
             k: Vec::new(),
             v: Vec::new(),
+            k_packed: F32PackBuf::new(),
+            v_packed: F32PackBuf::new(),
             gate: Vec::new(),
             up: Vec::new(),
             attn: Mutex::new(Vec::new()),
             scores_len: 0,
             attn_workers: 0,
-            longest: 0,
             head_dim: 0,
             offsets: Vec::with_capacity(HEAD_CHUNK + 1),
             pooled: Vec::new(),
@@ -107,20 +111,23 @@ impl ModelScratch {
         grow_zeroed(&mut self.q, tokens * c.q_dim());
         grow_zeroed(&mut self.k, tokens * c.key_length);
         grow_zeroed(&mut self.v, tokens * c.value_length);
+        let (kl, vl) = attention::shared_kv_len(c.key_length, tokens);
+        self.k_packed.reserve(kl);
+        self.v_packed.reserve(vl);
         grow_zeroed(&mut self.gate, tokens * c.feed_forward_length);
         grow_zeroed(&mut self.up, tokens * c.feed_forward_length);
         self.scores_len = attention::scores_len(&shape, longest);
-        self.longest = longest;
         self.head_dim = c.key_length;
         let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
         for w in pool.iter_mut() {
-            w.reserve(self.scores_len, longest, c.key_length);
+            w.reserve(self.scores_len, c.key_length);
         }
         // Sized for the largest shapes up front: which texts share a group can depend on
         // scheduling, and a buffer growing mid-stream would be an allocation in the steady state.
         self.gemm
             .reserve_activations(tokens, model.widest_token_k());
-        self.gemm.reserve_activations(HEAD_CHUNK, model.widest_head_k());
+        self.gemm
+            .reserve_activations(HEAD_CHUNK, model.widest_head_k());
         self.pooled.resize(HEAD_CHUNK * d, 0.0);
         self.dense_mid.resize(HEAD_CHUNK * c.dense_hidden, 0.0);
         self.acc.resize(d, 0.0);
@@ -128,29 +135,32 @@ impl ModelScratch {
     }
 }
 
-/// Working memory of one attention task: a block's scores and the GEMM's packing buffer.
+/// Working memory of one attention task: a block's scores, and the keys and values of a
+/// single-block text, which its one block packs itself.
 #[derive(Debug)]
 pub(crate) struct AttnWork {
     pub scores: Vec<f32>,
-    pub gemm: GemmScratch,
+    pub k_packed: F32PackBuf,
+    pub v_packed: F32PackBuf,
 }
 
 impl AttnWork {
-    /// A workspace for texts of up to `longest` tokens with heads of `head_dim` values.
-    pub(crate) fn new(scores_len: usize, longest: usize, head_dim: usize) -> AttnWork {
+    /// A workspace for blocks of up to `scores_len` scores with heads of `head_dim` values.
+    pub(crate) fn new(scores_len: usize, head_dim: usize) -> AttnWork {
         let mut w = AttnWork {
             scores: Vec::new(),
-            gemm: GemmScratch::new(),
+            k_packed: F32PackBuf::new(),
+            v_packed: F32PackBuf::new(),
         };
-        w.reserve(scores_len, longest, head_dim);
+        w.reserve(scores_len, head_dim);
         w
     }
 
-    fn reserve(&mut self, scores_len: usize, longest: usize, head_dim: usize) {
+    pub(crate) fn reserve(&mut self, scores_len: usize, head_dim: usize) {
         grow_zeroed(&mut self.scores, scores_len);
-        // The key span packed for `S = Q·Kᵀ` (keys × head_dim) and the value span for `O = P·V`.
-        self.gemm.reserve_f32_operand(longest, head_dim);
-        self.gemm.reserve_f32_operand(head_dim, longest);
+        let (kl, vl) = attention::text_kv_len(head_dim, attention::QUERY_BLOCK);
+        self.k_packed.reserve(kl);
+        self.v_packed.reserve(vl);
     }
 }
 
@@ -159,7 +169,7 @@ impl ModelScratch {
     pub(crate) fn ensure_workers(&mut self, threads: usize) {
         let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());
         while self.attn_workers < threads.max(1) {
-            pool.push(AttnWork::new(self.scores_len, self.longest, self.head_dim));
+            pool.push(AttnWork::new(self.scores_len, self.head_dim));
             self.attn_workers += 1;
         }
     }

@@ -55,6 +55,16 @@ pub enum KernelError {
         /// Rows in the tensor.
         rows: usize,
     },
+    /// An offset or column index that must fall on a packed panel boundary does not.
+    #[error("{what}: {value} is not a multiple of {align}")]
+    Unaligned {
+        /// Which argument.
+        what: &'static str,
+        /// The value supplied.
+        value: usize,
+        /// The multiple it must be.
+        align: usize,
+    },
     /// A shape whose element count overflows `usize` or is otherwise unusable.
     #[error("invalid shape {rows}x{cols}")]
     Shape {

@@ -11,7 +11,10 @@
 
 pub(crate) mod act;
 pub(crate) mod pack;
+mod prepacked;
 pub(crate) mod tile;
+
+pub use prepacked::{F32PackBuf, F32Panels, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows};
 
 use crate::aligned::AlignedBuf;
 use crate::dispatch::Kernels;
@@ -271,7 +274,7 @@ impl PackedMatrix {
             Repr::F32 => run_f32(
                 self.kernels,
                 &[Some(self.f32_job(m, c, par.num_threads()))],
-                a,
+                (a, self.k),
                 m,
                 self.k,
                 par,
@@ -340,7 +343,7 @@ impl PackedMatrix {
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     *slot = Some(w.f32_job(m, c, threads));
                 }
-                run_f32(first.kernels, &jobs[..mats.len()], a, m, first.k, par);
+                run_f32(first.kernels, &jobs[..mats.len()], (a, first.k), m, first.k, par);
             }
         }
         Ok(())
@@ -368,6 +371,7 @@ impl PackedMatrix {
         let kern = self.kernels.f32_kernel();
         F32Job {
             w: SyncPtr(self.data.as_f32().as_ptr().cast_mut()),
+            panel_stride: self.k * PANEL,
             c: SyncPtr(c.as_mut_ptr()),
             n: self.n,
             plan: Plan::new(m, self.n, kern.mr, kern.nr, threads),
@@ -389,7 +393,11 @@ struct Int8Job<'l> {
 
 /// One product of a (possibly fused) f32 GEMM call; see [`Int8Job`].
 struct F32Job {
+    /// The first column's panel at the first reduced k.
     w: SyncPtr<f32>,
+    /// Elements between panels: the packed operand's whole K, which a K sub-range does not
+    /// change.
+    panel_stride: usize,
     c: SyncPtr<f32>,
     n: usize,
     plan: Plan,
@@ -706,17 +714,18 @@ fn run_int8(
     });
 }
 
+/// The f32 loop nest. Row `r` of A is `a[r·lda ..][..k]` (`lda ≥ k`), so a caller can reduce
+/// over a column range of a wider matrix.
 fn run_f32(
     kernels: &Kernels,
     jobs: &[Option<F32Job>],
-    a: &[f32],
+    (a, lda): (&[f32], usize),
     m: usize,
     k: usize,
     par: &dyn ParallelFor,
 ) {
     let kern = kernels.f32_kernel();
     let n_tasks = jobs.iter().flatten().map(|j| j.plan.n_tasks()).sum();
-    let panel_stride = k * PANEL;
     let ap = SyncPtr(a.as_ptr().cast_mut());
     par.run(n_tasks, &|t| {
         let (job, t) = locate(jobs, |j| &j.plan, t);
@@ -728,14 +737,15 @@ fn run_f32(
                 let kcl = KC_F32.min(k - kc);
                 for jc in (c0..c1).step_by(kern.nr) {
                     for ir in (ic..ic1).step_by(kern.mr) {
-                        // SAFETY: as in `run_int8`: every pointer stays inside A (m × k), the
-                        // packed panels (padded to whole panels) and this task's part of C.
+                        // SAFETY: as in `run_int8`: every pointer stays inside A (m rows of
+                        // `lda`, k used), the packed panels (padded to whole panels, `k` values
+                        // from `w` on in each) and this task's part of C.
                         unsafe {
                             let tile = F32Tile {
-                                a: ap.ptr().add(ir * k + kc),
-                                lda: k,
-                                w: job.w.ptr().add((jc / PANEL) * panel_stride + kc * PANEL),
-                                panel_stride,
+                                a: ap.ptr().add(ir * lda + kc),
+                                lda,
+                                w: job.w.ptr().add((jc / PANEL) * job.panel_stride + kc * PANEL),
+                                panel_stride: job.panel_stride,
                                 kc: kcl,
                                 c: job.c.ptr().add(ir * n + jc),
                                 ldc: n,
@@ -838,11 +848,12 @@ fn gemm_f32_unpacked(
     let kern = kernels.f32_kernel();
     let job = F32Job {
         w: SyncPtr(scratch.wpack.as_f32().as_ptr().cast_mut()),
+        panel_stride: k * PANEL,
         c: SyncPtr(c.as_mut_ptr()),
         n,
         plan: Plan::new(m, n, kern.mr, kern.nr, par.num_threads()),
     };
-    run_f32(kernels, &[Some(job)], a, m, k, par);
+    run_f32(kernels, &[Some(job)], (a, k), m, k, par);
     Ok(())
 }
 

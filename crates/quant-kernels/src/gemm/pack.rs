@@ -245,7 +245,11 @@ fn zero_panel_padding(out: &mut [f32], n: usize, k: usize) {
 pub fn pack_f32_nt_into(buf: &mut AlignedBuf, w: &[f32], n: usize, k: usize) {
     let npanels = n.div_ceil(PANEL);
     buf.ensure(npanels * k * PANEL * 4);
-    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
+    pack_f32_nt_slice(&mut buf.as_f32_mut()[..npanels * k * PANEL], w, n, k);
+}
+
+/// As [`pack_f32_nt_into`], into `out` (exactly `n.div_ceil(PANEL)·PANEL·k` values).
+pub fn pack_f32_nt_slice(out: &mut [f32], w: &[f32], n: usize, k: usize) {
     zero_panel_padding(out, n, k);
     for (j, row) in w.chunks_exact(k).take(n).enumerate() {
         let base = (j / PANEL) * k * PANEL + j % PANEL;
@@ -259,11 +263,22 @@ pub fn pack_f32_nt_into(buf: &mut AlignedBuf, w: &[f32], n: usize, k: usize) {
 pub fn pack_f32_nn_into(buf: &mut AlignedBuf, b: &[f32], k: usize, n: usize) {
     let npanels = n.div_ceil(PANEL);
     buf.ensure(npanels * k * PANEL * 4);
-    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
-    for p in 0..npanels {
+    pack_f32_nn_slice(&mut buf.as_f32_mut()[..npanels * k * PANEL], b, k, n, 0..npanels);
+}
+
+/// Packs panels `panels` of `B` (`k × n`, row-major) into `out` (`panels.len()·k·PANEL`
+/// values): each panel is a contiguous run, so panels packed separately give the same values.
+pub fn pack_f32_nn_slice(
+    out: &mut [f32],
+    b: &[f32],
+    k: usize,
+    n: usize,
+    panels: std::ops::Range<usize>,
+) {
+    for (i, p) in panels.enumerate() {
         let (c0, c1) = (p * PANEL, ((p + 1) * PANEL).min(n));
         for kk in 0..k {
-            let dst = &mut out[(p * k + kk) * PANEL..(p * k + kk + 1) * PANEL];
+            let dst = &mut out[(i * k + kk) * PANEL..(i * k + kk + 1) * PANEL];
             dst[..c1 - c0].copy_from_slice(&b[kk * n + c0..kk * n + c1]);
             dst[c1 - c0..].fill(0.0);
         }
