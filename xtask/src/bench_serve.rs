@@ -81,9 +81,11 @@ struct RunResult {
     latencies_ms: Vec<f64>,
     rejected: usize,
     errors: usize,
-    /// Inputs and forward passes during the run, from the server's `te_batch_next_size` sum and
-    /// count (servers without it: `None`).
-    passes: Option<(f64, f64)>,
+    /// Inputs, forward passes and seconds spent in them during the run's slices (warm-up
+    /// included), from the server's `te_batch_next_size` sum and count and
+    /// `te_batch_inference_duration` sum, and the slices' wall seconds (servers without the
+    /// metrics: `None`). Tells a server whose passes are slow from one that idles between them.
+    passes: Option<(f64, f64, f64, f64)>,
 }
 
 impl RunResult {
@@ -96,7 +98,16 @@ impl RunResult {
     }
 
     fn mean_pass(&self) -> Option<f64> {
-        self.passes.filter(|p| p.1 > 0.0).map(|(inputs, passes)| inputs / passes)
+        self.passes.filter(|p| p.1 > 0.0).map(|(inputs, passes, _, _)| inputs / passes)
+    }
+
+    fn ms_per_pass(&self) -> Option<f64> {
+        self.passes.filter(|p| p.1 > 0.0).map(|(_, passes, secs, _)| 1e3 * secs / passes)
+    }
+
+    /// Share of the measured time the server spent in forward passes.
+    fn busy(&self) -> Option<f64> {
+        self.passes.filter(|p| p.3 > 0.0).map(|(_, _, secs, wall)| secs / wall)
     }
 
     /// Two slices of the same run as one.
@@ -108,7 +119,7 @@ impl RunResult {
         self.rejected += other.rejected;
         self.errors += other.errors;
         self.passes = match (self.passes, other.passes) {
-            (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
+            (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)),
             _ => None,
         };
         self
@@ -248,9 +259,10 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
             }
             for (i, (name, server)) in servers.iter().enumerate() {
                 let before = pass_counters(&server.base);
+                let began = Instant::now();
                 let mut r = client_rt.block_on(load(name, &server.base, Arc::clone(&pool), start, clients, per_request, warmup, slice))?;
                 if let (Some(b0), Some(b1)) = (before, pass_counters(&server.base)) {
-                    r.passes = Some((b1.0 - b0.0, b1.1 - b0.1));
+                    r.passes = Some((b1.0 - b0.0, b1.1 - b0.1, b1.2 - b0.2, began.elapsed().as_secs_f64()));
                 }
                 merged[i] = Some(match merged[i].take() {
                     None => r,
@@ -463,7 +475,7 @@ fn blocking_status(url: &str) -> Option<u16> {
 }
 
 /// `te_batch_next_size`'s sum and count from the server's `/metrics`, if it has them.
-fn pass_counters(base: &str) -> Option<(f64, f64)> {
+fn pass_counters(base: &str) -> Option<(f64, f64, f64)> {
     let (status, text) = blocking_get(&format!("{base}/metrics"))?;
     if status != 200 {
         return None;
@@ -472,7 +484,11 @@ fn pass_counters(base: &str) -> Option<(f64, f64)> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
     };
-    Some((value("te_batch_next_size_sum")?, value("te_batch_next_size_count")?))
+    Some((
+        value("te_batch_next_size_sum")?,
+        value("te_batch_next_size_count")?,
+        value("te_batch_inference_duration_sum")?,
+    ))
 }
 
 /// The server's vector for a text is the library's (ours bit for bit; the peer's within its
@@ -545,7 +561,11 @@ async fn load(
                     Err(_) => 0,
                 };
                 let t1 = Instant::now();
-                if t0 >= from && t1 <= end {
+                // Counted by when it completes, whenever it started: a closed loop's rate is
+                // its completions per second. Counting only requests that both start and end
+                // inside the window drops about one latency's worth of work at its edges
+                // (22 % at 128 clients, 0.9 s latency, 4 s slices), more for a slower server.
+                if t1 >= from && t1 <= end {
                     samples.push(((t1 - t0).as_secs_f64() * 1e3, status));
                 }
                 if status != 200 {
@@ -596,7 +616,7 @@ fn write_report(
     let base_of = |c: usize, k: usize| best_rate(baselines, c, k);
     let mut csv = csv_record(&[
         "server", "clients", "texts_per_request", "seconds", "ok_requests", "ok_texts", "texts_per_s",
-        "p50_ms", "p95_ms", "p99_ms", "rejected", "errors", "mean_inputs_per_pass",
+        "p50_ms", "p95_ms", "p99_ms", "rejected", "errors", "mean_inputs_per_pass", "ms_per_pass", "busy",
     ]);
     for b in baselines {
         csv.push_str(&csv_record(&[
@@ -613,11 +633,13 @@ fn write_report(
             "0".into(),
             "0".into(),
             b.batch.to_string(),
+            format!("{:.3}", b.p50_ms()),
+            String::new(),
         ]));
     }
     let mut table = Table::new(&[
         "server", ">clients", ">texts/request", ">texts/s", ">library, same batch", ">vs library", ">p50 ms", ">p95 ms",
-        ">p99 ms", ">rejected", ">errors", ">inputs/pass",
+        ">p99 ms", ">rejected", ">errors", ">inputs/pass", ">ms/pass", ">busy",
     ]);
     for b in baselines {
         table.row([
@@ -633,6 +655,8 @@ fn write_report(
             String::new(),
             String::new(),
             b.batch.to_string(),
+            sig3(b.p50_ms()),
+            String::new(),
         ]);
     }
     for r in results {
@@ -650,6 +674,8 @@ fn write_report(
             r.rejected.to_string(),
             r.errors.to_string(),
             r.mean_pass().map(|m| format!("{m:.2}")).unwrap_or_default(),
+            r.ms_per_pass().map(|m| format!("{m:.3}")).unwrap_or_default(),
+            r.busy().map(|b| format!("{b:.4}")).unwrap_or_default(),
         ]));
         let base = base_of(r.clients, r.per_request);
         table.row([
@@ -665,6 +691,8 @@ fn write_report(
             r.rejected.to_string(),
             r.errors.to_string(),
             r.mean_pass().map(sig3).unwrap_or_default(),
+            r.ms_per_pass().map(sig3).unwrap_or_default(),
+            r.busy().map(pct).unwrap_or_default(),
         ]);
     }
     fs::write(out.join("serve.csv"), &csv)?;
@@ -683,6 +711,8 @@ fn write_report(
          - **library baseline**: this process's `Embedder` in each mode (fine, coarse, auto), batches of the run's \
          clients × texts per request, i.e. the work of one full server pass, on the same texts; a server is compared \
          with the best mode's rate (\"library, same batch\") and, for latency, the fastest mode's median call\n\
+         - **ms/pass, busy**: the server's mean forward pass (its `te_batch_inference_duration`; for the library, \
+         the median call) and the share of the slices' wall time its batcher spent in passes\n\
          - **threads**: {threads} (library, ggufembed serve{} alike)\n- **serve args**: `{}`\n",
         args.runs,
         args.duration,
