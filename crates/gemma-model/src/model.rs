@@ -31,13 +31,14 @@ pub enum NumericPath {
 pub enum ActivationPrecision {
     /// One int8 scale per 32 values, as llama.cpp does.
     Int8,
-    /// Int8, plus a second int8 pass over the quantization residual of the few input blocks
-    /// that carry most of each matmul's rounding error (EmbeddingGemma's outlier channels, a
-    /// built-in table calibrated once: `src/outliers.rs`), and of every input block of the two
-    /// Dense layers (which run once per text, not per token). About 12 % more int8 work for
-    /// most of the accuracy of f32 activations (docs/NUMERICS.md). Models of another shape
-    /// than EmbeddingGemma-300M's, and weight formats without 32-element blocks (K-quants),
-    /// run plain int8 where the table does not apply.
+    /// Int8, plus a second int8 pass over the quantization residual of chosen input blocks of
+    /// each matmul (EmbeddingGemma's outlier channels, where the rounding error is; a built-in
+    /// table calibrated once, which spends a fixed budget of extra work where the measured loss
+    /// is largest: `src/outliers.rs`), and of every input block of the two Dense layers (which
+    /// run once per text, not per token). About 12 % more int8 work for most of the accuracy
+    /// of f32 activations (docs/NUMERICS.md). Models of another shape than
+    /// EmbeddingGemma-300M's, and weight formats without 32-element blocks (K-quants), run
+    /// plain int8 where the table does not apply.
     #[default]
     Int8Outliers,
 }
@@ -113,6 +114,30 @@ impl GemmaModel {
         options: LoadOptions,
         par: &dyn ParallelFor,
     ) -> Result<GemmaModel, ModelError> {
+        Self::load_impl(file, options, par, &crate::outliers::BLOCKS)
+    }
+
+    /// [`GemmaModel::load_with`] with another table of residual blocks than the built-in one
+    /// (`src/outliers.rs`): `blocks[layer][kind]`, kinds Q/K/V, attention output, gate/up,
+    /// down. For calibrating that table (`examples/calibrate_outliers.rs`), not for
+    /// applications. Applies, like the built-in table, with
+    /// [`ActivationPrecision::Int8Outliers`] to models of EmbeddingGemma-300M's shape.
+    #[doc(hidden)]
+    pub fn load_with_outlier_blocks(
+        file: Arc<GgufFile>,
+        options: LoadOptions,
+        par: &dyn ParallelFor,
+        blocks: &[[&[u8]; 4]],
+    ) -> Result<GemmaModel, ModelError> {
+        Self::load_impl(file, options, par, blocks)
+    }
+
+    fn load_impl(
+        file: Arc<GgufFile>,
+        options: LoadOptions,
+        par: &dyn ParallelFor,
+        outlier_blocks: &[[&[u8]; 4]],
+    ) -> Result<GemmaModel, ModelError> {
         let arch = file
             .get_str("general.architecture")
             .map_err(|e| key_error("general.architecture", e))?;
@@ -161,12 +186,12 @@ impl GemmaModel {
         config.vocab_size = vocab_usize;
         // Outlier blocks apply to the shapes they were calibrated on.
         let table = options.activations == ActivationPrecision::Int8Outliers
-            && config.block_count == crate::outliers::BLOCKS.len()
+            && config.block_count == outlier_blocks.len()
             && config.embedding_length == 768
             && config.q_dim() == 768
             && config.feed_forward_length == 1152;
         let none: &[u8] = &[];
-        let blocks = |l: usize, kind: usize| if table { &crate::outliers::BLOCKS[l][kind][..] } else { none };
+        let blocks = |l: usize, kind: usize| if table { outlier_blocks[l][kind] } else { none };
         // Every matrix is packed first, in parallel; errors are then reported in file order.
         let hidden = config.dense_hidden as u64;
         let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };

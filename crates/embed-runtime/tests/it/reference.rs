@@ -57,7 +57,10 @@ fn assert_q8_0(name: &str, f: Figures) {
 
 #[test]
 fn q8_0_dev_en() {
-    assert_q8_0("dev-en", run_set("dev-en", q8_0()));
+    let f = run_set("dev-en", q8_0());
+    // Measured min 0.99977, mean 0.99985 (plain int8 activations: 0.99955 / 0.99967).
+    assert!(f.min >= 0.99975 && f.mean >= 0.99984, "dev-en: min {} mean {}", f.min, f.mean);
+    assert_q8_0("dev-en", f);
 }
 
 /// The Q8_0 file computed with exact f32 activations: the best any implementation of these
@@ -77,10 +80,12 @@ fn q8_0_ceiling() -> &'static Embedder {
 }
 
 /// Regression floor: on the texts under the per-text bar, how far the int8 path (with outlier
-/// residuals) may stay below min(bar, f32-activation ceiling). Measured: dev-multi[53] 0.97893 (6.1e-4 under)
-/// against a ceiling of 0.97954 (the Q8_0 weights themselves limit it), edge[16] 0.99879,
-/// long[4] 0.99924 against 0.99928. Plain int8 activations needed 1.0e-3 (edge[9] 0.99827).
-const INT8_ACTIVATION_SLACK: f32 = 7e-4;
+/// residuals) may stay below min(bar, f32-activation ceiling). Measured: dev-multi[53] 0.98591
+/// against a ceiling of 0.97954 (the Q8_0 weights themselves limit it), dev-multi[216] 0.99921
+/// (8.7e-5 under the bar), edge[16] 0.99924 and edge[17] 0.99925 (5.7e-5 and 4.9e-5 under),
+/// long[4] 0.99925 against 0.99928. The first residual table needed 6.1e-4 (dev-multi[53]
+/// 0.97893), plain int8 activations 1.0e-3 (edge[9] 0.99827).
+const INT8_ACTIVATION_SLACK: f32 = 2e-4;
 
 /// Every text reaches the per-text bar or, where it does not, stays within
 /// `INT8_ACTIVATION_SLACK` of what exact activations would give; the set's mean reaches
@@ -104,20 +109,22 @@ fn assert_q8_0_against_ceiling(name: &str, mean_floor: f32, max_below: usize) {
 
 #[test]
 fn q8_0_dev_multi() {
-    // Measured 0.99972 with 2 texts under the bar (llama.cpp's Q8_0: 0.99952, 9 texts).
-    assert_q8_0_against_ceiling("dev-multi", 0.9997, 3);
+    // Measured 0.99976 with 2 texts under the bar (llama.cpp's Q8_0: 0.99952, 9 texts). The
+    // mean moves by up to 5e-5 with dev-multi[53] alone, which swings between 0.979 and 0.995
+    // with any perturbation; without it the mean is 0.99981.
+    assert_q8_0_against_ceiling("dev-multi", 0.99975, 2);
 }
 
 #[test]
 fn q8_0_long_texts_cross_the_sliding_window_and_truncate() {
-    // Measured min 0.99924, mean 0.99951.
+    // Measured min 0.99925, mean 0.99951.
     assert_q8_0_against_ceiling("long", 0.9995, 1);
 }
 
 #[test]
 fn q8_0_edge_cases() {
-    // Measured min 0.99879, mean 0.99968.
-    assert_q8_0_against_ceiling("edge", 0.9996, 2);
+    // Measured min 0.99924, mean 0.99970.
+    assert_q8_0_against_ceiling("edge", 0.99968, 2);
 }
 
 #[test]
@@ -150,12 +157,13 @@ fn f32_path_is_exact() {
     }
 }
 
-/// `q8_0-f16emb` (Q8_0 matrices, F16 token embedding): the weight rounding that makes a few
-/// multilingual texts collapse on the plain Q8_0 file (dev-multi[53] 0.979 even with exact
-/// activations) is gone, and no set gets worse on average. Measured: dev-multi min 0.99358 /
-/// mean 0.99978 / 3 texts under 0.9993; edge 0.99941 / 0.99972; long 0.99924 / 0.99951.
+/// `q8_0-f16emb` (Q8_0 matrices, F16 token embedding): no set gets worse on average than on the
+/// plain Q8_0 file. Measured: dev-en 0.99977 / 0.99986; dev-multi min 0.98056 / mean 0.99974 /
+/// 3 texts under 0.9993; edge 0.99917 / 0.99973; long 0.99928 / 0.99952. dev-multi[53] stays
+/// weight-limited on this file too: 0.98196 with exact activations (an earlier residual table
+/// happened to land it above 0.999; it swings with any perturbation).
 #[test]
-fn q8_0_with_f16_token_embedding_lifts_the_weight_limited_texts() {
+fn q8_0_with_f16_token_embedding() {
     let path = model_fetch::testing::gguf(model_fetch::OutType::Q8_0_F16Emb);
     let file = gguf_format::GgufFile::open(&path).expect("the converted file parses");
     let emb = file.tensor("token_embd.weight").expect("token_embd");
@@ -163,10 +171,10 @@ fn q8_0_with_f16_token_embedding_lifts_the_weight_limited_texts() {
     assert_eq!(file.tensor("blk.0.attn_q.weight").expect("attn_q").ggml_type.name(), "Q8_0");
     let e = Embedder::builder().model(&path).threads(2).build().expect("loads");
     let multi = run_set("dev-multi", &e);
-    assert!(multi.min >= 0.993 && multi.mean >= 0.99975, "dev-multi min {} mean {}", multi.min, multi.mean);
+    assert!(multi.min >= 0.98 && multi.mean >= 0.9997, "dev-multi min {} mean {}", multi.min, multi.mean);
     assert!(multi.cos.iter().filter(|&&c| c < Q8_0_TEXT_BAR).count() <= 3);
     let edge = run_set("edge", &e);
-    assert!(edge.min >= 0.9993 && edge.mean >= 0.9997, "edge min {} mean {}", edge.min, edge.mean);
+    assert!(edge.min >= 0.9991 && edge.mean >= 0.9997, "edge min {} mean {}", edge.min, edge.mean);
     let en = run_set("dev-en", &e);
     assert!(en.min >= Q8_0_MIN_COSINE && en.mean >= Q8_0_MEAN_COSINE, "dev-en min {} mean {}", en.min, en.mean);
 }
