@@ -28,7 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let got = e.embed(&texts)?;
         let cos: Vec<f64> = (0..texts.len())
             .map(|i| {
-                let (a, b) = (got.row(i), &want[i * d..(i + 1) * d]);
+                // Matryoshka sets hold d < 768 values: compare the prefix (cosine ignores scale).
+                let (a, b) = (&got.row(i)[..d], &want[i * d..(i + 1) * d]);
                 let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
                 let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
                 let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
