@@ -28,7 +28,7 @@ use plotters::prelude::*;
 use crate::machine::{Machine, ModelInfo};
 use crate::render::{Table, csv_record, pct, sig3};
 use crate::stats::percentile;
-use crate::workload::load_sentences;
+use crate::workload::{load_sentences, window_from};
 
 /// Options of `cargo xtask bench-serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -328,11 +328,6 @@ fn shuffled(mut pool: Vec<String>) -> Vec<String> {
     pool
 }
 
-/// `batch` consecutive texts of the pool from `start + k·batch`, wrapping around.
-fn texts_at(pool: &[String], start: usize, batch: usize, k: usize) -> Vec<&str> {
-    (0..batch).map(|i| pool[(start + k * batch + i) % pool.len()].as_str()).collect()
-}
-
 /// One round of the library's baseline in `base.mode`: calls of `batch` texts for `each`,
 /// from `start` in the pool, where every target starts this round.
 fn library_slice(
@@ -346,12 +341,12 @@ fn library_slice(
 ) -> anyhow::Result<()> {
     // Warm-up: the mode's scratch buffers, and Auto's first look at this batch size.
     if round == 0 {
-        e.embed_with(&texts_at(pool, pool.len() / 2, batch, 0), base.mode)?;
+        e.embed_with(&window_from(pool, pool.len() / 2, batch, 0), base.mode)?;
     }
     let mut k = 0;
     let t = Instant::now();
     while t.elapsed() < each {
-        let w = texts_at(pool, start, batch, k);
+        let w = window_from(pool, start, batch, k);
         let c = Instant::now();
         e.embed_with(&w, base.mode)?;
         base.calls_ms.push(c.elapsed().as_secs_f64() * 1e3);
@@ -546,7 +541,7 @@ async fn load(
             let mut samples: Vec<(f64, u16)> = Vec::new();
             while Instant::now() < end {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                let texts = texts_at(&pool[..], start, per_request, k);
+                let texts = window_from(&pool[..], start, per_request, k);
                 let body = serde_json::json!({"input": texts, "model": "embeddinggemma-300m", "encoding_format": "float"});
                 let t0 = Instant::now();
                 let status = match http.post(&url).json(&body).send().await {
@@ -862,7 +857,7 @@ mod tests {
     #[test]
     fn windows_start_where_the_round_starts_and_wrap() {
         let pool: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-        assert_eq!(texts_at(&pool, 8, 3, 0), ["8", "9", "0"]);
-        assert_eq!(texts_at(&pool, 8, 3, 1), ["1", "2", "3"]);
+        assert_eq!(window_from(&pool, 8, 3, 0), ["8", "9", "0"]);
+        assert_eq!(window_from(&pool, 8, 3, 1), ["1", "2", "3"]);
     }
 }

@@ -115,8 +115,12 @@ pub fn build_long_texts(
 /// Batch `k` of size `batch` cut from `pool`: `pool[(k*batch + i) % n]` for `i` in `0..batch`.
 /// The peer driver uses the same formula, so both sides embed the same texts.
 pub fn window(pool: &[String], batch: usize, k: usize) -> Vec<&str> {
-    let n = pool.len();
-    (0..batch).map(|i| pool[(k * batch + i) % n].as_str()).collect()
+    window_from(pool, 0, batch, k)
+}
+
+/// `batch` consecutive texts of the pool from `start + k·batch`, wrapping around.
+pub fn window_from(pool: &[String], start: usize, batch: usize, k: usize) -> Vec<&str> {
+    (0..batch).map(|i| pool[(start + k * batch + i) % pool.len()].as_str()).collect()
 }
 
 /// Parses `1,2,all` into distinct thread counts in ascending order (`all` = `cores`).
