@@ -28,10 +28,11 @@ pub(crate) static KERNELS: Kernels = Kernels {
     axpy: axpy_f32,
 };
 
-/// Rows per int8 tile: 2 rows × 2 vectors of i32 block sums and of f32 accumulators, the weight
-/// vector and its magnitude, two activation broadcasts and two products: 14 of the 16 ymm
-/// registers (3 rows would spill).
-pub(crate) const INT8_MR: usize = 2;
+/// Rows per int8 tile. The kernel runs the tile's two 8-column halves one after the other and
+/// keeps only one half's i32 block sums in registers (8 rows × 1 vector), folding them once per
+/// block into f32 accumulators held on the stack: the weight vector, its magnitude, its sign
+/// mask and the sign correction (see `int8_impl`) are then shared by 8 rows.
+pub(crate) const INT8_MR: usize = 8;
 /// Rows per f32 tile: 6 × 2 ymm accumulators, 2 weight vectors, one broadcast.
 const F32_MR: usize = 6;
 
@@ -47,19 +48,40 @@ unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
 /// The AVX2 int8 microkernel, also used by the AVX-512 table without VNNI.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; the tile must be valid (see `Int8Kernel`), with `ncols <= 16`.
+/// AVX2 and FMA must be available; the tile must be valid (see `Int8Kernel`), with
+/// `mr <= INT8_MR` and `ncols <= 16`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn int8_tile_impl_entry(t: &Int8Tile, lay: &Int8Layout) {
-    // SAFETY: features enabled above; the tile contract is the caller's.
-    unsafe {
-        match (t.mr, lay.kb, lay.affine) {
-            (1, 32, false) => int8_impl::<1, 8, false>(t, lay),
-            (1, 32, true) => int8_impl::<1, 8, true>(t, lay),
-            (1, _, _) => int8_impl::<1, 4, false>(t, lay),
-            (_, 32, false) => int8_impl::<2, 8, false>(t, lay),
-            (_, 32, true) => int8_impl::<2, 8, true>(t, lay),
-            (_, _, _) => int8_impl::<2, 4, false>(t, lay),
-        }
+    macro_rules! go {
+        ($mr:literal) => {{
+            // SAFETY: features enabled above; the tile contract is the caller's.
+            unsafe {
+                match (lay.kb, lay.affine) {
+                    (32, false) => int8_impl::<$mr, 8, false>(t, lay),
+                    (32, true) => int8_impl::<$mr, 8, true>(t, lay),
+                    (_, _) => int8_impl::<$mr, 4, false>(t, lay),
+                }
+            }
+        }};
+    }
+    match t.mr {
+        // One row: both halves in one pass with `vpsignb` (the sign correction and the second
+        // pass over the activations would not be amortized over rows).
+        // SAFETY: features enabled above; the tile contract is the caller's.
+        1 => unsafe {
+            match (lay.kb, lay.affine) {
+                (32, false) => int8_row::<8, false>(t, lay),
+                (32, true) => int8_row::<8, true>(t, lay),
+                (_, _) => int8_row::<4, false>(t, lay),
+            }
+        },
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        _ => go!(8),
     }
 }
 
@@ -72,74 +94,71 @@ fn lane_mask(ncols: usize, h: usize) -> __m256i {
     }
 }
 
+/// `vpbroadcastd ymm, [p]` as its own load (see the AVX-512 `broadcast_load`): LLVM otherwise
+/// hoists and CSEs broadcasts and runs out of the 16 ymm registers.
+///
 /// # Safety
-/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`;
+/// `p` must be readable for 4 bytes; AVX2 must be available.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn broadcast_load(p: *const i8) -> __m256i {
+    let x: __m256i;
+    // SAFETY: reads 4 bytes at `p` (caller contract); no stack use, no flags.
+    unsafe {
+        std::arch::asm!(
+            "vpbroadcastd {x}, dword ptr [{p}]",
+            x = out(ymm_reg) x,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    x
+}
+
+/// The one-row int8 microkernel: both 8-column halves in registers, `vpmaddubsw(|w|,
+/// vpsignb(a, w))` (`|w| <= 128`, `|a| <= 127`: pairs at most 32512, no saturation).
+///
+/// # Safety
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == 1`;
 /// symmetric formats packed signed (`lay.signed`).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
-    t: &Int8Tile,
-    lay: &Int8Layout,
-) {
+unsafe fn int8_row<const STEPS: usize, const AFFINE: bool>(t: &Int8Tile, lay: &Int8Layout) {
     debug_assert!(AFFINE || lay.signed, "the AVX2 kernel needs signed symmetric weights");
-    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
     let ones = _mm256_set1_epi16(1);
-    // SAFETY: rows < MR, blocks < nblocks + nres (residual cells named by `res`), one panel,
+    let mut facc = [_mm256_setzero_ps(); 2];
+    // SAFETY: row 0, blocks < nblocks + nres (residual cells named by `res`), one panel,
     // columns masked to ncols: all inside the tile the caller vouched for.
     unsafe {
         if t.accumulate {
-            for (r, row) in facc.iter_mut().enumerate() {
-                for (h, acc) in row.iter_mut().enumerate() {
-                    *acc = _mm256_maskload_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h));
-                }
+            for (h, acc) in facc.iter_mut().enumerate() {
+                *acc = _mm256_maskload_ps(t.c.add(h * 8), lane_mask(t.ncols, h));
             }
         }
         // One block: activation block `b` against the cell at `cell`.
         macro_rules! block {
             ($b:expr, $cell:expr) => {{
                 let (b, cell): (usize, *const u8) = ($b, $cell);
-                let mut iacc = [[_mm256_setzero_si256(); 2]; MR];
+                let mut iacc = [_mm256_setzero_si256(); 2];
                 for s in 0..STEPS {
-                    let mut av = [_mm256_setzero_si256(); MR];
-                    for (r, a) in av.iter_mut().enumerate() {
-                        let bytes = t.a.add(r * t.lda + b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned();
-                        *a = _mm256_set1_epi32(bytes);
-                    }
-                    // Step `s` of the cell: 16 columns × 4 bytes; vector `h` holds columns
-                    // 8h..8h+8, each lane one column's 4 consecutive K values.
+                    let a = _mm256_set1_epi32(t.a.add(b * STEPS * 4 + s * 4).cast::<i32>().read_unaligned());
                     for h in 0..2 {
                         let w = _mm256_load_si256(cell.add(s * 64 + h * 32).cast());
-                        if AFFINE {
-                            for r in 0..MR {
-                                let p = _mm256_maddubs_epi16(w, av[r]);
-                                iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(p, ones));
-                            }
+                        let p = if AFFINE {
+                            _mm256_maddubs_epi16(w, a)
                         } else {
-                            let wabs = _mm256_abs_epi8(w);
-                            for r in 0..MR {
-                                let p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av[r], w));
-                                iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(p, ones));
-                            }
-                        }
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
+                        };
+                        iacc[h] = _mm256_add_epi32(iacc[h], _mm256_madd_epi16(p, ones));
                     }
                 }
-                let dw = [
-                    _mm256_load_ps(cell.add(lay.dw_offset()).cast()),
-                    _mm256_load_ps(cell.add(lay.dw_offset() + 32).cast()),
-                ];
-                for r in 0..MR {
-                    let s = r * t.lds + b;
-                    let da = _mm256_set1_ps(*t.ad.add(s));
-                    for h in 0..2 {
-                        let scale = _mm256_mul_ps(dw[h], da);
-                        facc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r][h]), scale, facc[r][h]);
-                    }
+                let da = _mm256_set1_ps(*t.ad.add(b));
+                for h in 0..2 {
+                    let scale = _mm256_mul_ps(_mm256_load_ps(cell.add(lay.dw_offset() + 32 * h).cast()), da);
+                    facc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[h]), scale, facc[h]);
                     if AFFINE {
-                        let sa = _mm256_set1_ps(*t.asum.add(s));
-                        for h in 0..2 {
-                            let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
-                            facc[r][h] = _mm256_fmadd_ps(mw, sa, facc[r][h]);
-                        }
+                        let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
+                        facc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*t.asum.add(b)), facc[h]);
                     }
                 }
             }};
@@ -151,9 +170,212 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
         for j in 0..t.nres {
             block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride));
         }
-        for (r, row) in facc.iter().enumerate() {
-            for (h, acc) in row.iter().enumerate() {
-                _mm256_maskstore_ps(t.c.add(r * t.ldc + h * 8), lane_mask(t.ncols, h), *acc);
+        for (h, acc) in facc.iter().enumerate() {
+            if t.ncols == 16 {
+                _mm256_storeu_ps(t.c.add(h * 8), *acc);
+            } else {
+                _mm256_maskstore_ps(t.c.add(h * 8), lane_mask(t.ncols, h), *acc);
+            }
+        }
+    }
+}
+
+/// `(|w|, w < 0)` for the weight vector at `wp`, adding `vpmaddubsw(|w|, w < 0)` (the sign
+/// correction, see `int8_impl`) to `corr`.
+///
+/// # Safety
+/// `wp` must be readable for 32 bytes and 32-byte aligned; AVX2 must be available.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn sign_split(wp: *const u8, corr: &mut __m256i, zero: __m256i) -> (__m256i, __m256i) {
+    let (u, m): (__m256i, __m256i);
+    // SAFETY: reads the 32 aligned bytes at `wp` (caller contract); no stack use, no flags.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqa {m}, ymmword ptr [{wp}]",
+            "vpabsb {u}, {m}",
+            "vpcmpgtb {m}, {zero}, {m}",
+            "vpmaddubsw {t}, {u}, {m}",
+            "vpaddw {corr}, {corr}, {t}",
+            wp = in(reg) wp,
+            zero = in(ymm_reg) zero,
+            corr = inout(ymm_reg) *corr,
+            u = out(ymm_reg) u,
+            m = out(ymm_reg) m,
+            t = out(ymm_reg) _,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    (u, m)
+}
+
+/// Four rows of one step: `acc[i] += vpmaddwd(vpmaddubsw(u, bcast(a_i) ^ m), 1)` for the
+/// activation dwords at `ap + i·lda`. In asm so the row addresses are addressing modes
+/// (`[ap + 2·lda]`, not a chain of adds: the loop is close to the 6-op dispatch width) and
+/// nothing is hoisted or spilled.
+///
+/// # Safety
+/// The 4 bytes at `ap + i·lda` (`i < 4`) must be readable; AVX2 must be
+/// available.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn rows4(acc: &mut [__m256i], u: __m256i, m: __m256i, ap: *const i8, lda: usize, ones: __m256i) {
+    let [c0, c1, c2, c3] = acc else { unreachable!("rows4 takes 4 accumulators") };
+    // SAFETY: reads 4 bytes at each of the 4 row addresses (caller contract); no stack use, no
+    // flags.
+    unsafe {
+        std::arch::asm!(
+            "vpbroadcastd {t}, dword ptr [{ap}]",
+            "vpxor {t}, {t}, {m}",
+            "vpmaddubsw {t}, {u}, {t}",
+            "vpmaddwd {t}, {t}, {ones}",
+            "vpaddd {c0}, {c0}, {t}",
+            "vpbroadcastd {t}, dword ptr [{ap} + {lda}]",
+            "vpxor {t}, {t}, {m}",
+            "vpmaddubsw {t}, {u}, {t}",
+            "vpmaddwd {t}, {t}, {ones}",
+            "vpaddd {c1}, {c1}, {t}",
+            "vpbroadcastd {t}, dword ptr [{ap} + 2*{lda}]",
+            "vpxor {t}, {t}, {m}",
+            "vpmaddubsw {t}, {u}, {t}",
+            "vpmaddwd {t}, {t}, {ones}",
+            "vpaddd {c2}, {c2}, {t}",
+            "lea {l3}, [{lda} + 2*{lda}]",
+            "vpbroadcastd {t}, dword ptr [{ap} + {l3}]",
+            "vpxor {t}, {t}, {m}",
+            "vpmaddubsw {t}, {u}, {t}",
+            "vpmaddwd {t}, {t}, {ones}",
+            "vpaddd {c3}, {c3}, {t}",
+            ap = in(reg) ap,
+            lda = in(reg) lda,
+            l3 = out(reg) _,
+            u = in(ymm_reg) u,
+            m = in(ymm_reg) m,
+            ones = in(ymm_reg) ones,
+            c0 = inout(ymm_reg) *c0,
+            c1 = inout(ymm_reg) *c1,
+            c2 = inout(ymm_reg) *c2,
+            c3 = inout(ymm_reg) *c3,
+            t = out(ymm_reg) _,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+}
+
+/// The int8 microkernel for `MR` rows × one panel of 16 columns, `STEPS` = kb/4 steps per
+/// block.
+///
+/// Symmetric formats: the exact i32 dot `Σ w·a` of a column and a row over a block, with `w`
+/// packed signed. `vpmaddubsw` needs an unsigned operand, so it gets `|w|`, and the activation
+/// byte is flipped where `w < 0`: with the mask `m = (w < 0)` (0 or −1 per byte),
+/// `a ^ m` is `a` or `−a − 1`, so `|w| · (a ^ m)` is `w·a` or `w·a − |w|`. The block sum is off
+/// by `Σ_{w<0} −|w|`, which depends on the weights only: `vpmaddubsw(|w|, m)`, accumulated in
+/// i16 over the block's steps (at most 2 · 128 · 8 in magnitude) and subtracted once per block
+/// and column. Pairs never saturate: `|w| <= 127` with `a ^ m = a` in [−128, 127], or
+/// `|w| <= 128` with `a ^ m = −a − 1` in [−128, 127] for `a` in [−127, 127], so each product is
+/// in [−16384, 16256] and each pair in [−32768, 32512]. (`vpsignb(a, w)` gives `a·sgn(w)`
+/// directly, but on Zen 4 it runs on the two pipes `vpmaddubsw`/`vpmaddwd` need: 3 of those
+/// ops per product vector instead of 2 and an `xor` anywhere.) The block sums are the same
+/// integers as on every other ISA.
+///
+/// Affine formats' quants are small unsigned values (at most 31) and go in as they are.
+///
+/// # Safety
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`;
+/// symmetric formats packed signed (`lay.signed`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
+    t: &Int8Tile,
+    lay: &Int8Layout,
+) {
+    debug_assert!(AFFINE || lay.signed, "the AVX2 kernel needs signed symmetric weights");
+    let ones = _mm256_set1_epi16(1);
+    let zero = _mm256_setzero_si256();
+    // The f32 accumulators live in memory: they are touched once per block and half, and
+    // registers go to the i32 block sums.
+    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
+    let fp: *mut __m256 = facc.as_mut_ptr().cast();
+    // Columns 8..16 are all padding when ncols <= 8.
+    let halves = if t.ncols > 8 { 2 } else { 1 };
+    // SAFETY: rows < MR, blocks < nblocks + nres (residual cells named by `res`), one panel,
+    // columns masked to ncols: all inside the tile the caller vouched for; `fp` addresses the
+    // 2 · MR vectors of `facc`.
+    unsafe {
+        // Full tiles use plain loads and stores: `vmaskmovps` is slow on AMD cores.
+        let full = t.ncols == 16;
+        if t.accumulate {
+            for r in 0..MR {
+                for h in 0..2 {
+                    let c = t.c.add(r * t.ldc + h * 8);
+                    *fp.add(2 * r + h) = if full { _mm256_loadu_ps(c) } else { _mm256_maskload_ps(c, lane_mask(t.ncols, h)) };
+                }
+            }
+        }
+        // One block, columns 8h..8h+8: activation block `b` against the cell at `cell`.
+        macro_rules! block {
+            ($b:expr, $cell:expr, $h:expr) => {{
+                let (b, cell, h): (usize, *const u8, usize) = ($b, $cell, $h);
+                let mut iacc = [_mm256_setzero_si256(); MR];
+                let mut corr = _mm256_setzero_si256();
+                for s in 0..STEPS {
+                    // Step `s` of the cell: 16 columns × 4 bytes; this half's vector holds
+                    // columns 8h..8h+8, each lane one column's 4 consecutive K values.
+                    let wp = cell.add(s * 64 + h * 32);
+                    let ap = t.a.add(b * STEPS * 4 + s * 4);
+                    let (u, m) = if AFFINE {
+                        (_mm256_load_si256(wp.cast()), zero)
+                    } else {
+                        sign_split(wp, &mut corr, zero)
+                    };
+                    let mut r = 0;
+                    if !AFFINE {
+                        while r + 4 <= MR {
+                            rows4(&mut iacc[r..r + 4], u, m, ap.add(r * t.lda), t.lda, ones);
+                            r += 4;
+                        }
+                    }
+                    while r < MR {
+                        let a = broadcast_load(ap.add(r * t.lda));
+                        let x = if AFFINE { a } else { _mm256_xor_si256(a, m) };
+                        let p = _mm256_maddubs_epi16(u, x);
+                        iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(p, ones));
+                        r += 1;
+                    }
+                }
+                let corr = _mm256_madd_epi16(corr, ones);
+                let dw = _mm256_load_ps(cell.add(lay.dw_offset() + 32 * h).cast());
+                for r in 0..MR {
+                    let s = r * t.lds + b;
+                    let isum = if AFFINE { iacc[r] } else { _mm256_sub_epi32(iacc[r], corr) };
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*t.ad.add(s)));
+                    let f = fp.add(2 * r + h);
+                    let mut acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f.read_volatile());
+                    if AFFINE {
+                        let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
+                        acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(*t.asum.add(s)), acc);
+                    }
+                    f.write_volatile(acc);
+                }
+            }};
+        }
+        for h in 0..halves {
+            for b in 0..t.nblocks {
+                block!(b, t.w.add(b * lay.block_stride), h);
+            }
+            // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
+            for j in 0..t.nres {
+                block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride), h);
+            }
+        }
+        for r in 0..MR {
+            for h in 0..halves {
+                let (c, acc) = (t.c.add(r * t.ldc + h * 8), *fp.add(2 * r + h));
+                if full {
+                    _mm256_storeu_ps(c, acc);
+                } else {
+                    _mm256_maskstore_ps(c, lane_mask(t.ncols, h), acc);
+                }
             }
         }
     }
