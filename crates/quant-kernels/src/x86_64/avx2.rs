@@ -20,7 +20,7 @@ use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PA
 
 pub(crate) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
-    int8: Int8Kernel { mr: INT8_MR, nr: 16, kc: 256, signed_weights: true, tile: int8_tile },
+    int8: Int8Kernel { mr: INT8_MR, nr: 16, kc: 768, signed_weights: true, tile: int8_tile },
     f32k: F32Kernel { mr: F32_MR, nr: 16, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
     quant_q8k: quant_act_q8k,
@@ -28,11 +28,20 @@ pub(crate) static KERNELS: Kernels = Kernels {
     axpy: axpy_f32,
 };
 
-/// Rows per int8 tile. The kernel runs the tile's two 8-column halves one after the other and
-/// keeps only one half's i32 block sums in registers (8 rows × 1 vector), folding them once per
-/// block into f32 accumulators held on the stack: the weight vector, its magnitude, its sign
-/// mask and the sign correction (see `int8_impl`) are then shared by 8 rows.
-pub(crate) const INT8_MR: usize = 8;
+/// Rows per int8 tile: up to 3 groups of [`GROUP`] rows over one panel of 16 columns (see
+/// `int8_rows`).
+pub(crate) const INT8_MR: usize = 3 * GROUP;
+/// Rows per pass of the int8 microkernel (`int8_impl`): it runs the tile's two 8-column halves
+/// one after the other and keeps only one half's i32 block sums in registers (8 rows × 1
+/// vector), folding them once per block into f32 accumulators held on the stack, so the weight
+/// vector, its magnitude, its sign mask and the sign correction are shared by 8 rows.
+const GROUP: usize = 8;
+/// Weight magnitudes `|w|` the first row group of a tile leaves on the stack for the others, for
+/// one half: a K chunk of up to 192 steps (`Int8Kernel::kc` is 512, 8 steps per block of 32:
+/// chunks of up to 23 blocks, residual blocks included; 4 steps per block of 16 for Q6_K).
+const CACHE_STEPS: usize = 288;
+/// The cache: `|w|` per step, then the i32 sign correction per block.
+const CACHE_VECS: usize = CACHE_STEPS + CACHE_STEPS / 4;
 /// Rows per f32 tile: 6 × 2 ymm accumulators, 2 weight vectors, one broadcast.
 const F32_MR: usize = 6;
 
@@ -52,36 +61,95 @@ unsafe fn int8_tile(t: &Int8Tile, lay: &Int8Layout) {
 /// `mr <= INT8_MR` and `ncols <= 16`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn int8_tile_impl_entry(t: &Int8Tile, lay: &Int8Layout) {
-    macro_rules! go {
-        ($mr:literal) => {{
-            // SAFETY: features enabled above; the tile contract is the caller's.
-            unsafe {
-                match (lay.kb, lay.affine) {
-                    (32, false) => int8_impl::<$mr, 8, false>(t, lay),
-                    (32, true) => int8_impl::<$mr, 8, true>(t, lay),
-                    (_, _) => int8_impl::<$mr, 4, false>(t, lay),
-                }
-            }
-        }};
+    // SAFETY: features enabled above; the tile contract is the caller's.
+    unsafe {
+        match (t.mr, lay.kb, lay.affine) {
+            // One row: the `vpsignb` kernel (nothing to share the sign work with).
+            (1, 32, false) => int8_row::<8, false>(t, lay),
+            (1, 32, true) => int8_row::<8, true>(t, lay),
+            (1, _, _) => int8_row::<4, false>(t, lay),
+            (_, 32, false) => int8_rows::<8, false>(t, lay),
+            (_, 32, true) => int8_rows::<8, true>(t, lay),
+            (_, _, _) => int8_rows::<4, false>(t, lay),
+        }
     }
-    match t.mr {
-        // One row: both halves in one pass with `vpsignb` (the sign correction and the second
-        // pass over the activations would not be amortized over rows).
-        // SAFETY: features enabled above; the tile contract is the caller's.
-        1 => unsafe {
-            match (lay.kb, lay.affine) {
-                (32, false) => int8_row::<8, false>(t, lay),
-                (32, true) => int8_row::<8, true>(t, lay),
-                (_, _) => int8_row::<4, false>(t, lay),
+}
+
+/// A tile of up to [`INT8_MR`] rows as row groups of [`GROUP`]. With more than one group
+/// (symmetric formats), the first one stores `|w|` and the per-block sign correction for the
+/// others, which then skip `vpabsb` and the correction's `vpmaddubsw`: 2 of the 18 ops per step
+/// on the two pipes `vpmaddubsw`/`vpmaddwd` use.
+///
+/// # Safety
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`; symmetric formats
+/// packed signed (`lay.signed`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn int8_rows<const STEPS: usize, const AFFINE: bool>(t: &Int8Tile, lay: &Int8Layout) {
+    let cached = !AFFINE && t.mr > GROUP && (t.nblocks + t.nres) * STEPS <= CACHE_STEPS;
+    // SAFETY: the tile contract is the caller's; with `cached`, the cache holds CACHE_VECS
+    // vectors and the tile's logical blocks fit it.
+    unsafe {
+        if cached {
+            let mut cache = std::mem::MaybeUninit::<[__m256i; CACHE_VECS]>::uninit();
+            int8_groups::<STEPS, AFFINE, true>(t, lay, cache.as_mut_ptr().cast());
+        } else {
+            int8_groups::<STEPS, AFFINE, false>(t, lay, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The row groups of `int8_rows`.
+///
+/// # Safety
+/// As `int8_rows`; with `CACHED`, `cache` holds `CACHE_VECS` vectors and
+/// `(nblocks + nres) · STEPS <= CACHE_STEPS`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn int8_groups<const STEPS: usize, const AFFINE: bool, const CACHED: bool>(
+    t: &Int8Tile,
+    lay: &Int8Layout,
+    cp: *mut __m256i,
+) {
+    // Columns 8..16 are all padding when ncols <= 8.
+    for h in 0..if t.ncols > 8 { 2 } else { 1 } {
+        let mut g = 0;
+        while g < t.mr {
+            let rows = (t.mr - g).min(GROUP);
+            // SAFETY: rows g..g + rows of the tile are rows of the caller's tile; the cache is
+            // written (mode 1, the first group) before it is read (mode 2, the later groups of
+            // the same half).
+            unsafe {
+                let sub = Int8Tile {
+                    a: t.a.add(g * t.lda),
+                    ad: t.ad.add(g * t.lds),
+                    ac: t.ac.add(g * t.lds),
+                    asum: t.asum.add(g * t.lds),
+                    c: t.c.add(g * t.ldc),
+                    mr: rows,
+                    ..*t
+                };
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        if !CACHED {
+                            match rows {
+                                $($r => int8_impl::<$r, STEPS, AFFINE, 0>(&sub, lay, h, cp),)*
+                                _ => unreachable!("row groups have 1..=8 rows"),
+                            }
+                        } else if g == 0 {
+                            int8_impl::<GROUP, STEPS, AFFINE, 1>(&sub, lay, h, cp)
+                        } else {
+                            match rows {
+                                $($r => int8_impl::<$r, STEPS, AFFINE, 2>(&sub, lay, h, cp),)*
+                                _ => unreachable!("row groups have 1..=8 rows"),
+                            }
+                        }
+                    };
+                }
+                go!(1 2 3 4 5 6 7 8);
             }
-        },
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        _ => go!(8),
+            g += GROUP;
+        }
     }
 }
 
@@ -280,42 +348,48 @@ unsafe fn rows4(acc: &mut [__m256i], u: __m256i, m: __m256i, ap: *const i8, lda:
 ///
 /// Affine formats' quants are small unsigned values (at most 31) and go in as they are.
 ///
+/// Columns `8h..8h + 8` only. `CACHE` (symmetric formats): 0 computes `|w|` and the
+/// correction, 1 also stores them at `cache` (`|w|` of logical block `b`, step `s` at
+/// `b · STEPS + s`, the correction at `CACHE_STEPS + b`), 2 reads them from there.
+///
 /// # Safety
-/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`;
-/// symmetric formats packed signed (`lay.signed`).
+/// As `int8_tile_impl_entry`; `lay.kb == 4 * STEPS`, `lay.affine == AFFINE`, `t.mr == MR`,
+/// `h < 2`; symmetric formats packed signed (`lay.signed`). With `CACHE` 1 or 2, `cache` holds
+/// `CACHE_VECS` vectors and `(nblocks + nres) · STEPS <= CACHE_STEPS`, and with 2 a call with
+/// `CACHE` 1 on the same half of the same weight cells filled it.
 #[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
+#[inline(never)]
+unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool, const CACHE: u8>(
     t: &Int8Tile,
     lay: &Int8Layout,
+    h: usize,
+    cache: *mut __m256i,
 ) {
     debug_assert!(AFFINE || lay.signed, "the AVX2 kernel needs signed symmetric weights");
     let ones = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
-    // The f32 accumulators live in memory: they are touched once per block and half, and
-    // registers go to the i32 block sums.
-    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
-    let fp: *mut __m256 = facc.as_mut_ptr().cast();
-    // Columns 8..16 are all padding when ncols <= 8.
-    let halves = if t.ncols > 8 { 2 } else { 1 };
+    // The f32 accumulators live in memory: they are touched once per block, and registers go
+    // to the i32 block sums.
+    let mut facc = [_mm256_setzero_ps(); MR];
+    let fp: *mut __m256 = facc.as_mut_ptr();
+    // Full halves use plain loads and stores: `vmaskmovps` is slow on AMD cores.
+    let full = t.ncols >= 8 * (h + 1);
+    let mask = lane_mask(t.ncols, h);
     // SAFETY: rows < MR, blocks < nblocks + nres (residual cells named by `res`), one panel,
-    // columns masked to ncols: all inside the tile the caller vouched for; `fp` addresses the
-    // 2 · MR vectors of `facc`.
+    // columns 8h..8h+8 masked to ncols: all inside the tile the caller vouched for; `fp`
+    // addresses the MR vectors of `facc`; cache indices stay below CACHE_VECS (caller
+    // contract).
     unsafe {
-        // Full tiles use plain loads and stores: `vmaskmovps` is slow on AMD cores.
-        let full = t.ncols == 16;
         if t.accumulate {
             for r in 0..MR {
-                for h in 0..2 {
-                    let c = t.c.add(r * t.ldc + h * 8);
-                    *fp.add(2 * r + h) = if full { _mm256_loadu_ps(c) } else { _mm256_maskload_ps(c, lane_mask(t.ncols, h)) };
-                }
+                let c = t.c.add(r * t.ldc + h * 8);
+                *fp.add(r) = if full { _mm256_loadu_ps(c) } else { _mm256_maskload_ps(c, mask) };
             }
         }
-        // One block, columns 8h..8h+8: activation block `b` against the cell at `cell`.
+        // One block: activation block `b` against the cell at `cell`.
         macro_rules! block {
-            ($b:expr, $cell:expr, $h:expr) => {{
-                let (b, cell, h): (usize, *const u8, usize) = ($b, $cell, $h);
+            ($b:expr, $cell:expr) => {{
+                let (b, cell): (usize, *const u8) = ($b, $cell);
                 let mut iacc = [_mm256_setzero_si256(); MR];
                 let mut corr = _mm256_setzero_si256();
                 for s in 0..STEPS {
@@ -325,8 +399,15 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
                     let ap = t.a.add(b * STEPS * 4 + s * 4);
                     let (u, m) = if AFFINE {
                         (_mm256_load_si256(wp.cast()), zero)
+                    } else if CACHE == 2 {
+                        let m = _mm256_cmpgt_epi8(zero, _mm256_load_si256(wp.cast()));
+                        (cache.add(b * STEPS + s).read(), m)
                     } else {
-                        sign_split(wp, &mut corr, zero)
+                        let (u, m) = sign_split(wp, &mut corr, zero);
+                        if CACHE == 1 {
+                            cache.add(b * STEPS + s).write(u);
+                        }
+                        (u, m)
                     };
                     let mut r = 0;
                     if !AFFINE {
@@ -343,13 +424,19 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
                         r += 1;
                     }
                 }
-                let corr = _mm256_madd_epi16(corr, ones);
+                let corr = match CACHE {
+                    2 => cache.add(CACHE_STEPS + b).read(),
+                    _ => _mm256_madd_epi16(corr, ones),
+                };
+                if CACHE == 1 {
+                    cache.add(CACHE_STEPS + b).write(corr);
+                }
                 let dw = _mm256_load_ps(cell.add(lay.dw_offset() + 32 * h).cast());
                 for r in 0..MR {
                     let s = r * t.lds + b;
                     let isum = if AFFINE { iacc[r] } else { _mm256_sub_epi32(iacc[r], corr) };
                     let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*t.ad.add(s)));
-                    let f = fp.add(2 * r + h);
+                    let f = fp.add(r);
                     let mut acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f.read_volatile());
                     if AFFINE {
                         let mw = _mm256_load_ps(cell.add(lay.mw_offset() + 32 * h).cast());
@@ -359,23 +446,19 @@ unsafe fn int8_impl<const MR: usize, const STEPS: usize, const AFFINE: bool>(
                 }
             }};
         }
-        for h in 0..halves {
-            for b in 0..t.nblocks {
-                block!(b, t.w.add(b * lay.block_stride), h);
-            }
-            // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
-            for j in 0..t.nres {
-                block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride), h);
-            }
+        for b in 0..t.nblocks {
+            block!(b, t.w.add(b * lay.block_stride));
+        }
+        // Residual blocks re-read cells of the packed blocks (see `gemm::tile`).
+        for j in 0..t.nres {
+            block!(t.nblocks + j, t.panel.add(*t.res.add(j) as usize * lay.block_stride));
         }
         for r in 0..MR {
-            for h in 0..halves {
-                let (c, acc) = (t.c.add(r * t.ldc + h * 8), *fp.add(2 * r + h));
-                if full {
-                    _mm256_storeu_ps(c, acc);
-                } else {
-                    _mm256_maskstore_ps(c, lane_mask(t.ncols, h), acc);
-                }
+            let c = t.c.add(r * t.ldc + h * 8);
+            if full {
+                _mm256_storeu_ps(c, *fp.add(r));
+            } else {
+                _mm256_maskstore_ps(c, mask, *fp.add(r));
             }
         }
     }
