@@ -28,7 +28,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     int8: Int8Kernel {
         mr: super::avx2::INT8_MR,
         nr: 16,
-        kc: 256,
+        kc: super::avx2::INT8_KC,
         signed_weights: true,
         tile: int8_tile_avx2_fallback,
     },
