@@ -23,10 +23,11 @@ use crate::{KernelError, QuantType};
 use act::ActFormat;
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
-/// Rows per cache block of the int8 kernels (rounded up to the kernel's MR): the activation
-/// block (24 × KC bytes) and the weight tile stay in L1 together, which keeps the kernel fast
-/// when another thread shares the core's caches. Weights are then re-read from L2 every 24
-/// rows, a few bytes per cycle.
+/// Rows per cache block of the int8 kernels (rounded up to the kernel's MR): with the VNNI
+/// kernel's kc of 256 the activation block (24 × 256 bytes) and the weight tile stay in L1
+/// together, which keeps the kernel fast when another thread shares the core's caches (the AVX2
+/// kernel's kc of 768 overflows L1 slightly and still measured faster, its products being the
+/// bottleneck). Weights are then re-read from L2 every 24 rows, a few bytes per cycle.
 const MC_INT8: usize = 24;
 /// Packed weight bytes per column block of the int8 kernels: about half of a 2 MiB L2, leaving
 /// room for the activations and the output rows.
