@@ -712,6 +712,13 @@ fn run_int8(
                                         mr: kern.mr.min(ic1 - ir),
                                         ncols: kern.nr.min(jc1 - jc),
                                         accumulate: kc > 0,
+                                        // Streaming (one row block): the first row tile asks
+                                        // for the next column tile's weights a tile ahead.
+                                        prefetch: if stream && ir == ic && jc + kern.nr < jc1 {
+                                            panel.wrapping_add((kern.nr / PANEL) * lay.panel_stride)
+                                        } else {
+                                            std::ptr::null()
+                                        },
                                     };
                                     (kern.tile)(&tile, lay);
                                 }
@@ -910,6 +917,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         mr: m,
         ncols: n,
         accumulate: false,
+        prefetch: std::ptr::null(),
     };
     for _ in 0..iters {
         // SAFETY: the tile describes exactly the buffers built above.

@@ -111,6 +111,9 @@ pub struct Int8Tile {
     pub ncols: usize,
     /// Continue from C's current values instead of starting from zero.
     pub accumulate: bool,
+    /// The next column tile's first cell (same blocks as `w`), which a kernel may prefetch
+    /// into L2 while it works on this one, or null. Only a hint: never dereferenced.
+    pub prefetch: *const u8,
 }
 
 /// One f32 microkernel call.
