@@ -670,62 +670,58 @@ fn run_int8(
             let jc1 = (jc0 + nc).min(c1);
             for ic in (r0..r1).step_by(mc) {
                 let ic1 = (ic + mc).min(r1);
-                // With one row block (short batches) each column tile reduces its whole K in
-                // one microkernel call before the next tile: its panels stream from memory in
-                // address order, with no C round trips, instead of in kc-sized pieces a panel
-                // apart (+7 % texts/s at batch 1). With more rows the kc chunk is outermost,
-                // keeping the row block's activation chunk in L1.
+                // With one row block (short batches) the whole K is one chunk, so each column
+                // tile is reduced in one microkernel call before the next: its panels stream
+                // from memory in address order with no C round trips (+7 % texts/s at batch 1).
+                // With more rows K is cut into kc chunks, keeping the row block's activation
+                // chunk in L1.
                 let stream = r1 - r0 <= mc;
-                let jstep = if stream { kern.nr } else { jc1 - jc0 };
-                for jo0 in (jc0..jc1).step_by(jstep) {
-                    let jo1 = (jo0 + jstep).min(jc1);
-                    let mut kc = 0;
-                    while kc < nb {
-                        // A short tail (residual blocks, typically) joins the previous chunk: one C
-                        // round trip less per tile, for an activation block still well inside L1.
-                        let nblocks = if stream || nb - kc < kcb + kcb / 2 { nb - kc } else { kcb };
-                        for jc in (jo0..jo1).step_by(kern.nr) {
-                            for ir in (ic..ic1).step_by(kern.mr) {
-                                // SAFETY: rows ir..ir+mr < m, logical blocks kc..kc+nblocks < nb
-                                // (packed blocks below nb_packed, then entries of `res`, which
-                                // name packed blocks) and columns jc..jc+ncols < n are inside the
-                                // scratch, packed and output buffers (packed panels are padded to
-                                // whole panels); this task alone writes rows r0..r1 × columns
-                                // c0..c1 of this job's C, and jobs' outputs are distinct borrows.
-                                unsafe {
-                                    let panel = job.w.ptr().add((jc / PANEL) * lay.panel_stride);
-                                    let packed = nb_packed.saturating_sub(kc).min(nblocks);
-                                    let tile = Int8Tile {
-                                        a: qp.ptr().add(ir * k + kc * lay.kb),
-                                        lda: k,
-                                        ad: adp.ptr().add(ir * nb + kc),
-                                        ac: acp.ptr().add(ir * nb + kc),
-                                        asum: asp.ptr().add(ir * nb + kc),
-                                        lds: nb,
-                                        w: panel.add(kc.min(nb_packed) * lay.block_stride),
-                                        nblocks: packed,
-                                        panel,
-                                        res: job.res.as_ptr().add((kc + packed).saturating_sub(nb_packed)),
-                                        nres: nblocks - packed,
-                                        c: job.c.ptr().add(ir * n + jc),
-                                        ldc: n,
-                                        mr: kern.mr.min(ic1 - ir),
-                                        ncols: kern.nr.min(jc1 - jc),
-                                        accumulate: kc > 0,
-                                        // Streaming (one row block): the first row tile asks
-                                        // for the next column tile's weights a tile ahead.
-                                        prefetch: if stream && ir == ic && jc + kern.nr < jc1 {
-                                            panel.wrapping_add((kern.nr / PANEL) * lay.panel_stride)
-                                        } else {
-                                            std::ptr::null()
-                                        },
-                                    };
-                                    (kern.tile)(&tile, lay);
-                                }
+                let mut kc = 0;
+                while kc < nb {
+                    // A short tail (residual blocks, typically) joins the previous chunk: one C
+                    // round trip less per tile, for an activation block still well inside L1.
+                    let nblocks = if stream || nb - kc < kcb + kcb / 2 { nb - kc } else { kcb };
+                    for jc in (jc0..jc1).step_by(kern.nr) {
+                        for ir in (ic..ic1).step_by(kern.mr) {
+                            // SAFETY: rows ir..ir+mr < m, logical blocks kc..kc+nblocks < nb
+                            // (packed blocks below nb_packed, then entries of `res`, which
+                            // name packed blocks) and columns jc..jc+ncols < n are inside the
+                            // scratch, packed and output buffers (packed panels are padded to
+                            // whole panels); this task alone writes rows r0..r1 × columns
+                            // c0..c1 of this job's C, and jobs' outputs are distinct borrows.
+                            unsafe {
+                                let panel = job.w.ptr().add((jc / PANEL) * lay.panel_stride);
+                                let packed = nb_packed.saturating_sub(kc).min(nblocks);
+                                let tile = Int8Tile {
+                                    a: qp.ptr().add(ir * k + kc * lay.kb),
+                                    lda: k,
+                                    ad: adp.ptr().add(ir * nb + kc),
+                                    ac: acp.ptr().add(ir * nb + kc),
+                                    asum: asp.ptr().add(ir * nb + kc),
+                                    lds: nb,
+                                    w: panel.add(kc.min(nb_packed) * lay.block_stride),
+                                    nblocks: packed,
+                                    panel,
+                                    res: job.res.as_ptr().add((kc + packed).saturating_sub(nb_packed)),
+                                    nres: nblocks - packed,
+                                    c: job.c.ptr().add(ir * n + jc),
+                                    ldc: n,
+                                    mr: kern.mr.min(ic1 - ir),
+                                    ncols: kern.nr.min(jc1 - jc),
+                                    accumulate: kc > 0,
+                                    // Streaming (one row block): the first row tile asks
+                                    // for the next column tile's weights a tile ahead.
+                                    prefetch: if stream && ir == ic && jc + kern.nr < jc1 {
+                                        panel.wrapping_add((kern.nr / PANEL) * lay.panel_stride)
+                                    } else {
+                                        std::ptr::null()
+                                    },
+                                };
+                                (kern.tile)(&tile, lay);
                             }
                         }
-                        kc += nblocks;
                     }
+                    kc += nblocks;
                 }
             }
         }
