@@ -336,44 +336,38 @@ fn measure(
             // the argmax counts of all texts): a few MB in all.
             let mut keep: Vec<(usize, usize, Vec<f32>)> = Vec::new();
             let mut record = |p: TracePoint, x: &[f32]| {
-                let (kind, layer) = match p {
-                    TracePoint::AttnNorm(l) => (0, l),
-                    TracePoint::AttnOut(l) => (1, l),
-                    TracePoint::FfnNorm(l) => (2, l),
-                    TracePoint::DownIn(l) => (3, l),
-                    TracePoint::Q(l) | TracePoint::K(l) | TracePoint::V(l) => {
-                        stats.entry((l, 0)).or_default().power += sq(x);
-                        return;
-                    }
-                    TracePoint::OProj(l) => {
-                        stats.entry((l, 1)).or_default().power += sq(x);
-                        return;
-                    }
-                    TracePoint::Gate(l) | TracePoint::Up(l) => {
-                        stats.entry((l, 2)).or_default().power += sq(x);
-                        return;
-                    }
-                    TracePoint::Down(l) => {
-                        stats.entry((l, 3)).or_default().power += sq(x);
-                        return;
-                    }
-                    TracePoint::PostAttnNorm(l) => {
-                        branch[l][0] += sq(x);
-                        return;
-                    }
-                    TracePoint::ResidualAfterAttn(l) => {
-                        branch[l][1] += sq(x);
-                        return;
-                    }
-                    TracePoint::PostFfwNorm(l) => {
-                        branch[l][2] += sq(x);
-                        return;
-                    }
-                    TracePoint::LayerOut(l) => {
-                        branch[l][3] += sq(x);
-                        return;
-                    }
+                // A matmul's input (its kind), a matmul's output (its power, by kind), or the
+                // residual stream around a branch (`branch` column).
+                enum Point {
+                    Input(usize),
+                    Output(usize),
+                    Branch(usize),
+                }
+                let (point, layer) = match p {
+                    TracePoint::AttnNorm(l) => (Point::Input(0), l),
+                    TracePoint::AttnOut(l) => (Point::Input(1), l),
+                    TracePoint::FfnNorm(l) => (Point::Input(2), l),
+                    TracePoint::DownIn(l) => (Point::Input(3), l),
+                    TracePoint::Q(l) | TracePoint::K(l) | TracePoint::V(l) => (Point::Output(0), l),
+                    TracePoint::OProj(l) => (Point::Output(1), l),
+                    TracePoint::Gate(l) | TracePoint::Up(l) => (Point::Output(2), l),
+                    TracePoint::Down(l) => (Point::Output(3), l),
+                    TracePoint::PostAttnNorm(l) => (Point::Branch(0), l),
+                    TracePoint::ResidualAfterAttn(l) => (Point::Branch(1), l),
+                    TracePoint::PostFfwNorm(l) => (Point::Branch(2), l),
+                    TracePoint::LayerOut(l) => (Point::Branch(3), l),
                     _ => return,
+                };
+                let kind = match point {
+                    Point::Input(kind) => kind,
+                    Point::Output(kind) => {
+                        stats.entry((layer, kind)).or_default().power += sq(x);
+                        return;
+                    }
+                    Point::Branch(i) => {
+                        branch[layer][i] += sq(x);
+                        return;
+                    }
                 };
                 let k = SHAPES[kind].1;
                 let m = stats.entry((layer, kind)).or_default();
