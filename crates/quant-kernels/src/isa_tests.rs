@@ -197,6 +197,21 @@ fn q8_0_activation_quantizer_is_bit_identical() {
         *v = (j as f32 * 0.37).sin() * 1e-30;
     }
     x[96] = 3e38;
+    // Blocks 4-16 (amax 127, so id = 1): every tie k + 0.5 for k = 0..=126, and the floats just
+    // either side of it, with both signs: where a rounding that adds 0.5 would go wrong.
+    let near_ties: Vec<f32> = (0..127)
+        .flat_map(|k| {
+            let t = k as f32 + 0.5;
+            [f32::from_bits(t.to_bits() - 1), t, f32::from_bits(t.to_bits() + 1)]
+        })
+        .collect();
+    for (b, chunk) in near_ties.chunks(31).enumerate() {
+        let blk = &mut x[(4 + b) * 32..(5 + b) * 32];
+        blk[0] = if b % 2 == 0 { 127.0 } else { -127.0 };
+        for (j, (v, &t)) in blk[1..].iter_mut().zip(chunk).enumerate() {
+            *v = if j % 2 == 0 { t } else { -t };
+        }
+    }
     let nb = x.len() / 32;
     let (mut q0, mut d0, mut c0, mut r0) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
     quant_act_q8_0(&x, &mut q0, &mut d0, &mut c0, &mut r0);
