@@ -518,18 +518,6 @@ unsafe fn f32_impl<const MR: usize>(t: &F32Tile) {
     }
 }
 
-/// C's `roundf` on 8 lanes (see the AVX-512 version).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn round_half_away(v: __m256) -> __m256 {
-    let sign_bit = _mm256_set1_ps(-0.0);
-    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
-    let frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(v, t));
-    let away = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(v, sign_bit));
-    _mm256_add_ps(t, _mm256_and_ps(away, one))
-}
-
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn hmax(v: __m256) -> f32 {
@@ -554,16 +542,50 @@ fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
 }
 
-/// `f16_to_f32(f32_to_f16(x))` with F16C: round to nearest even, as `half` and ggml do for
-/// finite values (NaN payloads may differ, which no caller observes).
-#[target_feature(enable = "avx2,fma,f16c")]
+/// C's `roundf` on 8 lanes, converted to i32 (see the AVX-512 `round_half_away_i32`):
+/// `trunc(v + copysign(h, v))` with `h` the largest float below one half.
+#[target_feature(enable = "avx2,fma")]
 #[inline]
-pub(crate) fn f16_round_trip(x: f32) -> f32 {
-    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
-    _mm_cvtss_f32(_mm_cvtph_ps(h))
+fn round_half_away_i32(v: __m256) -> __m256i {
+    let h = _mm256_set1_ps(f32::from_bits(0x3EFF_FFFF));
+    let step = _mm256_or_ps(h, _mm256_and_ps(v, _mm256_set1_ps(-0.0)));
+    _mm256_cvttps_epi32(_mm256_add_ps(v, step))
 }
 
-/// Q8_0 activation row (bit-identical to `gemm::act::quant_act_q8_0` for finite inputs).
+/// Lane `4k + j` of the result is `op` over the 8 lanes of `v[k + 2j]` (an 8 × 8
+/// transpose-reduction). `MAX`: `max_ps`; otherwise the lanes are i32 and `op` is their sum.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn reduce8<const MAX: bool>(v: &[__m256; 8]) -> __m256 {
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn op<const MAX: bool>(a: __m256, b: __m256) -> __m256 {
+        if MAX {
+            _mm256_max_ps(a, b)
+        } else {
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)))
+        }
+    }
+    // v[2p], v[2p+1] -> one vector: 128-bit halves hold their 4-lane partials.
+    let w: [__m256; 4] = std::array::from_fn(|p| {
+        let (a, b) = (v[2 * p], v[2 * p + 1]);
+        op::<MAX>(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b))
+    });
+    // -> 128-bit half k: two partials of block 4p+k, then two of block 4p+2+k.
+    let y: [__m256; 2] = std::array::from_fn(|p| {
+        let (a, b) = (_mm256_castps_pd(w[2 * p]), _mm256_castps_pd(w[2 * p + 1]));
+        op::<MAX>(
+            _mm256_castpd_ps(_mm256_unpacklo_pd(a, b)),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)),
+        )
+    });
+    // -> 128-bit half k: blocks k, k+2, k+4, k+6.
+    op::<MAX>(_mm256_shuffle_ps::<0x88>(y[0], y[1]), _mm256_shuffle_ps::<0xDD>(y[0], y[1]))
+}
+
+/// Q8_0 activation row (bit-identical to `gemm::act::quant_act_q8_0` for finite inputs), 8
+/// blocks at a time, as the AVX-512 version does 16: the blocks' maxima and quant sums are
+/// reduced together (`reduce8`) and their scales computed as one vector.
 ///
 /// # Safety
 /// AVX2 and FMA must be available. `q` holds `x.len()` entries, `d`/`corr` `x.len()/32`.
@@ -571,23 +593,44 @@ pub(crate) fn f16_round_trip(x: f32) -> f32 {
 unsafe fn quant_act_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32], corr: &mut [i32], draw: &mut [f32]) {
     let sign_bit = _mm256_set1_ps(-0.0);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (b, xb) in x.chunks_exact(32).enumerate() {
-        // SAFETY: `xb` has 32 elements; `q`, `d`, `corr` have room for block `b`.
+    let nb = x.len() / 32;
+    for g in (0..nb).step_by(8) {
+        let n = (nb - g).min(8);
+        // SAFETY: blocks g..g+n are inside `x` and `q` (caller contract); the per-block outputs
+        // are written for those n blocks only.
         unsafe {
-            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
-            let m01 = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[0]), _mm256_andnot_ps(sign_bit, v[1]));
-            let m23 = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[2]), _mm256_andnot_ps(sign_bit, v[3]));
-            let amax = hmax(_mm256_max_ps(m01, m23));
-            let dd = amax / 127.0;
-            let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
-            let qi: [__m256i; 4] =
-                std::array::from_fn(|i| _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[i], id))));
-            let p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
-            _mm256_storeu_si256(q.as_mut_ptr().add(b * 32).cast(), _mm256_permutevar8x32_epi32(p, order));
-            let sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
-            *d.get_unchecked_mut(b) = f16_round_trip(dd);
-            *draw.get_unchecked_mut(b) = dd;
-            *corr.get_unchecked_mut(b) = -128 * hsum_epi32(sum);
+            let xb = x.as_ptr().add(g * 32);
+            let load = |i: usize, j: usize| _mm256_loadu_ps(xb.add(i * 32 + 8 * j));
+            let mut m = [_mm256_setzero_ps(); 8];
+            for (i, mi) in m.iter_mut().enumerate().take(n) {
+                let a: [__m256; 4] = std::array::from_fn(|j| _mm256_andnot_ps(sign_bit, load(i, j)));
+                *mi = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+            }
+            let amax = _mm256_permutevar8x32_ps(reduce8::<true>(&m), order);
+            let dd = _mm256_div_ps(amax, _mm256_set1_ps(127.0));
+            // `if d != 0.0 { 1.0 / d } else { 0.0 }` (NaN compares unequal, as in Rust).
+            let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(dd, _mm256_setzero_ps());
+            let id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0), dd), nonzero);
+            let dh = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(dd));
+            let (mut ids, mut dds, mut dhs) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(ids.as_mut_ptr(), id);
+            _mm256_storeu_ps(dds.as_mut_ptr(), dd);
+            _mm256_storeu_ps(dhs.as_mut_ptr(), dh);
+            d[g..g + n].copy_from_slice(&dhs[..n]);
+            draw[g..g + n].copy_from_slice(&dds[..n]);
+            let mut sums = [_mm256_setzero_ps(); 8];
+            for (i, si) in sums.iter_mut().enumerate().take(n) {
+                let idv = _mm256_set1_ps(ids[i]);
+                let qi: [__m256i; 4] = std::array::from_fn(|j| round_half_away_i32(_mm256_mul_ps(load(i, j), idv)));
+                let p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+                _mm256_storeu_si256(q.as_mut_ptr().add((g + i) * 32).cast(), _mm256_permutevar8x32_epi32(p, order));
+                let sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+                *si = _mm256_castsi256_ps(sum);
+            }
+            let sum = _mm256_castps_si256(_mm256_permutevar8x32_ps(reduce8::<false>(&sums), order));
+            let mut cs = [0i32; 8];
+            _mm256_storeu_si256(cs.as_mut_ptr().cast(), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(sum)));
+            corr[g..g + n].copy_from_slice(&cs[..n]);
         }
     }
 }
