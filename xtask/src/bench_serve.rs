@@ -210,7 +210,7 @@ pub fn run(args: &ServeArgs, model: &Path) -> anyhow::Result<PathBuf> {
     let _lock = args.lock.as_deref().map(crate::machine::hold_lock).transpose()?;
 
     let embedder = Embedder::builder().model(model).threads(threads).build().context("loading the model")?;
-    machine.isa = format!("{:?}", embedder.isa());
+    machine.isa = embedder.isa().name().to_string();
     let out = args.inputs.out_dir(&machine, "bench-serve");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
