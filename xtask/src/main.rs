@@ -6,6 +6,8 @@
 //!   beside llama.cpp; CSV, MATRIX.md with the crossover and the auto check, SVG plots.
 //! - `cargo xtask bench-serve`: `ggufembed serve` under closed-loop load beside the library's own
 //!   batch-1/batch-32 rates and llama-server; SERVE.md, CSV and an SVG plot.
+//! - `cargo xtask limits`: the runtime beside this machine's limits (memory bandwidth and the
+//!   batch-1 floor it sets, AVX2 against the best ISA at batch 32, peak RSS); LIMITS.md.
 //! - `cargo xtask test`: the whole test suite, `cargo test --workspace` then the Python package's
 //!   pytest suites in a virtual environment it makes (see `test.rs`).
 //!
@@ -20,6 +22,7 @@ mod bench_serve;
 mod cpu_profile;
 mod engine;
 mod libllama;
+mod limits;
 mod machine;
 mod measure;
 mod peer;
@@ -59,6 +62,9 @@ enum Command {
     Test(test::TestArgs),
     /// `ggufembed serve` under closed-loop load (1-128 clients), beside the library and llama-server.
     BenchServe(bench_serve::ServeArgs),
+    /// The runtime beside this machine's limits: memory bandwidth and the batch-1 floor it sets,
+    /// batch 32 on AVX2 against the best ISA, peak RSS against the GGUF's size.
+    Limits(limits::LimitsArgs),
 }
 
 /// The workspace root (xtask's parent folder).
@@ -82,6 +88,10 @@ fn main() -> anyhow::Result<()> {
         Command::BenchServe(args) => {
             let model = runtime::resolve_model(args.inputs.model.as_deref())?;
             bench_serve::run(&args, &model)?;
+        }
+        Command::Limits(args) => {
+            let model = runtime::resolve_model(args.inputs.model.as_deref())?;
+            limits::run(&args, &model)?;
         }
     }
     Ok(())

@@ -499,6 +499,12 @@ impl Embedder {
     pub fn isa(&self) -> Isa {
         self.inner.isa
     }
+
+    /// Bytes of weight matrices repacked for the kernels and held in memory: what one forward
+    /// pass streams (the token embedding stays in the mapped file and is read a row per token).
+    pub fn packed_weight_bytes(&self) -> usize {
+        self.inner.model.packed_bytes()
+    }
 }
 
 impl Inner {
