@@ -535,3 +535,126 @@ mod residual_blocks {
         assert_eq!(PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, 4, 64, &w, &[]).unwrap().packed_k(), 64);
     }
 }
+
+/// A gated pair: `matmul_gated` gives the same bits as the two products, the combining
+/// function and the second matrix's product run one after another, whatever the batch, the
+/// threads, the formats and residual blocks, and whether it takes the fused path or not.
+mod gated_pair {
+    use super::*;
+
+    /// Stand-in for GELU(gate)·up: nonlinear, elementwise, cheap.
+    fn combine(g: &mut [f32], u: &[f32]) {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = (*g * 0.5).tanh() * u;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn separate(
+        kern: &'static Kernels,
+        ty: QuantType,
+        (gate, up, down): (&[u8], &[u8], &[u8]),
+        (n, k, out_n): (usize, usize, usize),
+        blocks: (&[usize], &[usize]),
+        a: &[f32],
+        m: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let g = PackedMatrix::with_residual_blocks(kern, ty, n, k, gate, blocks.0).unwrap();
+        let u = PackedMatrix::with_residual_blocks(kern, ty, n, k, up, blocks.0).unwrap();
+        let d = PackedMatrix::with_residual_blocks(kern, ty, out_n, n, down, blocks.1).unwrap();
+        let (mut gc, mut uc, mut out) = (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * out_n]);
+        let mut s = GemmScratch::new();
+        g.matmul(a, m, &mut gc, &mut s, &Serial).unwrap();
+        u.matmul(a, m, &mut uc, &mut s, &Serial).unwrap();
+        combine(&mut gc, &uc);
+        d.matmul(&gc, m, &mut out, &mut s, &Serial).unwrap();
+        (gc, out)
+    }
+
+    fn same_bits(x: &[f32], y: &[f32]) -> bool {
+        x.len() == y.len() && x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    #[test]
+    fn gated_matches_the_separate_products_bit_for_bit() {
+        let kern = Kernels::get();
+        let mut r = rng(91);
+        // (format, gate/up rows, input width, output width, gate/up residual blocks, down's)
+        let cases: [(QuantType, usize, usize, usize, &[usize], &[usize]); 6] = [
+            (QuantType::Q8_0, 192, 128, 96, &[], &[]),
+            (QuantType::Q8_0, 192, 128, 96, &[2, 0], &[5, 1, 3]),
+            (QuantType::Q4_1, 128, 96, 70, &[1], &[3]),
+            (QuantType::Q5_0, 96, 64, 48, &[], &[2]),
+            // Not whole groups: the unfused path.
+            (QuantType::Q8_0, 80, 64, 40, &[1], &[]),
+            // K-quants: 256-value activation blocks, the unfused path.
+            (QuantType::Q4K, 256, 256, 64, &[], &[]),
+        ];
+        for (ty, n, k, out_n, gb, db) in cases {
+            let (gate, up) = (random_weights(&mut r, ty, n, k), random_weights(&mut r, ty, n, k));
+            let down = random_weights(&mut r, ty, out_n, n);
+            let dmat = match PackedMatrix::with_residual_blocks(kern, ty, out_n, n, &down, db) {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            let pair = PackedMatrix::pair(kern, ty, n, k, &gate, &up, gb).unwrap();
+            assert_eq!((pair.n(), pair.k()), (2 * n, k));
+            for (m, threads) in [(1, 1), (7, 2), (40, 3), (70, 2)] {
+                let a = random_f32(&mut r, m * k, 1.0);
+                let (want_h, want) = separate(kern, ty, (&gate, &up, &down), (n, k, out_n), (gb, db), &a, m);
+                let (mut pc, mut h, mut out) = (vec![0f32; m * 2 * n], vec![0f32; m * n], vec![0f32; m * out_n]);
+                let mut s = GemmScratch::new();
+                pair.matmul_gated(&dmat, &a, m, &mut pc, &mut h, &mut out, &combine, &mut s, &Threads(threads)).unwrap();
+                assert!(same_bits(&h, &want_h), "{ty:?} n {n} m {m} threads {threads}: h");
+                assert!(same_bits(&out, &want), "{ty:?} n {n} m {m} threads {threads}: out");
+                // The pair's output holds both products in the interleaved order.
+                let g = PackedMatrix::new(kern, ty, n, k, &gate).unwrap();
+                let mut gc = vec![0f32; m * n];
+                g.matmul(&a, m, &mut gc, &mut s, &Serial).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let (grp, at) = (j / PAIR_GROUP, j % PAIR_GROUP);
+                        let col = 2 * PAIR_GROUP * grp + at;
+                        if gb.is_empty() {
+                            assert_eq!(pc[i * 2 * n + col].to_bits(), gc[i * n + j].to_bits(), "gate column {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_pairs_and_misuse() {
+        let kern = Kernels::get();
+        let mut r = rng(92);
+        let (n, k, out_n, m) = (64, 64, 32, 5);
+        let ty = QuantType::F16;
+        let (gate, up) = (random_weights(&mut r, ty, n, k), random_weights(&mut r, ty, n, k));
+        let down = random_weights(&mut r, ty, out_n, n);
+        let pair = PackedMatrix::pair_f32(kern, ty, n, k, &gate, &up).unwrap();
+        let dmat = PackedMatrix::new_f32(kern, ty, out_n, n, &down).unwrap();
+        let a = random_f32(&mut r, m * k, 1.0);
+        let (mut pc, mut h, mut out) = (vec![0f32; m * 2 * n], vec![0f32; m * n], vec![0f32; m * out_n]);
+        pair.matmul_gated(&dmat, &a, m, &mut pc, &mut h, &mut out, &combine, &mut GemmScratch::new(), &Threads(2)).unwrap();
+        let (g, u) = (PackedMatrix::new_f32(kern, ty, n, k, &gate).unwrap(), PackedMatrix::new_f32(kern, ty, n, k, &up).unwrap());
+        let (mut gc, mut uc, mut want) = (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * out_n]);
+        let mut s = GemmScratch::new();
+        g.matmul(&a, m, &mut gc, &mut s, &Serial).unwrap();
+        u.matmul(&a, m, &mut uc, &mut s, &Serial).unwrap();
+        combine(&mut gc, &uc);
+        dmat.matmul(&gc, m, &mut want, &mut s, &Serial).unwrap();
+        assert!(same_bits(&out, &want));
+        // Not a pair, or a second matrix of the wrong width: typed errors.
+        assert!(matches!(
+            dmat.matmul_gated(&dmat, &a[..m * n], m, &mut vec![0f32; m * out_n], &mut h, &mut out, &combine, &mut s, &Serial),
+            Err(KernelError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            pair.matmul_gated(&pair, &a, m, &mut pc, &mut h, &mut out, &combine, &mut s, &Serial),
+            Err(KernelError::Length { .. })
+        ));
+        // Mismatched halves are refused at packing.
+        assert!(PackedMatrix::pair(kern, QuantType::Q8_0, n, k, &random_weights(&mut r, QuantType::Q8_0, n, k), &[0u8; 10], &[]).is_err());
+    }
+}
