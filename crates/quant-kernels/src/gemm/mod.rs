@@ -813,22 +813,37 @@ pub fn split_pair(pair_out: &[f32], n: usize, first: &mut [f32], second: &mut [f
 }
 
 /// `h = f(first, second)` for one row of a pair's output `c` (whole groups, in the pair's
-/// interleaved order) into `h`'s matching columns.
+/// interleaved order) into `h`'s matching columns. `f` sees up to [`COMBINE_GROUPS`] groups at
+/// a time (the second operand gathered on the stack), not one: its per-call set-up is then
+/// paid a few times per row.
 fn combine_pair(c: &[f32], h: &mut [f32], f: &(dyn Fn(&mut [f32], &[f32]) + Sync)) {
+    let mut second = [0f32; COMBINE_GROUPS * PAIR_GROUP];
     let mut at = 0;
-    for hg in h.chunks_mut(PAIR_GROUP) {
-        let len = hg.len();
-        hg.copy_from_slice(&c[at..at + len]);
-        f(hg, &c[at + len..at + 2 * len]);
-        at += 2 * len;
+    for hc in h.chunks_mut(COMBINE_GROUPS * PAIR_GROUP) {
+        let mut filled = 0;
+        for hg in hc.chunks_mut(PAIR_GROUP) {
+            let len = hg.len();
+            hg.copy_from_slice(&c[at..at + len]);
+            second[filled..filled + len].copy_from_slice(&c[at + len..at + 2 * len]);
+            filled += len;
+            at += 2 * len;
+        }
+        f(hc, &second[..filled]);
     }
 }
+
+/// Groups per call of the combining function (see [`combine_pair`]).
+const COMBINE_GROUPS: usize = 8;
 
 /// How a GEMM is cut into tasks: row chunks × column chunks.
 struct Plan {
     rows_per_task: usize,
-    cols_per_task: usize,
     row_tasks: usize,
+    /// Columns are cut at multiples of `col_unit`: `col_units` of them (the last may be short),
+    /// dealt out as evenly as whole units allow, so the two halves of the task list (what
+    /// a fork-join pool's two threads start with) get the same work within one unit.
+    col_unit: usize,
+    col_units: usize,
     col_tasks: usize,
 }
 
@@ -837,8 +852,9 @@ impl Plan {
         if threads <= 1 {
             return Plan {
                 rows_per_task: m,
-                cols_per_task: n,
                 row_tasks: 1,
+                col_unit: n.max(1),
+                col_units: 1,
                 col_tasks: 1,
             };
         }
@@ -847,16 +863,15 @@ impl Plan {
         let target = 4 * threads;
         let col_units = n.div_ceil(nr);
         let col_tasks = col_units.min(target);
-        let cols_per_task = col_units.div_ceil(col_tasks) * nr;
-        let col_tasks = n.div_ceil(cols_per_task);
         let row_units = m.div_ceil(mr);
         let row_tasks = target.div_ceil(col_tasks).min(row_units).max(1);
         let rows_per_task = row_units.div_ceil(row_tasks) * mr;
         let row_tasks = m.div_ceil(rows_per_task);
         Plan {
             rows_per_task,
-            cols_per_task,
             row_tasks,
+            col_unit: nr,
+            col_units,
             col_tasks,
         }
     }
@@ -867,13 +882,8 @@ impl Plan {
     fn task(&self, t: usize, m: usize, n: usize) -> (usize, usize, usize, usize) {
         let (rt, ct) = (t / self.col_tasks, t % self.col_tasks);
         let r0 = rt * self.rows_per_task;
-        let c0 = ct * self.cols_per_task;
-        (
-            r0,
-            (r0 + self.rows_per_task).min(m),
-            c0,
-            (c0 + self.cols_per_task).min(n),
-        )
+        let unit = |i: usize| (i * self.col_units / self.col_tasks * self.col_unit).min(n);
+        (r0, (r0 + self.rows_per_task).min(m), unit(ct), unit(ct + 1))
     }
 }
 
