@@ -14,7 +14,7 @@ use crate::activation::gelu_tanh_mul;
 use crate::attention::{self, AttnShape, PackTasks, TextKv, TextKvOffsets};
 use crate::config::LayerKind;
 use crate::linear::{Exec, Linear};
-use crate::model::{GateUp, GemmaModel, Layer};
+use crate::model::{GemmaModel, Layer};
 use crate::norm::{rms_norm_add, rms_norm_in_place, rms_norm_into};
 use crate::pooling::{l2_normalize, mean_rows};
 use crate::scratch::{AttnWork, HEAD_CHUNK, ModelScratch};
@@ -51,7 +51,6 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         v_packed,
         gate,
         up,
-        ffn,
         attn,
         scores_len,
         offsets,
@@ -88,9 +87,8 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         v: &mut v[..m * c.value_length],
         k_packed,
         v_packed,
-        gate: &mut gate[..m * 2 * c.feed_forward_length],
+        gate: &mut gate[..m * c.feed_forward_length],
         up: &mut up[..m * c.feed_forward_length],
-        ffn: &mut ffn[..m * d],
         attn,
         scores_len: *scores_len,
         offsets,
@@ -146,7 +144,6 @@ struct LayerBufs<'a> {
     v_packed: &'a mut F32PackBuf,
     gate: &'a mut [f32],
     up: &'a mut [f32],
-    ffn: &'a mut [f32],
     attn: &'a Mutex<Vec<AttnWork>>,
     scores_len: usize,
     offsets: &'a [usize],
@@ -322,42 +319,27 @@ fn layer_forward<T: MaybeTrace>(
         }
     });
     tr.record(TracePoint::FfnNorm(l), b.h);
-    let ff = c.feed_forward_length;
-    let gelu = |g: &mut [f32], u: &[f32]| kernels.vectorize(|| gelu_tanh_mul(g, u));
-    match &layer.gate_up {
-        // The fast path: the pair's tasks apply GELU to their own columns and quantize them
-        // for `down` (bit-identical to the steps below, which the trace keeps to record them).
-        GateUp::Pair(pair) if !T::ON => pair.forward_gated(&layer.down, b.h, m, b.gate, b.up, b.ffn, &gelu, exec),
-        GateUp::Pair(pair) => {
-            pair.forward(b.h, m, b.gate, exec);
-            let (mut gate, mut up) = (vec![0f32; m * ff], vec![0f32; m * ff]);
-            quant_kernels::split_pair(b.gate, ff, &mut gate, &mut up);
-            tr.record(TracePoint::Gate(l), &gate);
-            tr.record(TracePoint::Up(l), &up);
-            gelu(&mut gate, &up);
-            b.up.copy_from_slice(&gate);
-            tr.record(TracePoint::DownIn(l), b.up);
-            layer.down.forward(b.up, m, b.ffn, exec);
-        }
-        GateUp::Separate(gate, up) => {
-            let g = &mut b.gate[..m * ff];
-            Linear::forward_many([gate, up], b.h, m, [&mut *g, &mut *b.up], exec);
-            tr.record(TracePoint::Gate(l), g);
-            tr.record(TracePoint::Up(l), b.up);
-            gelu(g, b.up);
-            tr.record(TracePoint::DownIn(l), g);
-            layer.down.forward(g, m, b.ffn, exec);
-        }
-    }
-    tr.record(TracePoint::Down(l), b.ffn);
+    Linear::forward_many(
+        [&layer.gate, &layer.up],
+        b.h,
+        m,
+        [&mut *b.gate, &mut *b.up],
+        exec,
+    );
+    tr.record(TracePoint::Gate(l), b.gate);
+    tr.record(TracePoint::Up(l), b.up);
+    kernels.vectorize(|| gelu_tanh_mul(b.gate, b.up));
+    tr.record(TracePoint::DownIn(l), b.gate);
+    layer.down.forward(b.gate, m, b.h, exec);
+    tr.record(TracePoint::Down(l), b.h);
     if T::ON {
-        for (hr, ur) in b.ffn.chunks_exact(d).zip(b.up.chunks_exact_mut(d)) {
+        for (hr, ur) in b.h.chunks_exact(d).zip(b.up.chunks_exact_mut(d)) {
             rms_norm_into(hr, &layer.post_ffw_norm, eps, ur);
         }
         tr.record(TracePoint::PostFfwNorm(l), &b.up[..m * d]);
     }
     kernels.vectorize(|| {
-        for (hr, xr) in b.ffn.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
+        for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
             rms_norm_add(hr, &layer.post_ffw_norm, eps, xr);
         }
     });

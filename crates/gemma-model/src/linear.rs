@@ -46,26 +46,6 @@ impl Linear {
         }
     }
 
-    /// `out = down · gelu(gate)·up` for a gate/up pair (`self`) and the down projection:
-    /// `pair_out` receives the pair's interleaved output, `h` what `down` reads (see
-    /// `PackedMatrix::matmul_gated`; bit-identical to the separate steps).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward_gated(
-        &self,
-        down: &Linear,
-        a: &[f32],
-        m: usize,
-        pair_out: &mut [f32],
-        h: &mut [f32],
-        out: &mut [f32],
-        f: &(dyn Fn(&mut [f32], &[f32]) + Sync),
-        exec: &mut Exec<'_>,
-    ) {
-        if let Err(e) = self.packed.matmul_gated(&down.packed, a, m, pair_out, h, out, f, exec.gemm, exec.par) {
-            unreachable!("gated matmul operands are sized from validated shapes: {e}");
-        }
-    }
-
     /// The reduction length the kernels run (with residual blocks, more than the input width).
     pub(crate) fn packed_k(&self) -> usize {
         self.packed.packed_k()

@@ -66,29 +66,10 @@ pub(crate) struct Layer {
     pub wo: Linear,
     pub post_attn_norm: Vec<f32>,
     pub ffn_norm: Vec<f32>,
-    pub gate_up: GateUp,
+    pub gate: Linear,
+    pub up: Linear,
     pub down: Linear,
     pub post_ffw_norm: Vec<f32>,
-}
-
-/// The feed-forward's gate and up projections.
-#[derive(Debug)]
-pub(crate) enum GateUp {
-    /// One pair (`PackedMatrix::pair`): their outputs interleaved in groups of 32, so the GEMM's
-    /// tasks combine them and quantize the result for `down` themselves.
-    Pair(Linear),
-    /// Two matrices, when the file stores them in different formats.
-    Separate(Linear, Linear),
-}
-
-impl GateUp {
-    fn matrices(&self) -> impl Iterator<Item = &Linear> {
-        let (a, b) = match self {
-            GateUp::Pair(p) => (p, None),
-            GateUp::Separate(g, u) => (g, Some(u)),
-        };
-        std::iter::once(a).chain(b)
-    }
 }
 
 /// EmbeddingGemma loaded from a GGUF file, ready to embed token ids.
@@ -214,29 +195,27 @@ impl GemmaModel {
         // Every matrix is packed first, in parallel; errors are then reported in file order.
         let hidden = config.dense_hidden as u64;
         let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };
-        // (name, the pair's second matrix, cols, rows, residual blocks)
-        type Job<'b> = (String, Option<String>, u64, u64, Residual<'b>);
-        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(6 * config.block_count + 2);
+        let mut jobs: Vec<(String, u64, u64, Residual<'_>)> = Vec::with_capacity(7 * config.block_count + 2);
         for l in 0..config.block_count {
-            let name = |s: &str| format!("blk.{l}.{s}.weight");
-            for (short, second, cols, rows, kind) in [
-                ("attn_q", None, d, qd, 0),
-                ("attn_k", None, d, kd, 0),
-                ("attn_v", None, d, kd, 0),
-                ("attn_output", None, qd, d, 1),
-                ("ffn_gate", Some("ffn_up"), d, ff, 2),
-                ("ffn_down", None, ff, d, 3),
+            for (short, cols, rows, kind) in [
+                ("attn_q", d, qd, 0),
+                ("attn_k", d, kd, 0),
+                ("attn_v", d, kd, 0),
+                ("attn_output", qd, d, 1),
+                ("ffn_gate", d, ff, 2),
+                ("ffn_up", d, ff, 2),
+                ("ffn_down", ff, d, 3),
             ] {
-                jobs.push((name(short), second.map(name), cols, rows, Residual::Blocks(blocks(l, kind))));
+                jobs.push((format!("blk.{l}.{short}.weight"), cols, rows, Residual::Blocks(blocks(l, kind))));
             }
         }
-        jobs.push(("dense_2.weight".into(), None, d, hidden, dense));
-        jobs.push(("dense_3.weight".into(), None, hidden, config.embedding_dim as u64, dense));
-        let packed: Vec<std::sync::Mutex<Option<Result<Packed, ModelError>>>> =
+        jobs.push(("dense_2.weight".into(), d, hidden, dense));
+        jobs.push(("dense_3.weight".into(), hidden, config.embedding_dim as u64, dense));
+        let packed: Vec<std::sync::Mutex<Option<Result<Linear, ModelError>>>> =
             jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
         par.run(jobs.len(), &|i| {
-            let (name, second, cols, rows, residual) = &jobs[i];
-            let m = matrix(&file, (name, second.as_deref()), *cols, *rows, options.path, kernels, *residual);
+            let (name, cols, rows, residual) = &jobs[i];
+            let m = matrix(&file, name, *cols, *rows, options.path, kernels, *residual);
             *packed[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
         });
         let mut packed = packed.into_iter().map(|m| {
@@ -250,18 +229,13 @@ impl GemmaModel {
         for l in 0..config.block_count {
             let name = |s: &str| format!("blk.{l}.{s}.weight");
             let attn_norm = vector(&file, &name("attn_norm"), d)?;
-            let (wq, wk, wv) = (mat()?.single(), mat()?.single(), mat()?.single());
+            let (wq, wk, wv) = (mat()?, mat()?, mat()?);
             let q_norm = vector(&file, &name("attn_q_norm"), kd)?;
             let k_norm = vector(&file, &name("attn_k_norm"), kd)?;
-            let wo = mat()?.single();
+            let wo = mat()?;
             let post_attn_norm = vector(&file, &name("post_attention_norm"), d)?;
             let ffn_norm = vector(&file, &name("ffn_norm"), d)?;
-            let gate_up = match mat()? {
-                Packed::Pair(p) => GateUp::Pair(p),
-                Packed::Two(g, u) => GateUp::Separate(g, u),
-                Packed::One(_) => unreachable!("the gate job has a second tensor"),
-            };
-            let down = mat()?.single();
+            let (gate, up, down) = (mat()?, mat()?, mat()?);
             let post_ffw_norm = vector(&file, &name("post_ffw_norm"), d)?;
             layers.push(Layer {
                 attn_norm,
@@ -273,14 +247,15 @@ impl GemmaModel {
                 wo,
                 post_attn_norm,
                 ffn_norm,
-                gate_up,
+                gate,
+                up,
                 down,
                 post_ffw_norm,
             });
         }
         let output_norm = vector(&file, "output_norm.weight", d)?;
-        let dense2 = mat()?.single();
-        let dense3 = mat()?.single();
+        let dense2 = mat()?;
+        let dense3 = mat()?;
 
         let rope_full = RopeTable::new(
             config.rope_freq_base,
@@ -331,7 +306,7 @@ impl GemmaModel {
     pub(crate) fn widest_token_k(&self) -> usize {
         self.layers
             .iter()
-            .flat_map(|l| [&l.wq, &l.wo, &l.down].into_iter().chain(l.gate_up.matrices()))
+            .flat_map(|l| [&l.wq, &l.wo, &l.gate, &l.down])
             .map(Linear::packed_k)
             .max()
             .unwrap_or(0)
@@ -345,9 +320,8 @@ impl GemmaModel {
     /// Bytes held by the packed weight matrices (the embedding table stays in the file).
     pub fn packed_bytes(&self) -> usize {
         let per_layer = |l: &Layer| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.down]
-                .into_iter()
-                .chain(l.gate_up.matrices())
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                .iter()
                 .map(|m| m.packed_bytes())
                 .sum::<usize>()
         };
@@ -768,80 +742,41 @@ enum Residual<'a> {
     All,
 }
 
-/// What [`matrix`] packed.
-enum Packed {
-    One(Linear),
-    /// A gate/up pair of one format, packed as one matrix.
-    Pair(Linear),
-    /// A gate/up pair whose formats differ, packed apart.
-    Two(Linear, Linear),
-}
-
-impl Packed {
-    /// The matrix of a job without a second tensor.
-    fn single(self) -> Linear {
-        match self {
-            Packed::One(m) | Packed::Pair(m) => m,
-            Packed::Two(..) => unreachable!("only jobs with a second tensor pack two"),
-        }
-    }
-}
-
-/// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path; with a second
-/// name, that tensor of the same shape joins it as a pair (`PackedMatrix::pair`) if it has the
-/// same format.
+/// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path.
 fn matrix(
     file: &GgufFile,
-    (name, second): (&str, Option<&str>),
+    name: &str,
     cols: u64,
     rows: u64,
     path: NumericPath,
     kernels: &'static Kernels,
     residual: Residual<'_>,
-) -> Result<Packed, ModelError> {
-    let load = |name: &str| -> Result<_, ModelError> {
-        let t = tensor(file, name)?;
-        if t.shape != [cols, rows] {
-            return Err(shape_error(&t, &[cols, rows]));
-        }
-        Ok((weight_type(&t)?, t.data))
-    };
-    let (rows, cols) = (rows as usize, cols as usize);
-    let blocks: Vec<usize> = match residual {
-        Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
-        Residual::All => (0..cols / 32).collect(),
-    };
-    let pack = |pm: &dyn Fn(&[usize]) -> Result<PackedMatrix, quant_kernels::KernelError>, name: &str| {
-        match pm(&blocks) {
-            // Formats without 32-element blocks (K-quants) run plain int8.
-            Err(quant_kernels::KernelError::Unsupported { .. }) if !blocks.is_empty() => pm(&[]),
-            other => other,
-        }
-        .map(Linear::new)
-        .map_err(|e| ModelError::Kernel {
-            name: name.to_owned(),
-            source: e,
-        })
-    };
-    let one = |ty, data| {
-        move |b: &[usize]| match path {
-            NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, data),
-            NumericPath::Quantized => PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, data, b),
-        }
-    };
-    let (ty, data) = load(name)?;
-    let Some(second) = second else {
-        return Ok(Packed::One(pack(&one(ty, data), name)?));
-    };
-    let (ty2, data2) = load(second)?;
-    if ty2 != ty {
-        return Ok(Packed::Two(pack(&one(ty, data), name)?, pack(&one(ty2, data2), second)?));
+) -> Result<Linear, ModelError> {
+    let t = tensor(file, name)?;
+    if t.shape != [cols, rows] {
+        return Err(shape_error(&t, &[cols, rows]));
     }
-    let pair = |b: &[usize]| match path {
-        NumericPath::F32 => PackedMatrix::pair_f32(kernels, ty, rows, cols, data, data2),
-        NumericPath::Quantized => PackedMatrix::pair(kernels, ty, rows, cols, data, data2, b),
-    };
-    Ok(Packed::Pair(pack(&pair, name)?))
+    let ty = weight_type(&t)?;
+    let (rows, cols) = (rows as usize, cols as usize);
+    let packed = match path {
+        NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
+        NumericPath::Quantized => {
+            let blocks: Vec<usize> = match residual {
+                Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
+                Residual::All => (0..cols / 32).collect(),
+            };
+            match PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks) {
+                // Formats without 32-element blocks (K-quants) run plain int8.
+                Err(quant_kernels::KernelError::Unsupported { .. }) => PackedMatrix::new(kernels, ty, rows, cols, t.data),
+                other => other,
+            }
+        }
+    }
+    .map_err(|e| ModelError::Kernel {
+        name: name.to_owned(),
+        source: e,
+    })?;
+    Ok(Linear::new(packed))
 }
 
 #[cfg(test)]

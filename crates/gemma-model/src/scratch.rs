@@ -36,13 +36,10 @@ pub struct ModelScratch {
     /// query block of their text (see `attention::PackTasks`).
     pub(crate) k_packed: F32PackBuf,
     pub(crate) v_packed: F32PackBuf,
-    /// The gate/up pair's output, `tokens × 2ff` (with gate and up apart, the gate projection and
-    /// then `gelu(gate)·up` in the first `tokens × ff`).
+    /// Gate projection, then `gelu(gate)·up`, `tokens × ff`.
     pub(crate) gate: Vec<f32>,
-    /// `gelu(gate)·up` of a pair (with gate and up apart, the up projection), `tokens × ff`.
+    /// Up projection, `tokens × ff`.
     pub(crate) up: Vec<f32>,
-    /// The down projection's output, `tokens × d`.
-    pub(crate) ffn: Vec<f32>,
     /// One attention workspace per thread of the caller's parallel-for.
     pub(crate) attn: Mutex<Vec<AttnWork>>,
     /// Scores each workspace holds (one query block against the longest text).
@@ -76,7 +73,6 @@ impl ModelScratch {
             v_packed: F32PackBuf::new(),
             gate: Vec::new(),
             up: Vec::new(),
-            ffn: Vec::new(),
             attn: Mutex::new(Vec::new()),
             scores_len: 0,
             attn_workers: 0,
@@ -118,9 +114,8 @@ impl ModelScratch {
         let (kl, vl) = attention::shared_kv_len(c.key_length, tokens);
         self.k_packed.reserve(kl);
         self.v_packed.reserve(vl);
-        grow_zeroed(&mut self.gate, tokens * 2 * c.feed_forward_length);
+        grow_zeroed(&mut self.gate, tokens * c.feed_forward_length);
         grow_zeroed(&mut self.up, tokens * c.feed_forward_length);
-        grow_zeroed(&mut self.ffn, tokens * d);
         self.scores_len = attention::scores_len(&shape, longest);
         self.head_dim = c.key_length;
         let pool = self.attn.get_mut().unwrap_or_else(|p| p.into_inner());

@@ -46,8 +46,8 @@ pub use codec::{
 pub use dispatch::{Isa, Kernels};
 pub use error::KernelError;
 pub use gemm::{
-    __int8_microkernel_loop, F32PackBuf, F32Panels, GemmScratch, PAIR_GROUP, PackedMatrix, gemm_f32_nn,
-    gemm_f32_nt, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows, split_pair,
+    __int8_microkernel_loop, F32PackBuf, F32Panels, GemmScratch, PackedMatrix, gemm_f32_nn,
+    gemm_f32_nt, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows,
 };
 pub use parallel::{ParallelFor, Serial};
 pub use types::{QK_K, QK8_0, QuantType};

@@ -59,8 +59,6 @@ pub struct PackedMatrix {
     /// K-blocks (of 32) whose activations' quantization residual is multiplied too, after the
     /// last column, by the same packed weights (see [`PackedMatrix::with_residual_blocks`]).
     residual: Box<[u32]>,
-    /// For a pair ([`PackedMatrix::pair`]): the rows of each half; `n` is twice that.
-    pair: Option<usize>,
     repr: Repr,
     data: AlignedBuf,
 }
@@ -73,7 +71,6 @@ impl std::fmt::Debug for PackedMatrix {
             .field("n", &self.n)
             .field("k", &self.k)
             .field("residual_blocks", &self.residual.len())
-            .field("pair", &self.pair)
             .field("repr", &self.repr)
             .field("packed_bytes", &self.data.len())
             .finish()
@@ -125,7 +122,6 @@ impl PackedMatrix {
                     n: n_rows,
                     k: k_cols,
                     residual: Box::new([]),
-                    pair: None,
                     data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
                     repr: Repr::Int8 { lay, act },
                 })
@@ -150,7 +146,6 @@ impl PackedMatrix {
             n: n_rows,
             k: k_cols,
             residual: Box::new([]),
-            pair: None,
             data: pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
             repr: Repr::F32,
         })
@@ -199,45 +194,6 @@ impl PackedMatrix {
         }
         let mut m = Self::new(kernels, ty, n_rows, k_cols, bytes)?;
         m.residual = blocks.iter().map(|&b| b as u32).collect();
-        Ok(m)
-    }
-
-    /// Packs two matrices of one shape and format that read the same input (a gated
-    /// feed-forward's gate and up projections) as one matrix of `2 · n_rows` outputs, their rows
-    /// interleaved in groups of [`PAIR_GROUP`]: output `2·PAIR_GROUP·g + i` is `first`'s row
-    /// `PAIR_GROUP·g + i` and the next `len` outputs are `second`'s rows of the same group (`len`
-    /// is [`PAIR_GROUP`] but for a last, shorter group). So a task that owns a range of whole
-    /// groups holds both halves of its outputs, which [`PackedMatrix::matmul_gated`] combines
-    /// before they leave the task. `residual_blocks` as in
-    /// [`PackedMatrix::with_residual_blocks`] (empty: plain int8); each output is bit-identical to
-    /// its own matrix's product.
-    pub fn pair(
-        kernels: &'static Kernels,
-        ty: QuantType,
-        n_rows: usize,
-        k_cols: usize,
-        first: &[u8],
-        second: &[u8],
-        residual_blocks: &[usize],
-    ) -> Result<Self, KernelError> {
-        let bytes = interleave_rows(ty, n_rows, k_cols, first, second)?;
-        let mut m = Self::with_residual_blocks(kernels, ty, 2 * n_rows, k_cols, &bytes, residual_blocks)?;
-        m.pair = Some(n_rows);
-        Ok(m)
-    }
-
-    /// [`PackedMatrix::pair`] in f32, like [`PackedMatrix::new_f32`].
-    pub fn pair_f32(
-        kernels: &'static Kernels,
-        ty: QuantType,
-        n_rows: usize,
-        k_cols: usize,
-        first: &[u8],
-        second: &[u8],
-    ) -> Result<Self, KernelError> {
-        let bytes = interleave_rows(ty, n_rows, k_cols, first, second)?;
-        let mut m = Self::new_f32(kernels, ty, 2 * n_rows, k_cols, &bytes)?;
-        m.pair = Some(n_rows);
         Ok(m)
     }
 
@@ -306,11 +262,11 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.act.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
+                scratch.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
-                    &scratch.act,
+                    scratch,
                     m,
                     self.packed_k(),
                     par,
@@ -374,14 +330,14 @@ impl PackedMatrix {
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
             Repr::Int8 { lay, act } => {
-                scratch.act.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
+                scratch.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     if let Repr::Int8 { lay, .. } = &w.repr {
                         *slot = Some(w.int8_job(lay, m, c, threads));
                     }
                 }
-                run_int8(first.kernels, &jobs[..mats.len()], &scratch.act, m, first.packed_k(), par);
+                run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
             }
             Repr::F32 => {
                 let mut jobs: [Option<F32Job>; MAX_FUSED] = [None, None, None, None];
@@ -391,139 +347,6 @@ impl PackedMatrix {
                 run_f32(first.kernels, &jobs[..mats.len()], (a, first.k), m, first.k, par);
             }
         }
-        Ok(())
-    }
-
-    /// `out = h · Nextᵀ` with `h = f(A · Firstᵀ, A · Secondᵀ)` for a [`PackedMatrix::pair`]
-    /// (`self`) and the matrix `next` that reads `h` (a gated feed-forward: `f` applies the
-    /// gate's activation to its first argument in place and multiplies it by the second, per
-    /// group of up to [`PAIR_GROUP`] values). `pair_out` receives `A · Selfᵀ` in the pair's
-    /// interleaved column order (`m × 2n`), `h` the combined values (`m × n`).
-    ///
-    /// Every value is bit-identical to computing the two products, `f` and `next`'s product
-    /// separately. On int8 matrices whose `next` reads 32-value Q8_0 or Q8_1 activation blocks,
-    /// the pair's tasks own whole groups of columns, so each task applies `f` to its own outputs
-    /// and quantizes them into `next`'s input itself: the pair's output never crosses to another
-    /// core, and no serial step sits between the two products.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_gated(
-        &self,
-        next: &PackedMatrix,
-        a: &[f32],
-        m: usize,
-        pair_out: &mut [f32],
-        h: &mut [f32],
-        out: &mut [f32],
-        f: &(dyn Fn(&mut [f32], &[f32]) + Sync),
-        scratch: &mut GemmScratch,
-        par: &dyn ParallelFor,
-    ) -> Result<(), KernelError> {
-        let Some(half) = self.pair else {
-            return Err(KernelError::Unsupported {
-                ty: self.ty,
-                op: "gated matmul of a matrix not packed as a pair",
-            });
-        };
-        check_len("next's input width", half, next.k)?;
-        check_len("a", m * self.k, a.len())?;
-        check_len("pair output", m * self.n, pair_out.len())?;
-        check_len("h", m * half, h.len())?;
-        check_len("out", m * next.n, out.len())?;
-        if m == 0 {
-            return Ok(());
-        }
-        let fused = match (&self.repr, &next.repr) {
-            (Repr::Int8 { lay, act }, Repr::Int8 { lay: nlay, act: nact })
-                if half % PAIR_GROUP == 0
-                    && nlay.kb == PAIR_GROUP
-                    && matches!(nact, ActFormat::Q8_0 | ActFormat::Q8_1) =>
-            {
-                Some((lay, *act, nlay, *nact))
-            }
-            _ => None,
-        };
-        let Some((lay, act, nlay, nact)) = fused else {
-            self.matmul(a, m, pair_out, scratch, par)?;
-            for (c, hr) in pair_out.chunks_exact(self.n).zip(h.chunks_exact_mut(half)) {
-                combine_pair(c, hr, f);
-            }
-            return next.matmul(h, m, out, scratch, par);
-        };
-        scratch.act.quantize(self.kernels, act, lay, a, m, self.k, &self.residual, par);
-        let (kn, kn_in) = (next.packed_k(), next.k);
-        let nbn = kn / PAIR_GROUP;
-        let nkern = next.kernels;
-        scratch.next.ensure(m.next_multiple_of(nkern.int8_kernel().mr), kn, nbn);
-        let nq = SyncPtr(scratch.next.q.bytes_mut().as_mut_ptr().cast::<i8>());
-        let nad = SyncPtr(scratch.next.ad.as_f32_mut().as_mut_ptr());
-        let nac = SyncPtr(scratch.next.ac.as_i32_mut().as_mut_ptr());
-        let nas = SyncPtr(scratch.next.asum.as_f32_mut().as_mut_ptr());
-        let (cp, hp) = (SyncPtr(pair_out.as_mut_ptr()), SyncPtr(h.as_mut_ptr()));
-        let (width, res) = (self.n, &next.residual);
-        let unit = 2 * PAIR_GROUP;
-        let epilogue = move |r0: usize, r1: usize, c0: usize, c1: usize| {
-            // Tasks' column ranges are whole groups (the plan's column unit), so group
-            // `g` of the pair is block `g` of `h` and of next's activation row.
-            let (b0, b1) = (c0 / unit, c1 / unit);
-            for r in r0..r1 {
-                // SAFETY: this task alone has written, and now reads, the pair's output rows
-                // r0..r1 × columns c0..c1 (`width` columns per row, m rows); it alone writes
-                // rows r0..r1 of h's columns 32·b0..32·b1 (`half` per row) and of next's
-                // activation blocks b0..b1 and their residual-tail blocks, inside the buffers
-                // sized above (`kn` values and `nbn` blocks per row); other tasks own other
-                // column ranges, hence other blocks.
-                let (crow, hrow, q, ad, ac, asum) = unsafe {
-                    (
-                        std::slice::from_raw_parts(cp.ptr().add(r * width + c0), c1 - c0),
-                        std::slice::from_raw_parts_mut(hp.ptr().add(r * half + b0 * PAIR_GROUP), (b1 - b0) * PAIR_GROUP),
-                        std::slice::from_raw_parts_mut(nq.ptr().add(r * kn), kn),
-                        std::slice::from_raw_parts_mut(nad.ptr().add(r * nbn), nbn),
-                        std::slice::from_raw_parts_mut(nac.ptr().add(r * nbn), nbn),
-                        std::slice::from_raw_parts_mut(nas.ptr().add(r * nbn), nbn),
-                    )
-                };
-                combine_pair(crow, hrow, f);
-                let blocks = b0..b1;
-                act::quantize_row(
-                    nkern,
-                    nact,
-                    nlay,
-                    hrow,
-                    &mut q[b0 * PAIR_GROUP..b1 * PAIR_GROUP],
-                    &mut ad[blocks.clone()],
-                    &mut ac[blocks.clone()],
-                    &mut asum[blocks.clone()],
-                );
-                for (j, &b) in res.iter().enumerate() {
-                    let b = b as usize;
-                    if !blocks.contains(&b) {
-                        continue;
-                    }
-                    let mut r_b = [0f32; PAIR_GROUP];
-                    let at = (b - b0) * PAIR_GROUP;
-                    residual_block(&hrow[at..at + PAIR_GROUP], &q[b * PAIR_GROUP..(b + 1) * PAIR_GROUP], ad[b], &mut r_b);
-                    let t = kn_in / PAIR_GROUP + j;
-                    act::quantize_row(
-                        nkern,
-                        nact,
-                        nlay,
-                        &r_b,
-                        &mut q[t * PAIR_GROUP..(t + 1) * PAIR_GROUP],
-                        &mut ad[t..t + 1],
-                        &mut ac[t..t + 1],
-                        &mut asum[t..t + 1],
-                    );
-                }
-            }
-        };
-        let threads = par.num_threads();
-        let kern = self.kernels.int8_kernel();
-        let mut job = self.int8_job(lay, m, pair_out, threads);
-        job.plan = Plan::new(m, self.n, kern.mr, kern.nr.max(unit).next_multiple_of(unit), threads);
-        job.epilogue = Some(&epilogue);
-        run_int8(self.kernels, &[Some(job)], &scratch.act, m, self.packed_k(), par);
-        let job = next.int8_job(nlay, m, out, threads);
-        run_int8(nkern, &[Some(job)], &scratch.next, m, kn, par);
         Ok(())
     }
 
@@ -542,7 +365,6 @@ impl PackedMatrix {
             c: SyncPtr(c.as_mut_ptr()),
             n: self.n,
             plan: Plan::new(m, self.n, kern.mr, kern.nr, threads),
-            epilogue: None,
         }
     }
 
@@ -568,8 +390,6 @@ struct Int8Job<'l> {
     c: SyncPtr<f32>,
     n: usize,
     plan: Plan,
-    /// Called by each task once its rectangle of C is complete: rows r0..r1, columns c0..c1.
-    epilogue: Option<&'l (dyn Fn(usize, usize, usize, usize) + Sync)>,
 }
 
 /// One product of a (possibly fused) f32 GEMM call; see [`Int8Job`].
@@ -610,28 +430,18 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), K
     Ok(())
 }
 
-/// One quantized activation matrix as the int8 microkernels read it: int8 rows plus per-(row,
-/// block) scale, `-128 * sum` correction and `d * sum`, and the f32 staging of residual tails.
-#[derive(Clone, Default)]
-struct ActBufs {
-    q: AlignedBuf,
-    ad: AlignedBuf,
-    ac: AlignedBuf,
-    asum: AlignedBuf,
-    /// One row's residual blocks (f32, before their quantization) per quantization task.
-    wide: AlignedBuf,
-}
-
 /// Reusable per-caller buffers for [`PackedMatrix::matmul`] and the unpacked f32 GEMMs: the
 /// quantized activations and a weight pack. Grows to the largest call seen, then stops
 /// allocating.
 #[derive(Clone, Default)]
 pub struct GemmScratch {
-    act: ActBufs,
-    /// The second matrix's activations of [`PackedMatrix::matmul_gated`], written by the first
-    /// product's tasks while they still read `act`.
-    next: ActBufs,
+    q: AlignedBuf,
+    ad: AlignedBuf,
+    ac: AlignedBuf,
+    asum: AlignedBuf,
     wpack: AlignedBuf,
+    /// One row's residual blocks (f32, before their quantization) per quantization task.
+    wide: AlignedBuf,
 }
 
 impl std::fmt::Debug for GemmScratch {
@@ -650,7 +460,10 @@ impl GemmScratch {
 
     /// Bytes currently reserved.
     pub fn allocated_bytes(&self) -> usize {
-        self.act.allocated_bytes() + self.next.allocated_bytes() + self.wpack.capacity_bytes()
+        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack, &self.wide]
+            .iter()
+            .map(|b| b.capacity_bytes())
+            .sum()
     }
 
     /// Reserves room for quantizing activations of up to `m` rows × `k` columns (for a matrix
@@ -659,29 +472,12 @@ impl GemmScratch {
     /// vary with scheduling use this to keep a steady state allocation-free).
     pub fn reserve_activations(&mut self, m: usize, k: usize) {
         // Rows rounded up past any kernel's MR; the smallest block length (Q6_K's 16) gives
-        // the most per-block values. Both sets: the second one serves `matmul_gated`.
-        for set in [&mut self.act, &mut self.next] {
-            set.ensure(m.next_multiple_of(64), k, k.div_ceil(16));
-        }
-    }
-
-    /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
-    /// [`gemm_f32_nn`] (`k × n`).
-    pub fn reserve_f32_operand(&mut self, n: usize, k: usize) {
-        self.wpack.ensure(n.div_ceil(PANEL) * k * PANEL * 4);
-    }
-}
-
-impl ActBufs {
-    fn allocated_bytes(&self) -> usize {
-        [&self.q, &self.ad, &self.ac, &self.asum, &self.wide]
-            .iter()
-            .map(|b| b.capacity_bytes())
-            .sum()
+        // the most per-block values.
+        self.ensure_activations(m.next_multiple_of(64), k, k.div_ceil(16));
     }
 
     /// Room for `rows` quantized activation rows of `k` values in `nb` blocks each.
-    fn ensure(&mut self, rows: usize, k: usize, nb: usize) {
+    fn ensure_activations(&mut self, rows: usize, k: usize, nb: usize) {
         self.q.ensure(rows * k);
         for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
             b.ensure(rows * nb * 4);
@@ -689,6 +485,12 @@ impl ActBufs {
         // A row's residual tail is at most half its widened length (each residual block repeats
         // a distinct block of the row).
         self.wide.ensure(MAX_QUANT_TASKS * (k / 2) * 4);
+    }
+
+    /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
+    /// [`gemm_f32_nn`] (`k × n`).
+    pub fn reserve_f32_operand(&mut self, n: usize, k: usize) {
+        self.wpack.ensure(n.div_ceil(PANEL) * k * PANEL * 4);
     }
 
     /// Quantizes `a` (`m × k`) for a matrix packed with `lay`; with residual blocks, each row is
@@ -713,7 +515,7 @@ impl ActBufs {
         let (nb_in, nb) = (k_in / lay.kb, k / lay.kb);
         let k_res = k - k_in;
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
-        self.ensure(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
+        self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
         let wide = SyncPtr(self.wide.as_f32_mut().as_mut_ptr());
         let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
@@ -769,81 +571,18 @@ const MAX_QUANT_TASKS: usize = 64;
 fn residual_tail(x: &[f32], q: &[i8], d: &[f32], residual: &[u32], out: &mut [f32]) {
     for (&b, o) in residual.iter().zip(out.chunks_exact_mut(32)) {
         let b = b as usize;
-        residual_block(&x[b * 32..(b + 1) * 32], &q[b * 32..(b + 1) * 32], d[b], o);
-    }
-}
-
-/// One block of [`residual_tail`]: `out = x − q·d`.
-fn residual_block(x: &[f32], q: &[i8], d: f32, out: &mut [f32]) {
-    for ((o, &v), &qi) in out.iter_mut().zip(x).zip(q) {
-        *o = v - f32::from(qi) * d;
-    }
-}
-
-/// Rows per group of a [`PackedMatrix::pair`]: the block length of the activations a gated
-/// pair's combined output is quantized into.
-pub const PAIR_GROUP: usize = 32;
-
-/// The rows of two `n × k` matrices of format `ty` interleaved in groups of [`PAIR_GROUP`].
-fn interleave_rows(ty: QuantType, n: usize, k: usize, first: &[u8], second: &[u8]) -> Result<Vec<u8>, KernelError> {
-    check_shape(ty, n, k, first.len())?;
-    check_shape(ty, n, k, second.len())?;
-    let rb = ty.row_bytes(k)?;
-    let mut out = Vec::with_capacity(2 * first.len());
-    for g0 in (0..n).step_by(PAIR_GROUP) {
-        let g1 = (g0 + PAIR_GROUP).min(n);
-        out.extend_from_slice(&first[g0 * rb..g1 * rb]);
-        out.extend_from_slice(&second[g0 * rb..g1 * rb]);
-    }
-    Ok(out)
-}
-
-/// Splits the output of a [`PackedMatrix::pair`] of `n` rows per half (`m` rows of `2n`
-/// values, interleaved in groups of [`PAIR_GROUP`]) into the two products (`m × n` each).
-pub fn split_pair(pair_out: &[f32], n: usize, first: &mut [f32], second: &mut [f32]) {
-    for ((c, f), s) in pair_out.chunks_exact(2 * n).zip(first.chunks_exact_mut(n)).zip(second.chunks_exact_mut(n)) {
-        let mut at = 0;
-        for (fg, sg) in f.chunks_mut(PAIR_GROUP).zip(s.chunks_mut(PAIR_GROUP)) {
-            let len = fg.len();
-            fg.copy_from_slice(&c[at..at + len]);
-            sg.copy_from_slice(&c[at + len..at + 2 * len]);
-            at += 2 * len;
+        let (xb, qb, db) = (&x[b * 32..(b + 1) * 32], &q[b * 32..(b + 1) * 32], d[b]);
+        for ((o, &v), &qi) in o.iter_mut().zip(xb).zip(qb) {
+            *o = v - f32::from(qi) * db;
         }
     }
 }
-
-/// `h = f(first, second)` for one row of a pair's output `c` (whole groups, in the pair's
-/// interleaved order) into `h`'s matching columns. `f` sees up to [`COMBINE_GROUPS`] groups at
-/// a time (the second operand gathered on the stack), not one: its per-call set-up is then
-/// paid a few times per row.
-fn combine_pair(c: &[f32], h: &mut [f32], f: &(dyn Fn(&mut [f32], &[f32]) + Sync)) {
-    let mut second = [0f32; COMBINE_GROUPS * PAIR_GROUP];
-    let mut at = 0;
-    for hc in h.chunks_mut(COMBINE_GROUPS * PAIR_GROUP) {
-        let mut filled = 0;
-        for hg in hc.chunks_mut(PAIR_GROUP) {
-            let len = hg.len();
-            hg.copy_from_slice(&c[at..at + len]);
-            second[filled..filled + len].copy_from_slice(&c[at + len..at + 2 * len]);
-            filled += len;
-            at += 2 * len;
-        }
-        f(hc, &second[..filled]);
-    }
-}
-
-/// Groups per call of the combining function (see [`combine_pair`]).
-const COMBINE_GROUPS: usize = 8;
 
 /// How a GEMM is cut into tasks: row chunks × column chunks.
 struct Plan {
     rows_per_task: usize,
+    cols_per_task: usize,
     row_tasks: usize,
-    /// Columns are cut at multiples of `col_unit`: `col_units` of them (the last may be short),
-    /// dealt out as evenly as whole units allow, so the two halves of the task list (what
-    /// a fork-join pool's two threads start with) get the same work within one unit.
-    col_unit: usize,
-    col_units: usize,
     col_tasks: usize,
 }
 
@@ -852,9 +591,8 @@ impl Plan {
         if threads <= 1 {
             return Plan {
                 rows_per_task: m,
+                cols_per_task: n,
                 row_tasks: 1,
-                col_unit: n.max(1),
-                col_units: 1,
                 col_tasks: 1,
             };
         }
@@ -863,15 +601,16 @@ impl Plan {
         let target = 4 * threads;
         let col_units = n.div_ceil(nr);
         let col_tasks = col_units.min(target);
+        let cols_per_task = col_units.div_ceil(col_tasks) * nr;
+        let col_tasks = n.div_ceil(cols_per_task);
         let row_units = m.div_ceil(mr);
         let row_tasks = target.div_ceil(col_tasks).min(row_units).max(1);
         let rows_per_task = row_units.div_ceil(row_tasks) * mr;
         let row_tasks = m.div_ceil(rows_per_task);
         Plan {
             rows_per_task,
+            cols_per_task,
             row_tasks,
-            col_unit: nr,
-            col_units,
             col_tasks,
         }
     }
@@ -882,15 +621,20 @@ impl Plan {
     fn task(&self, t: usize, m: usize, n: usize) -> (usize, usize, usize, usize) {
         let (rt, ct) = (t / self.col_tasks, t % self.col_tasks);
         let r0 = rt * self.rows_per_task;
-        let unit = |i: usize| (i * self.col_units / self.col_tasks * self.col_unit).min(n);
-        (r0, (r0 + self.rows_per_task).min(m), unit(ct), unit(ct + 1))
+        let c0 = ct * self.cols_per_task;
+        (
+            r0,
+            (r0 + self.rows_per_task).min(m),
+            c0,
+            (c0 + self.cols_per_task).min(n),
+        )
     }
 }
 
 fn run_int8(
     kernels: &Kernels,
     jobs: &[Option<Int8Job<'_>>],
-    acts: &ActBufs,
+    scratch: &GemmScratch,
     m: usize,
     k: usize,
     par: &dyn ParallelFor,
@@ -898,11 +642,11 @@ fn run_int8(
     let kern = kernels.int8_kernel();
     let n_tasks = jobs.iter().flatten().map(|j| j.plan.n_tasks()).sum();
     let mc = MC_INT8.next_multiple_of(kern.mr);
-    let q = acts.q.bytes().as_ptr().cast::<i8>();
+    let q = scratch.q.bytes().as_ptr().cast::<i8>();
     let (ad, ac, asum) = (
-        acts.ad.as_f32().as_ptr(),
-        acts.ac.bytes().as_ptr().cast::<i32>(),
-        acts.asum.as_f32().as_ptr(),
+        scratch.ad.as_f32().as_ptr(),
+        scratch.ac.bytes().as_ptr().cast::<i32>(),
+        scratch.asum.as_f32().as_ptr(),
     );
     let (qp, adp, acp, asp) = (
         SyncPtr(q.cast_mut()),
@@ -983,9 +727,6 @@ fn run_int8(
                     kc += nblocks;
                 }
             }
-        }
-        if let Some(epilogue) = job.epilogue {
-            epilogue(r0, r1, c0, c1);
         }
     });
 }
@@ -1156,14 +897,14 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.act.quantize(kernels, act, &lay, &a, m, k, &[], &crate::Serial);
+    s.quantize(kernels, act, &lay, &a, m, k, &[], &crate::Serial);
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
-        a: s.act.q.bytes().as_ptr().cast(),
+        a: s.q.bytes().as_ptr().cast(),
         lda: k,
-        ad: s.act.ad.as_f32().as_ptr(),
-        ac: s.act.ac.bytes().as_ptr().cast(),
-        asum: s.act.asum.as_f32().as_ptr(),
+        ad: s.ad.as_f32().as_ptr(),
+        ac: s.ac.bytes().as_ptr().cast(),
+        asum: s.asum.as_f32().as_ptr(),
         lds: lay.nb,
         w: pm.data.bytes().as_ptr(),
         nblocks: lay.nb,
