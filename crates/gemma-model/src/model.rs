@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gguf_format::{GgufError, GgufFile, TensorView};
-use quant_kernels::{Isa, Kernels, PackedMatrix, ParallelFor, QuantType};
+use quant_kernels::{Isa, Kernels, PackedMatrix, ParallelFor, QuantType, WeightSlot};
 
 use crate::config::ModelConfig;
 use crate::error::{InputError, ModelError};
@@ -211,11 +211,29 @@ impl GemmaModel {
         }
         jobs.push(("dense_2.weight".into(), d, hidden, dense));
         jobs.push(("dense_3.weight".into(), hidden, config.embedding_dim as u64, dense));
+        // All packed weights go to one huge-page mapping, each matrix to its own slot of it
+        // (see `quant_kernels::weight_slots`); a tensor that will fail to load gets an empty
+        // slot, and without the mapping every matrix gets a buffer of its own.
+        let lens: Vec<usize> = jobs
+            .iter()
+            .map(|(name, cols, rows, _)| {
+                tensor(&file, name)
+                    .ok()
+                    .filter(|t| t.shape == [*cols, *rows])
+                    .and_then(|t| weight_type(&t).ok())
+                    .map_or(0, |ty| PackedMatrix::packed_len(ty, *rows as usize, *cols as usize, options.path == NumericPath::F32))
+            })
+            .collect();
+        let slots: Vec<std::sync::Mutex<Option<WeightSlot>>> = match quant_kernels::weight_slots(&lens) {
+            Some(s) => s.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect(),
+            None => jobs.iter().map(|_| std::sync::Mutex::new(None)).collect(),
+        };
         let packed: Vec<std::sync::Mutex<Option<Result<Linear, ModelError>>>> =
             jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
         par.run(jobs.len(), &|i| {
             let (name, cols, rows, residual) = &jobs[i];
-            let m = matrix(&file, name, *cols, *rows, options.path, kernels, *residual);
+            let slot = slots[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+            let m = matrix(&file, name, *cols, *rows, options.path, kernels, *residual, slot);
             *packed[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
         });
         let mut packed = packed.into_iter().map(|m| {
@@ -742,7 +760,9 @@ enum Residual<'a> {
     All,
 }
 
-/// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path.
+/// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path, into `slot`
+/// when the loader has one for it.
+#[allow(clippy::too_many_arguments)]
 fn matrix(
     file: &GgufFile,
     name: &str,
@@ -751,6 +771,7 @@ fn matrix(
     path: NumericPath,
     kernels: &'static Kernels,
     residual: Residual<'_>,
+    slot: Option<WeightSlot>,
 ) -> Result<Linear, ModelError> {
     let t = tensor(file, name)?;
     if t.shape != [cols, rows] {
@@ -758,19 +779,19 @@ fn matrix(
     }
     let ty = weight_type(&t)?;
     let (rows, cols) = (rows as usize, cols as usize);
-    let packed = match path {
-        NumericPath::F32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
-        NumericPath::Quantized => {
-            let blocks: Vec<usize> = match residual {
-                Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
-                Residual::All => (0..cols / 32).collect(),
-            };
-            match PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks) {
-                // Formats without 32-element blocks (K-quants) run plain int8.
-                Err(quant_kernels::KernelError::Unsupported { .. }) => PackedMatrix::new(kernels, ty, rows, cols, t.data),
-                other => other,
-            }
+    let f32 = path == NumericPath::F32;
+    // Formats without 32-element blocks (K-quants) run plain int8.
+    let blocks: Vec<usize> = match residual {
+        _ if f32 || !PackedMatrix::supports_residual_blocks(ty, cols) => Vec::new(),
+        Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
+        Residual::All => (0..cols / 32).collect(),
+    };
+    let packed = match slot {
+        Some(slot) if slot.len() == PackedMatrix::packed_len(ty, rows, cols, f32) => {
+            PackedMatrix::pack_in(slot, kernels, ty, rows, cols, t.data, &blocks, f32)
         }
+        _ if f32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
+        _ => PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks),
     }
     .map_err(|e| ModelError::Kernel {
         name: name.to_owned(),

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod aligned;
+mod arena;
 mod blocks;
 mod codec;
 mod dispatch;
@@ -43,6 +44,7 @@ pub use codec::{
     dequantize_row, dequantize_tensor_row, quantize_q8_0, quantize_row, quantize_row_q8_0,
     quantize_row_q8_1, quantize_row_q8k, quantize_tensor,
 };
+pub use arena::{WeightSlot, weight_slots};
 pub use dispatch::{Isa, Kernels};
 pub use error::KernelError;
 pub use gemm::{

@@ -19,6 +19,7 @@ pub use prepacked::{F32PackBuf, F32Panels, gemm_f32_prepacked, pack_f32_nn_panel
 use crate::aligned::AlignedBuf;
 use crate::dispatch::Kernels;
 use crate::parallel::{ParallelFor, SyncPtr};
+use crate::arena::WeightSlot;
 use crate::{KernelError, QuantType};
 use act::ActFormat;
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
@@ -60,7 +61,39 @@ pub struct PackedMatrix {
     /// last column, by the same packed weights (see [`PackedMatrix::with_residual_blocks`]).
     residual: Box<[u32]>,
     repr: Repr,
-    data: AlignedBuf,
+    data: Storage,
+}
+
+/// Where a matrix's packed bytes live: its own heap buffer, or its slot of a model's shared
+/// huge-page mapping ([`crate::weight_slots`]).
+enum Storage {
+    Heap(AlignedBuf),
+    Slot(WeightSlot),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Heap(b) => b.bytes(),
+            Storage::Slot(s) => s.bytes(),
+        }
+    }
+    fn as_f32(&self) -> &[f32] {
+        let b = self.bytes();
+        bytemuck::cast_slice(&b[..b.len() / 4 * 4])
+    }
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+impl Clone for Storage {
+    fn clone(&self) -> Self {
+        // A slot has one owner; a clone gets its own heap copy.
+        let mut b = AlignedBuf::zeroed(self.len());
+        b.bytes_mut().copy_from_slice(self.bytes());
+        Storage::Heap(b)
+    }
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -112,22 +145,7 @@ impl PackedMatrix {
         k_cols: usize,
         bytes: &[u8],
     ) -> Result<Self, KernelError> {
-        check_shape(ty, n_rows, k_cols, bytes.len())?;
-        match pack::int8_format(ty, k_cols) {
-            Some((mut lay, act)) => {
-                lay.signed = kernels.int8_kernel().signed_weights;
-                Ok(PackedMatrix {
-                    kernels,
-                    ty,
-                    n: n_rows,
-                    k: k_cols,
-                    residual: Box::new([]),
-                    data: pack::pack_int8(ty, n_rows, k_cols, bytes, &lay),
-                    repr: Repr::Int8 { lay, act },
-                })
-            }
-            None => Self::new_f32(kernels, ty, n_rows, k_cols, bytes),
-        }
+        Self::with_residual_blocks(kernels, ty, n_rows, k_cols, bytes, &[])
     }
 
     /// Packs `W` dequantized to f32: the GEMM then runs in f32 on f32 activations (the accuracy
@@ -146,7 +164,7 @@ impl PackedMatrix {
             n: n_rows,
             k: k_cols,
             residual: Box::new([]),
-            data: pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
+            data: Storage::Heap(pack::pack_f32_from(ty, n_rows, k_cols, bytes)?),
             repr: Repr::F32,
         })
     }
@@ -173,27 +191,117 @@ impl PackedMatrix {
         bytes: &[u8],
         blocks: &[usize],
     ) -> Result<Self, KernelError> {
+        let mut m = Self::validated_int8(kernels, ty, n_rows, k_cols, bytes, blocks)?;
+        m.data = Storage::Heap(match &m.repr {
+            Repr::Int8 { lay, .. } => pack::pack_int8(ty, n_rows, k_cols, bytes, lay),
+            Repr::F32 => pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
+        });
+        Ok(m)
+    }
+
+    /// What [`PackedMatrix::with_residual_blocks`] builds, checked, without its packed bytes:
+    /// quantized formats take the int8 kernels, float formats the f32 ones (which accept no
+    /// residual blocks).
+    fn validated_int8(
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+        blocks: &[usize],
+    ) -> Result<Self, KernelError> {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
-        if blocks.is_empty() {
-            return Self::new(kernels, ty, n_rows, k_cols, bytes);
-        }
-        let unsupported = KernelError::Unsupported {
-            ty,
-            op: "residual blocks",
-        };
-        match pack::int8_format(ty, k_cols) {
-            Some((lay, ActFormat::Q8_0 | ActFormat::Q8_1)) if lay.kb == 32 && ty.block_elems() == 32 => {}
-            _ => return Err(unsupported),
-        }
-        let nb = k_cols / 32;
-        let mut seen = vec![false; nb];
-        for &b in blocks {
-            if b >= nb || std::mem::replace(&mut seen[b], true) {
-                return Err(KernelError::Shape { rows: n_rows, cols: b });
+        if !blocks.is_empty() {
+            if !Self::supports_residual_blocks(ty, k_cols) {
+                return Err(KernelError::Unsupported {
+                    ty,
+                    op: "residual blocks",
+                });
+            }
+            let nb = k_cols / 32;
+            let mut seen = vec![false; nb];
+            for &b in blocks {
+                if b >= nb || std::mem::replace(&mut seen[b], true) {
+                    return Err(KernelError::Shape { rows: n_rows, cols: b });
+                }
             }
         }
-        let mut m = Self::new(kernels, ty, n_rows, k_cols, bytes)?;
-        m.residual = blocks.iter().map(|&b| b as u32).collect();
+        let repr = match pack::int8_format(ty, k_cols) {
+            Some((mut lay, act)) => {
+                lay.signed = kernels.int8_kernel().signed_weights;
+                Repr::Int8 { lay, act }
+            }
+            None => Repr::F32,
+        };
+        Ok(PackedMatrix {
+            kernels,
+            ty,
+            n: n_rows,
+            k: k_cols,
+            residual: blocks.iter().map(|&b| b as u32).collect(),
+            repr,
+            data: Storage::Heap(AlignedBuf::default()),
+        })
+    }
+
+    /// Bytes the packed form of an `n_rows × k_cols` matrix of format `ty` takes: what
+    /// [`PackedMatrix::new`] and [`PackedMatrix::with_residual_blocks`] (`f32 = false`) or
+    /// [`PackedMatrix::new_f32`] (`f32 = true`) hold, and the slot size
+    /// [`PackedMatrix::pack_in`] needs. Residual blocks add no bytes.
+    pub fn packed_len(ty: QuantType, n_rows: usize, k_cols: usize, f32: bool) -> usize {
+        match pack::int8_format(ty, k_cols) {
+            Some((lay, _)) if !f32 => pack::int8_len(n_rows, &lay),
+            _ => pack::f32_len(n_rows, k_cols) * 4,
+        }
+    }
+
+    /// Whether [`PackedMatrix::with_residual_blocks`] accepts a non-empty block list for this
+    /// format and width.
+    pub fn supports_residual_blocks(ty: QuantType, k_cols: usize) -> bool {
+        matches!(pack::int8_format(ty, k_cols), Some((lay, ActFormat::Q8_0 | ActFormat::Q8_1)) if lay.kb == 32 && ty.block_elems() == 32)
+    }
+
+    /// [`PackedMatrix::with_residual_blocks`] (`f32 = false`) or [`PackedMatrix::new_f32`]
+    /// (`f32 = true`), packed into `slot` (of [`PackedMatrix::packed_len`] bytes, from
+    /// [`crate::weight_slots`]) instead of a buffer of its own: same bytes, same results.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_in(
+        mut slot: WeightSlot,
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+        blocks: &[usize],
+        f32: bool,
+    ) -> Result<Self, KernelError> {
+        check_len("weight slot", Self::packed_len(ty, n_rows, k_cols, f32), slot.len())?;
+        // Validation (shape, block list) first, on an empty matrix of the same kind.
+        let mut m = if f32 {
+            check_shape(ty, n_rows, k_cols, bytes.len())?;
+            PackedMatrix {
+                kernels,
+                ty,
+                n: n_rows,
+                k: k_cols,
+                residual: Box::new([]),
+                repr: Repr::F32,
+                data: Storage::Heap(AlignedBuf::default()),
+            }
+        } else {
+            Self::validated_int8(kernels, ty, n_rows, k_cols, bytes, blocks)?
+        };
+        match &m.repr {
+            Repr::Int8 { lay, .. } => pack::pack_int8_into(slot.bytes_mut(), ty, n_rows, k_cols, bytes, lay),
+            Repr::F32 => {
+                let row_bytes = ty.row_bytes(k_cols)?;
+                let out: &mut [f32] = bytemuck::cast_slice_mut(slot.bytes_mut());
+                pack::pack_f32_rows_slice(out, n_rows, k_cols, &mut |j, row| {
+                    crate::codec::dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row)
+                })?;
+            }
+        }
+        m.data = Storage::Slot(slot);
         Ok(m)
     }
 

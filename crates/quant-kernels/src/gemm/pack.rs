@@ -121,17 +121,25 @@ fn decode_row(ty: QuantType, src: &[u8], out: RowDecode<'_>) {
 
 /// Repacks an `n × k` matrix of a quantized format into the int8 panel layout.
 pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layout) -> AlignedBuf {
-    let npanels = n.div_ceil(PANEL);
+    let mut buf = AlignedBuf::zeroed(int8_len(n, lay));
+    pack_int8_into(buf.bytes_mut(), ty, n, k, bytes, lay);
+    buf
+}
+
+/// Bytes [`pack_int8`] produces.
+pub fn int8_len(n: usize, lay: &Int8Layout) -> usize {
+    n.div_ceil(PANEL) * lay.panel_stride
+}
+
+/// [`pack_int8`] into zeroed memory of [`int8_len`] bytes.
+pub fn pack_int8_into(out: &mut [u8], ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layout) {
     let row_bytes = bytes.len() / n.max(1);
-    let mut buf = AlignedBuf::zeroed(npanels * lay.panel_stride);
-    let out = buf.bytes_mut();
     let flip = if lay.signed && !lay.affine { 0x80u8 } else { 0 };
     if ty == QuantType::Q8_0 && lay.kb == 32 {
         pack_q8_0(n, bytes, row_bytes, lay, out, flip);
     } else {
         pack_decoded(ty, n, k, bytes, row_bytes, lay, out, flip);
     }
-    buf
 }
 
 /// Every format: each row decoded to unsigned quants and scales, then scattered into its
@@ -214,7 +222,16 @@ pub fn pack_f32_rows_into(
 ) -> Result<(), KernelError> {
     let npanels = n.div_ceil(PANEL);
     buf.ensure(npanels * k * PANEL * 4);
-    let out = &mut buf.as_f32_mut()[..npanels * k * PANEL];
+    pack_f32_rows_slice(&mut buf.as_f32_mut()[..npanels * k * PANEL], n, k, row)
+}
+
+/// Floats [`pack_f32_rows`] produces for an `n × k` matrix.
+pub fn f32_len(n: usize, k: usize) -> usize {
+    n.div_ceil(PANEL) * k * PANEL
+}
+
+/// As [`pack_f32_rows`], into `out` of [`f32_len`] floats.
+pub fn pack_f32_rows_slice(out: &mut [f32], n: usize, k: usize, row: &mut RowFn<'_>) -> Result<(), KernelError> {
     zero_panel_padding(out, n, k);
     let mut tmp = vec![0f32; k];
     for j in 0..n {

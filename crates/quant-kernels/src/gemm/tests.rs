@@ -535,3 +535,44 @@ mod residual_blocks {
         assert_eq!(PackedMatrix::with_residual_blocks(kern, QuantType::Q8_0, 4, 64, &w, &[]).unwrap().packed_k(), 64);
     }
 }
+
+/// A matrix packed into a slot of a shared huge-page mapping holds the same bytes and gives the
+/// same bits as one packed into its own buffer; a slot of the wrong size is refused.
+#[test]
+fn packing_into_weight_slots_matches_heap_packing() {
+    let kern = Kernels::get();
+    let mut r = rng(93);
+    let cases = [
+        (QuantType::Q8_0, 37, 128, false, vec![2usize, 0]),
+        (QuantType::Q4K, 20, 256, false, vec![]),
+        (QuantType::F16, 19, 40, false, vec![]),
+        (QuantType::Q5_1, 33, 64, true, vec![]),
+    ];
+    let lens: Vec<usize> = cases.iter().map(|&(ty, n, k, f32, _)| PackedMatrix::packed_len(ty, n, k, f32)).collect();
+    let slots = crate::weight_slots(&lens).expect("an anonymous mapping");
+    let m = 9;
+    for ((ty, n, k, f32, blocks), slot) in cases.into_iter().zip(slots) {
+        let w = random_weights(&mut r, ty, n, k);
+        let heap = if f32 {
+            PackedMatrix::new_f32(kern, ty, n, k, &w).unwrap()
+        } else {
+            PackedMatrix::with_residual_blocks(kern, ty, n, k, &w, &blocks).unwrap()
+        };
+        let slotted = PackedMatrix::pack_in(slot, kern, ty, n, k, &w, &blocks, f32).unwrap();
+        assert_eq!(heap.data.bytes(), slotted.data.bytes(), "{ty:?}");
+        assert_eq!((slotted.is_f32(), slotted.packed_k()), (heap.is_f32(), heap.packed_k()));
+        let a = random_f32(&mut r, m * k, 1.0);
+        let (mut c1, mut c2) = (vec![0f32; m * n], vec![0f32; m * n]);
+        heap.matmul(&a, m, &mut c1, &mut GemmScratch::new(), &Threads(2)).unwrap();
+        slotted.matmul(&a, m, &mut c2, &mut GemmScratch::new(), &Threads(2)).unwrap();
+        assert!(c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty:?}");
+        // A clone leaves the slot for a buffer of its own, with the same bytes.
+        assert_eq!(slotted.clone().data.bytes(), heap.data.bytes());
+    }
+    let w = random_weights(&mut r, QuantType::Q8_0, 4, 64);
+    let slot = crate::weight_slots(&[100]).unwrap().pop().unwrap();
+    assert!(matches!(
+        PackedMatrix::pack_in(slot, kern, QuantType::Q8_0, 4, 64, &w, &[], false),
+        Err(KernelError::Length { .. })
+    ));
+}
