@@ -217,11 +217,8 @@ impl GemmaModel {
         let lens: Vec<usize> = jobs
             .iter()
             .map(|(name, cols, rows, _)| {
-                tensor(&file, name)
-                    .ok()
-                    .filter(|t| t.shape == [*cols, *rows])
-                    .and_then(|t| weight_type(&t).ok())
-                    .map_or(0, |ty| PackedMatrix::packed_len(ty, *rows as usize, *cols as usize, options.path == NumericPath::F32))
+                matrix_tensor(&file, name, *cols, *rows)
+                    .map_or(0, |(_, ty)| PackedMatrix::packed_len(ty, *rows as usize, *cols as usize, options.path == NumericPath::F32))
             })
             .collect();
         let slots: Vec<std::sync::Mutex<Option<WeightSlot>>> = match quant_kernels::weight_slots(&lens) {
@@ -760,6 +757,16 @@ enum Residual<'a> {
     All,
 }
 
+/// The tensor of a 2-D weight of ggml shape `[cols, rows]`, checked, and its format.
+fn matrix_tensor<'f>(file: &'f GgufFile, name: &str, cols: u64, rows: u64) -> Result<(TensorView<'f>, QuantType), ModelError> {
+    let t = tensor(file, name)?;
+    if t.shape != [cols, rows] {
+        return Err(shape_error(&t, &[cols, rows]));
+    }
+    let ty = weight_type(&t)?;
+    Ok((t, ty))
+}
+
 /// A 2-D weight of ggml shape `[cols, rows]`, packed for the chosen numeric path, into `slot`
 /// when the loader has one for it.
 #[allow(clippy::too_many_arguments)]
@@ -773,11 +780,7 @@ fn matrix(
     residual: Residual<'_>,
     slot: Option<WeightSlot>,
 ) -> Result<Linear, ModelError> {
-    let t = tensor(file, name)?;
-    if t.shape != [cols, rows] {
-        return Err(shape_error(&t, &[cols, rows]));
-    }
-    let ty = weight_type(&t)?;
+    let (t, ty) = matrix_tensor(file, name, cols, rows)?;
     let (rows, cols) = (rows as usize, cols as usize);
     let f32 = path == NumericPath::F32;
     // Formats without 32-element blocks (K-quants) run plain int8.
@@ -787,11 +790,9 @@ fn matrix(
         Residual::All => (0..cols / 32).collect(),
     };
     let packed = match slot {
-        Some(slot) if slot.len() == PackedMatrix::packed_len(ty, rows, cols, f32) => {
-            PackedMatrix::pack_in(slot, kernels, ty, rows, cols, t.data, &blocks, f32)
-        }
-        _ if f32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
-        _ => PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks),
+        Some(slot) => PackedMatrix::pack_in(slot, kernels, ty, rows, cols, t.data, &blocks, f32),
+        None if f32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
+        None => PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks),
     }
     .map_err(|e| ModelError::Kernel {
         name: name.to_owned(),

@@ -78,6 +78,12 @@ impl Storage {
             Storage::Slot(s) => s.bytes(),
         }
     }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Storage::Heap(b) => b.bytes_mut(),
+            Storage::Slot(s) => s.bytes_mut(),
+        }
+    }
     fn as_f32(&self) -> &[f32] {
         let b = self.bytes();
         bytemuck::cast_slice(&b[..b.len() / 4 * 4])
@@ -157,16 +163,7 @@ impl PackedMatrix {
         k_cols: usize,
         bytes: &[u8],
     ) -> Result<Self, KernelError> {
-        check_shape(ty, n_rows, k_cols, bytes.len())?;
-        Ok(PackedMatrix {
-            kernels,
-            ty,
-            n: n_rows,
-            k: k_cols,
-            residual: Box::new([]),
-            data: Storage::Heap(pack::pack_f32_from(ty, n_rows, k_cols, bytes)?),
-            repr: Repr::F32,
-        })
+        Self::build(kernels, ty, n_rows, k_cols, bytes, &[], true, Self::heap)
     }
 
     /// Packs `W` like [`PackedMatrix::new`] and marks the 32-element K-blocks `blocks` (indices
@@ -191,28 +188,33 @@ impl PackedMatrix {
         bytes: &[u8],
         blocks: &[usize],
     ) -> Result<Self, KernelError> {
-        let mut m = Self::validated_int8(kernels, ty, n_rows, k_cols, bytes, blocks)?;
-        m.data = Storage::Heap(match &m.repr {
-            Repr::Int8 { lay, .. } => pack::pack_int8(ty, n_rows, k_cols, bytes, lay),
-            Repr::F32 => pack::pack_f32_from(ty, n_rows, k_cols, bytes)?,
-        });
-        Ok(m)
+        Self::build(kernels, ty, n_rows, k_cols, bytes, blocks, false, Self::heap)
     }
 
-    /// What [`PackedMatrix::with_residual_blocks`] builds, checked, without its packed bytes:
-    /// quantized formats take the int8 kernels, float formats the f32 ones (which accept no
-    /// residual blocks).
-    fn validated_int8(
+    /// A zeroed heap buffer of `len` bytes.
+    fn heap(len: usize) -> Result<Storage, KernelError> {
+        Ok(Storage::Heap(AlignedBuf::zeroed(len)))
+    }
+
+    /// Every constructor: checks the shape and the block list, then packs into the zeroed
+    /// storage `dest` gives for the packed length (asked for only once the shape is known to
+    /// match `bytes`, so a malformed shape never sizes an allocation). Quantized formats take
+    /// the int8 kernels unless `f32`; float formats always take the f32 ones, which accept no
+    /// residual blocks.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         kernels: &'static Kernels,
         ty: QuantType,
         n_rows: usize,
         k_cols: usize,
         bytes: &[u8],
         blocks: &[usize],
+        f32: bool,
+        dest: impl FnOnce(usize) -> Result<Storage, KernelError>,
     ) -> Result<Self, KernelError> {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
         if !blocks.is_empty() {
-            if !Self::supports_residual_blocks(ty, k_cols) {
+            if f32 || !Self::supports_residual_blocks(ty, k_cols) {
                 return Err(KernelError::Unsupported {
                     ty,
                     op: "residual blocks",
@@ -227,12 +229,17 @@ impl PackedMatrix {
             }
         }
         let repr = match pack::int8_format(ty, k_cols) {
-            Some((mut lay, act)) => {
+            Some((mut lay, act)) if !f32 => {
                 lay.signed = kernels.int8_kernel().signed_weights;
                 Repr::Int8 { lay, act }
             }
-            None => Repr::F32,
+            _ => Repr::F32,
         };
+        let mut data = dest(Self::packed_len(ty, n_rows, k_cols, f32))?;
+        match &repr {
+            Repr::Int8 { lay, .. } => pack::pack_int8_into(data.bytes_mut(), ty, n_rows, k_cols, bytes, lay),
+            Repr::F32 => pack::pack_f32_from_into(bytemuck::cast_slice_mut(data.bytes_mut()), ty, n_rows, k_cols, bytes)?,
+        }
         Ok(PackedMatrix {
             kernels,
             ty,
@@ -240,7 +247,7 @@ impl PackedMatrix {
             k: k_cols,
             residual: blocks.iter().map(|&b| b as u32).collect(),
             repr,
-            data: Storage::Heap(AlignedBuf::default()),
+            data,
         })
     }
 
@@ -266,7 +273,7 @@ impl PackedMatrix {
     /// [`crate::weight_slots`]) instead of a buffer of its own: same bytes, same results.
     #[allow(clippy::too_many_arguments)]
     pub fn pack_in(
-        mut slot: WeightSlot,
+        slot: WeightSlot,
         kernels: &'static Kernels,
         ty: QuantType,
         n_rows: usize,
@@ -275,34 +282,10 @@ impl PackedMatrix {
         blocks: &[usize],
         f32: bool,
     ) -> Result<Self, KernelError> {
-        check_len("weight slot", Self::packed_len(ty, n_rows, k_cols, f32), slot.len())?;
-        // Validation (shape, block list) first, on an empty matrix of the same kind.
-        let mut m = if f32 {
-            check_shape(ty, n_rows, k_cols, bytes.len())?;
-            PackedMatrix {
-                kernels,
-                ty,
-                n: n_rows,
-                k: k_cols,
-                residual: Box::new([]),
-                repr: Repr::F32,
-                data: Storage::Heap(AlignedBuf::default()),
-            }
-        } else {
-            Self::validated_int8(kernels, ty, n_rows, k_cols, bytes, blocks)?
-        };
-        match &m.repr {
-            Repr::Int8 { lay, .. } => pack::pack_int8_into(slot.bytes_mut(), ty, n_rows, k_cols, bytes, lay),
-            Repr::F32 => {
-                let row_bytes = ty.row_bytes(k_cols)?;
-                let out: &mut [f32] = bytemuck::cast_slice_mut(slot.bytes_mut());
-                pack::pack_f32_rows_slice(out, n_rows, k_cols, &mut |j, row| {
-                    crate::codec::dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row)
-                })?;
-            }
-        }
-        m.data = Storage::Slot(slot);
-        Ok(m)
+        Self::build(kernels, ty, n_rows, k_cols, bytes, blocks, f32, |len| {
+            check_len("weight slot", len, slot.len())?;
+            Ok(Storage::Slot(slot))
+        })
     }
 
     /// Packs an f32 matrix given as values (`n_rows` × `k_cols`, row-major).

@@ -119,19 +119,13 @@ fn decode_row(ty: QuantType, src: &[u8], out: RowDecode<'_>) {
     }
 }
 
-/// Repacks an `n × k` matrix of a quantized format into the int8 panel layout.
-pub fn pack_int8(ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layout) -> AlignedBuf {
-    let mut buf = AlignedBuf::zeroed(int8_len(n, lay));
-    pack_int8_into(buf.bytes_mut(), ty, n, k, bytes, lay);
-    buf
-}
-
-/// Bytes [`pack_int8`] produces.
+/// Bytes the int8 panel layout of an `n`-row matrix takes.
 pub fn int8_len(n: usize, lay: &Int8Layout) -> usize {
     n.div_ceil(PANEL) * lay.panel_stride
 }
 
-/// [`pack_int8`] into zeroed memory of [`int8_len`] bytes.
+/// Repacks an `n × k` matrix of a quantized format into the int8 panel layout, in zeroed memory of
+/// [`int8_len`] bytes.
 pub fn pack_int8_into(out: &mut [u8], ty: QuantType, n: usize, k: usize, bytes: &[u8], lay: &Int8Layout) {
     let row_bytes = bytes.len() / n.max(1);
     let flip = if lay.signed && !lay.affine { 0x80u8 } else { 0 };
@@ -199,43 +193,18 @@ fn pack_q8_0(n: usize, bytes: &[u8], row_bytes: usize, lay: &Int8Layout, out: &m
     }
 }
 
-/// Packs an `n × k` matrix given row by row into f32 panels: `row(j, out)` fills row `j`.
-pub fn pack_f32_rows(
-    n: usize,
-    k: usize,
-    mut row: impl FnMut(usize, &mut [f32]) -> Result<(), KernelError>,
-) -> Result<AlignedBuf, KernelError> {
-    let mut buf = AlignedBuf::zeroed(n.div_ceil(PANEL) * k * PANEL * 4);
-    pack_f32_rows_into(&mut buf, n, k, &mut row)?;
-    Ok(buf)
-}
-
-/// Fills one row of an f32 matrix being packed.
-pub type RowFn<'a> = dyn FnMut(usize, &mut [f32]) -> Result<(), KernelError> + 'a;
-
-/// As [`pack_f32_rows`], into an existing buffer (grown as needed).
-pub fn pack_f32_rows_into(
-    buf: &mut AlignedBuf,
-    n: usize,
-    k: usize,
-    row: &mut RowFn<'_>,
-) -> Result<(), KernelError> {
-    let npanels = n.div_ceil(PANEL);
-    buf.ensure(npanels * k * PANEL * 4);
-    pack_f32_rows_slice(&mut buf.as_f32_mut()[..npanels * k * PANEL], n, k, row)
-}
-
-/// Floats [`pack_f32_rows`] produces for an `n × k` matrix.
+/// Floats the f32 panel layout of an `n × k` matrix takes.
 pub fn f32_len(n: usize, k: usize) -> usize {
     n.div_ceil(PANEL) * k * PANEL
 }
 
-/// As [`pack_f32_rows`], into `out` of [`f32_len`] floats.
-pub fn pack_f32_rows_slice(out: &mut [f32], n: usize, k: usize, row: &mut RowFn<'_>) -> Result<(), KernelError> {
+/// Packs any weight format into f32 panels (`out`: [`f32_len`] floats) by dequantizing each row.
+pub fn pack_f32_from_into(out: &mut [f32], ty: QuantType, n: usize, k: usize, bytes: &[u8]) -> Result<(), KernelError> {
+    let row_bytes = ty.row_bytes(k)?;
     zero_panel_padding(out, n, k);
     let mut tmp = vec![0f32; k];
     for j in 0..n {
-        row(j, &mut tmp)?;
+        dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], &mut tmp)?;
         let (p, cc) = (j / PANEL, j % PANEL);
         let base = p * k * PANEL + cc;
         for (kk, &v) in tmp.iter().enumerate() {
@@ -302,17 +271,6 @@ pub fn pack_f32_nn_slice(
     }
 }
 
-/// Packs any weight format into f32 panels by dequantizing each row.
-pub fn pack_f32_from(
-    ty: QuantType,
-    n: usize,
-    k: usize,
-    bytes: &[u8],
-) -> Result<AlignedBuf, KernelError> {
-    let row_bytes = ty.row_bytes(k)?;
-    pack_f32_rows(n, k, |j, out| dequantize_row(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +299,9 @@ mod tests {
             pack_q8_0(n, &bytes, row_bytes, &lay, fast.bytes_mut(), flip);
             pack_decoded(QuantType::Q8_0, n, k, &bytes, row_bytes, &lay, general.bytes_mut(), flip);
             assert!(fast.bytes() == general.bytes(), "signed = {signed}");
-            assert!(pack_int8(QuantType::Q8_0, n, k, &bytes, &lay).bytes() == fast.bytes());
+            let mut whole = AlignedBuf::zeroed(size);
+            pack_int8_into(whole.bytes_mut(), QuantType::Q8_0, n, k, &bytes, &lay);
+            assert!(whole.bytes() == fast.bytes());
         }
     }
 }
