@@ -30,6 +30,14 @@
 //! `uniform:K` instead takes the K costliest blocks of every matmul (the first table shipped,
 //! K = 3).
 //!
+//! `measured-channels` (the table shipped since 2026-11-30, session 9) spends the same budget on
+//! two kinds of item: a block's top channel made exact (multiplied in f32, see
+//! `PackedMatrix::with_outliers`; benefit: the matmul's measured loss times the share of its
+//! rounding cost that goes with that channel, cost `--channel-cost` (default 4) × N
+//! multiply-adds, an f32 one being worth several int8 ones in time) and a residual block
+//! (benefit as `measured`, less what the block's exact channel already took; cost 32·N).
+//! Greedy by benefit per multiply-add, no floor.
+//!
 //! `--budget F` (default 1): the budget as a fraction of three blocks per matmul.
 //! `--dump FILE` writes the measured statistics, `--from FILE` reads them instead of running the
 //! model; `--table FILE` also writes the chosen blocks as lines `layer kind block...`.
@@ -86,7 +94,7 @@ impl Matmul {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: calibrate_outliers MODEL.gguf [--alloc uniform:K|abs|nsr|nsr-branch] [--budget F] [--dump FILE] [--from FILE] [--table FILE]";
+    let usage = "usage: calibrate_outliers MODEL.gguf [--alloc uniform:K|abs|nsr|nsr-branch|measured|measured-channels] [--budget F] [--floor K] [--channel-cost C] [--dump FILE] [--from FILE] [--table FILE]";
     let path: PathBuf = args.first().map(PathBuf::from).ok_or(usage)?;
     let opt = |name: &str| {
         args.iter()
@@ -135,7 +143,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let floor: usize = opt("--floor").map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let chosen = allocate(&stats, layers, &alloc, budget, floor)?;
+    let channel_cost: f64 = opt("--channel-cost").map(|s| s.parse()).transpose()?.unwrap_or(4.0);
+    let (chosen, channels) = if alloc == "measured-channels" {
+        allocate_with_channels(&stats, layers, budget, channel_cost)?
+    } else {
+        (allocate(&stats, layers, &alloc, budget, floor)?, vec![vec![Vec::new(); 4]; layers])
+    };
 
     // Report: extra multiply-adds per token relative to the per-token int8 work, captured cost.
     let macs_per_layer: usize = SHAPES.iter().map(|(_, k, n)| k * n).sum();
@@ -149,7 +162,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .sum()
     };
-    let extra_macs = extra(&chosen);
+    let channel_macs: f64 = channels
+        .iter()
+        .map(|per| per.iter().enumerate().map(|(kind, cs)| channel_cost * (SHAPES[kind].2 * cs.len()) as f64).sum::<f64>())
+        .sum();
+    let extra_macs = extra(&chosen) + channel_macs.round() as usize;
     let pct = 100.0 * extra_macs as f64 / (macs_per_layer * layers) as f64;
     eprintln!(
         "alloc {alloc} budget {budget}: {extra_macs} extra multiply-adds per token, {pct:.2} % of the per-token int8 work"
@@ -194,7 +211,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "//! from {texts} calibration texts ({}), do not edit by hand.",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
     );
-    if alloc.starts_with("uniform:") {
+    if alloc == "measured-channels" {
+        let n: usize = channels.iter().flatten().map(Vec::len).sum();
+        println!(
+            "//! Allocation `{alloc}`, channel cost {channel_cost} × N, budget {budget} × the work of {UNIFORM} residual"
+        );
+        println!("//! blocks per matmul: {n} exact channels and the residual blocks below, the time of");
+        println!("//! {pct:.2} % more int8 multiply-adds per token than plain int8.");
+    } else if alloc.starts_with("uniform:") {
         println!(
             "//! Allocation `{alloc}`: {pct:.2} % more int8 multiply-adds per token than plain int8."
         );
@@ -226,7 +250,79 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("    [{}],", row.join(", "));
     }
     println!("];");
+    println!();
+    println!("/// `[layer][kind]`: input channels multiplied in f32 (`PackedMatrix::with_outliers`),");
+    println!("/// increasing.");
+    println!("pub(crate) const CHANNELS: [[&[u16]; 4]; {layers}] = [");
+    for per in &channels {
+        let row: Vec<String> = per
+            .iter()
+            .map(|cs| format!("&[{}]", cs.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")))
+            .collect();
+        println!("    [{}],", row.join(", "));
+    }
+    println!("];");
     Ok(())
+}
+
+/// `measured-channels`: `([layer][kind]` → residual blocks in the order chosen, `[layer][kind]`
+/// → exact channels, increasing`)`.
+#[allow(clippy::type_complexity)]
+fn allocate_with_channels(
+    stats: &BTreeMap<(usize, usize), Matmul>,
+    layers: usize,
+    budget: f64,
+    channel_cost: f64,
+) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<Vec<usize>>>), String> {
+    let mut blocks = vec![vec![Vec::new(); 4]; layers];
+    let mut chans = vec![vec![Vec::new(); 4]; layers];
+    // (layer, kind, block, with its channel exact)
+    let mut has_channel = BTreeMap::new();
+    let per_layer: usize = SHAPES.iter().map(|(_, _, n)| UNIFORM * n).sum();
+    let mut left = budget * (32 * per_layer * layers) as f64;
+    loop {
+        // (benefit per multiply-add, cost, layer, kind, block, residual?)
+        let mut best: Option<(f64, f64, usize, usize, usize, bool)> = None;
+        for l in 0..layers {
+            for kind in 0..4 {
+                let m = &stats[&(l, kind)];
+                if m.loss <= 0.0 {
+                    return Err("--alloc measured-channels: no sensitivity in the statistics".to_owned());
+                }
+                let (w, n) = (m.loss / m.total(), SHAPES[kind].2 as f64);
+                for b in 0..m.d2.len() {
+                    if blocks[l][kind].contains(&b) {
+                        continue;
+                    }
+                    let rest = m.d2_rest[b] * m.w2[b];
+                    let exact = has_channel.contains_key(&(l, kind, b));
+                    let mut options = vec![(w * if exact { rest } else { m.cost(b) }, 32.0 * n, true)];
+                    if !exact {
+                        options.push((w * (m.cost(b) - rest), channel_cost * n, false));
+                    }
+                    for (gain, cost, residual) in options {
+                        if cost <= left && best.is_none_or(|bst| gain / cost > bst.0) {
+                            best = Some((gain / cost, cost, l, kind, b, residual));
+                        }
+                    }
+                }
+            }
+        }
+        let Some((_, cost, l, kind, b, residual)) = best else { break };
+        left -= cost;
+        if residual {
+            blocks[l][kind].push(b);
+        } else {
+            has_channel.insert((l, kind, b), ());
+            chans[l][kind].push(32 * b + stats[&(l, kind)].top_channel[b]);
+        }
+    }
+    for per in &mut chans {
+        for cs in per {
+            cs.sort_unstable();
+        }
+    }
+    Ok((blocks, chans))
 }
 
 /// `[layer][kind]` → chosen blocks, each matmul's most costly first.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gguf_format::{GgufError, GgufFile, TensorView};
-use quant_kernels::{Isa, Kernels, PackedMatrix, ParallelFor, QuantType, WeightSlot};
+use quant_kernels::{Isa, Kernels, Outliers, PackedMatrix, ParallelFor, QuantType, WeightSlot};
 
 use crate::config::ModelConfig;
 use crate::error::{InputError, ModelError};
@@ -114,7 +114,7 @@ impl GemmaModel {
         options: LoadOptions,
         par: &dyn ParallelFor,
     ) -> Result<GemmaModel, ModelError> {
-        Self::load_impl(file, options, par, &crate::outliers::BLOCKS)
+        Self::load_impl(file, options, par, (&crate::outliers::BLOCKS, &crate::outliers::CHANNELS))
     }
 
     /// [`GemmaModel::load_with`] with another table of residual blocks than the built-in one
@@ -129,14 +129,15 @@ impl GemmaModel {
         par: &dyn ParallelFor,
         blocks: &[[&[u8]; 4]],
     ) -> Result<GemmaModel, ModelError> {
-        Self::load_impl(file, options, par, blocks)
+        let none: Vec<[&[u16]; 4]> = vec![[&[]; 4]; blocks.len()];
+        Self::load_impl(file, options, par, (blocks, &none))
     }
 
     fn load_impl(
         file: Arc<GgufFile>,
         options: LoadOptions,
         par: &dyn ParallelFor,
-        outlier_blocks: &[[&[u8]; 4]],
+        (outlier_blocks, exact_channels): OutlierTable<'_>,
     ) -> Result<GemmaModel, ModelError> {
         let arch = file
             .get_str("general.architecture")
@@ -187,14 +188,16 @@ impl GemmaModel {
         // Outlier blocks apply to the shapes they were calibrated on.
         let table = options.activations == ActivationPrecision::Int8Outliers
             && config.block_count == outlier_blocks.len()
+            && config.block_count == exact_channels.len()
             && config.embedding_length == 768
             && config.q_dim() == 768
             && config.feed_forward_length == 1152;
         let none: &[u8] = &[];
         let blocks = |l: usize, kind: usize| if table { outlier_blocks[l][kind] } else { none };
+        let channels = |l: usize, kind: usize| if table { exact_channels[l][kind] } else { &[] };
         // Every matrix is packed first, in parallel; errors are then reported in file order.
         let hidden = config.dense_hidden as u64;
-        let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none) };
+        let dense = if options.activations == ActivationPrecision::Int8Outliers { Residual::All } else { Residual::Blocks(none, &[]) };
         let mut jobs: Vec<(String, u64, u64, Residual<'_>)> = Vec::with_capacity(7 * config.block_count + 2);
         for l in 0..config.block_count {
             for (short, cols, rows, kind) in [
@@ -206,7 +209,7 @@ impl GemmaModel {
                 ("ffn_up", d, ff, 2),
                 ("ffn_down", ff, d, 3),
             ] {
-                jobs.push((format!("blk.{l}.{short}.weight"), cols, rows, Residual::Blocks(blocks(l, kind))));
+                jobs.push((format!("blk.{l}.{short}.weight"), cols, rows, Residual::Blocks(blocks(l, kind), channels(l, kind))));
             }
         }
         jobs.push(("dense_2.weight".into(), d, hidden, dense));
@@ -750,10 +753,14 @@ fn vector(file: &GgufFile, name: &str, len: u64) -> Result<Vec<f32>, ModelError>
     Ok(out)
 }
 
-/// Which input blocks of a matrix get a residual int8 pass.
+/// `[layer][kind]` residual blocks and exact channels (see `outliers.rs`).
+type OutlierTable<'a> = (&'a [[&'a [u8]; 4]], &'a [[&'a [u16]; 4]]);
+
+/// Which input blocks of a matrix get a residual int8 pass, and which input channels are
+/// multiplied in f32.
 #[derive(Debug, Clone, Copy)]
 enum Residual<'a> {
-    Blocks(&'a [u8]),
+    Blocks(&'a [u8], &'a [u16]),
     All,
 }
 
@@ -784,15 +791,16 @@ fn matrix(
     let (rows, cols) = (rows as usize, cols as usize);
     let f32 = path == NumericPath::F32;
     // Formats without 32-element blocks (K-quants) run plain int8.
-    let blocks: Vec<usize> = match residual {
-        _ if f32 || !PackedMatrix::supports_residual_blocks(ty, cols) => Vec::new(),
-        Residual::Blocks(b) => b.iter().map(|&b| usize::from(b)).collect(),
-        Residual::All => (0..cols / 32).collect(),
+    let (blocks, channels): (Vec<usize>, Vec<usize>) = match residual {
+        _ if f32 || !PackedMatrix::supports_residual_blocks(ty, cols) => Default::default(),
+        Residual::Blocks(b, c) => (b.iter().map(|&b| usize::from(b)).collect(), c.iter().map(|&c| usize::from(c)).collect()),
+        Residual::All => ((0..cols / 32).collect(), Vec::new()),
     };
+    let outliers = Outliers { residual_blocks: &blocks, exact_channels: &channels };
     let packed = match slot {
-        Some(slot) => PackedMatrix::pack_in(slot, kernels, ty, rows, cols, t.data, &blocks, f32),
+        Some(slot) => PackedMatrix::pack_in(slot, kernels, ty, rows, cols, t.data, outliers, f32),
         None if f32 => PackedMatrix::new_f32(kernels, ty, rows, cols, t.data),
-        None => PackedMatrix::with_residual_blocks(kernels, ty, rows, cols, t.data, &blocks),
+        None => PackedMatrix::with_outliers(kernels, ty, rows, cols, t.data, outliers),
     }
     .map_err(|e| ModelError::Kernel {
         name: name.to_owned(),

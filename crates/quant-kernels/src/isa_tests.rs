@@ -340,3 +340,29 @@ fn vectorize_gives_the_same_bits_on_every_isa() {
         );
     }
 }
+
+#[test]
+fn exact_channel_gemm_is_bit_identical_to_scalar_on_every_isa() {
+    let scalar = Kernels::for_isa(Isa::Scalar).unwrap();
+    let mut r = rng(12);
+    for kern in simd_tables() {
+        for &(m, n, nb, ref blocks, ref chans) in &[
+            (1usize, 16usize, 4usize, vec![2usize], vec![70usize]),
+            (7, 33, 9, vec![8, 0, 3], vec![0, 1, 31, 32, 100, 287]),
+            (37, 50, 24, vec![], (0..24).map(|b| 32 * b + b).collect::<Vec<_>>()),
+        ] {
+            let k = 32 * nb;
+            let w = random_weights(&mut r, QuantType::Q8_0, n, k);
+            let a = random_f32(&mut r, m * k, 3.0);
+            let run = |kt: &'static Kernels| {
+                let o = crate::Outliers { residual_blocks: blocks, exact_channels: chans };
+                let pm = PackedMatrix::with_outliers(kt, QuantType::Q8_0, n, k, &w, o).unwrap();
+                let mut c = vec![f32::NAN; m * n];
+                pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+                c
+            };
+            let (want, got) = (run(scalar), run(kern));
+            assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{} {m}x{n}x{k} {chans:?}", kern.isa());
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! is bit-identical whatever the batch size, its neighbours, the thread count or the ISA.
 
 pub(crate) mod act;
+mod exact;
 pub(crate) mod pack;
 mod prepacked;
 pub(crate) mod tile;
@@ -22,6 +23,7 @@ use crate::parallel::{ParallelFor, SyncPtr};
 use crate::arena::WeightSlot;
 use crate::{KernelError, QuantType};
 use act::ActFormat;
+use exact::{ExactChannels, ExactTile};
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
 /// Rows per cache block of the int8 kernels (rounded up to the kernel's MR): with the VNNI
@@ -60,8 +62,20 @@ pub struct PackedMatrix {
     /// K-blocks (of 32) whose activations' quantization residual is multiplied too, after the
     /// last column, by the same packed weights (see [`PackedMatrix::with_residual_blocks`]).
     residual: Box<[u32]>,
+    /// Input channels multiplied in f32 instead of int8 (see [`PackedMatrix::with_outliers`]).
+    exact: ExactChannels,
     repr: Repr,
     data: Storage,
+}
+
+/// Where a matrix's activations get more precision than one int8 scale per 32 values (see
+/// [`PackedMatrix::with_outliers`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outliers<'a> {
+    /// 32-element K-blocks whose quantization residual is multiplied too, in this order.
+    pub residual_blocks: &'a [usize],
+    /// Input channels taken out of the int8 product and multiplied in f32, strictly increasing.
+    pub exact_channels: &'a [usize],
 }
 
 /// Where a matrix's packed bytes live: its own heap buffer, or its slot of a model's shared
@@ -110,6 +124,7 @@ impl std::fmt::Debug for PackedMatrix {
             .field("n", &self.n)
             .field("k", &self.k)
             .field("residual_blocks", &self.residual.len())
+            .field("exact_channels", &self.exact.len())
             .field("repr", &self.repr)
             .field("packed_bytes", &self.data.len())
             .finish()
@@ -151,7 +166,7 @@ impl PackedMatrix {
         k_cols: usize,
         bytes: &[u8],
     ) -> Result<Self, KernelError> {
-        Self::with_residual_blocks(kernels, ty, n_rows, k_cols, bytes, &[])
+        Self::with_outliers(kernels, ty, n_rows, k_cols, bytes, Outliers::default())
     }
 
     /// Packs `W` dequantized to f32: the GEMM then runs in f32 on f32 activations (the accuracy
@@ -163,7 +178,7 @@ impl PackedMatrix {
         k_cols: usize,
         bytes: &[u8],
     ) -> Result<Self, KernelError> {
-        Self::build(kernels, ty, n_rows, k_cols, bytes, &[], true, Self::heap)
+        Self::build(kernels, ty, n_rows, k_cols, bytes, Outliers::default(), true, Self::heap)
     }
 
     /// Packs `W` like [`PackedMatrix::new`] and marks the 32-element K-blocks `blocks` (indices
@@ -188,7 +203,34 @@ impl PackedMatrix {
         bytes: &[u8],
         blocks: &[usize],
     ) -> Result<Self, KernelError> {
-        Self::build(kernels, ty, n_rows, k_cols, bytes, blocks, false, Self::heap)
+        let outliers = Outliers { residual_blocks: blocks, exact_channels: &[] };
+        Self::with_outliers(kernels, ty, n_rows, k_cols, bytes, outliers)
+    }
+
+    /// [`PackedMatrix::with_residual_blocks`] with, besides residual blocks, *exact channels*:
+    /// input channels whose activations skip the int8 quantization altogether. Each call zeroes
+    /// them before quantizing (so their blocks' scales come from the remaining values) and, once
+    /// a tile of the output is reduced, adds `x[i, c] · W[j, c]` in f32 for each exact channel
+    /// `c` in increasing order, one fused multiply-add each, with `W[j, c]` dequantized at
+    /// packing (held in f32 beside the packed weights: 4 bytes per row and channel).
+    ///
+    /// An activation block's rounding error is set by its largest value, and in transformer
+    /// activations that is often one outlier channel: taking it out gives the rest of its block
+    /// a finer scale, for `n` f32 multiply-adds per row instead of a residual block's `32 × n`
+    /// int8 ones.
+    ///
+    /// Channels must be strictly increasing, below `k_cols`, and at most one per 32 inputs on
+    /// average (`exact_channels.len() <= k_cols / 32`); the formats are those of residual
+    /// blocks.
+    pub fn with_outliers(
+        kernels: &'static Kernels,
+        ty: QuantType,
+        n_rows: usize,
+        k_cols: usize,
+        bytes: &[u8],
+        outliers: Outliers<'_>,
+    ) -> Result<Self, KernelError> {
+        Self::build(kernels, ty, n_rows, k_cols, bytes, outliers, false, Self::heap)
     }
 
     /// A zeroed heap buffer of `len` bytes.
@@ -208,11 +250,24 @@ impl PackedMatrix {
         n_rows: usize,
         k_cols: usize,
         bytes: &[u8],
-        blocks: &[usize],
+        outliers: Outliers<'_>,
         f32: bool,
         dest: impl FnOnce(usize) -> Result<Storage, KernelError>,
     ) -> Result<Self, KernelError> {
         check_shape(ty, n_rows, k_cols, bytes.len())?;
+        let (blocks, channels) = (outliers.residual_blocks, outliers.exact_channels);
+        if !channels.is_empty() {
+            if f32 || !Self::supports_residual_blocks(ty, k_cols) {
+                return Err(KernelError::Unsupported {
+                    ty,
+                    op: "exact channels",
+                });
+            }
+            let increasing = channels.windows(2).all(|p| p[0] < p[1]);
+            if !increasing || channels.len() > k_cols / 32 || channels[channels.len() - 1] >= k_cols {
+                return Err(KernelError::Shape { rows: n_rows, cols: k_cols });
+            }
+        }
         if !blocks.is_empty() {
             if f32 || !Self::supports_residual_blocks(ty, k_cols) {
                 return Err(KernelError::Unsupported {
@@ -246,6 +301,7 @@ impl PackedMatrix {
             n: n_rows,
             k: k_cols,
             residual: blocks.iter().map(|&b| b as u32).collect(),
+            exact: ExactChannels::new(ty, n_rows, k_cols, bytes, channels)?,
             repr,
             data,
         })
@@ -254,7 +310,7 @@ impl PackedMatrix {
     /// Bytes the packed form of an `n_rows × k_cols` matrix of format `ty` takes: what
     /// [`PackedMatrix::new`] and [`PackedMatrix::with_residual_blocks`] (`f32 = false`) or
     /// [`PackedMatrix::new_f32`] (`f32 = true`) hold, and the slot size
-    /// [`PackedMatrix::pack_in`] needs. Residual blocks add no bytes.
+    /// [`PackedMatrix::pack_in`] needs. Residual blocks add no bytes; exact channels are held apart.
     pub fn packed_len(ty: QuantType, n_rows: usize, k_cols: usize, f32: bool) -> usize {
         match pack::int8_format(ty, k_cols) {
             Some((lay, _)) if !f32 => pack::int8_len(n_rows, &lay),
@@ -268,8 +324,8 @@ impl PackedMatrix {
         matches!(pack::int8_format(ty, k_cols), Some((lay, ActFormat::Q8_0 | ActFormat::Q8_1)) if lay.kb == 32 && ty.block_elems() == 32)
     }
 
-    /// [`PackedMatrix::with_residual_blocks`] (`f32 = false`) or [`PackedMatrix::new_f32`]
-    /// (`f32 = true`), packed into `slot` (of [`PackedMatrix::packed_len`] bytes, from
+    /// [`PackedMatrix::with_outliers`] (`f32 = false`) or [`PackedMatrix::new_f32`]
+    /// (`f32 = true`, no outliers), packed into `slot` (of [`PackedMatrix::packed_len`] bytes, from
     /// [`crate::weight_slots`]) instead of a buffer of its own: same bytes, same results.
     #[allow(clippy::too_many_arguments)]
     pub fn pack_in(
@@ -279,10 +335,10 @@ impl PackedMatrix {
         n_rows: usize,
         k_cols: usize,
         bytes: &[u8],
-        blocks: &[usize],
+        outliers: Outliers<'_>,
         f32: bool,
     ) -> Result<Self, KernelError> {
-        Self::build(kernels, ty, n_rows, k_cols, bytes, blocks, f32, |len| {
+        Self::build(kernels, ty, n_rows, k_cols, bytes, outliers, f32, |len| {
             check_len("weight slot", len, slot.len())?;
             Ok(Storage::Slot(slot))
         })
@@ -315,6 +371,10 @@ impl PackedMatrix {
     /// K-blocks whose activation residual is multiplied too ([`PackedMatrix::with_residual_blocks`]).
     pub fn residual_blocks(&self) -> usize {
         self.residual.len()
+    }
+    /// Input channels multiplied in f32 ([`PackedMatrix::with_outliers`]).
+    pub fn exact_channels(&self) -> usize {
+        self.exact.len()
     }
     /// The reduction length the kernels run: `k` plus 32 per residual block.
     pub fn packed_k(&self) -> usize {
@@ -353,7 +413,7 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(self.kernels, *act, lay, a, m, self.k, &self.residual, par);
+                scratch.quantize(self.kernels, *act, lay, a, m, self.k, (&self.residual, &self.exact.idx), par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
@@ -403,6 +463,7 @@ impl PackedMatrix {
             && mats.iter().all(|w| {
                 std::ptr::eq(w.kernels, first.kernels)
                     && w.residual == first.residual
+                    && w.exact.idx == first.exact.idx
                     && match (&w.repr, &first.repr) {
                         (Repr::F32, Repr::F32) => true,
                         (Repr::Int8 { lay, act }, Repr::Int8 { lay: l0, act: a0 }) => {
@@ -421,7 +482,7 @@ impl PackedMatrix {
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(first.kernels, *act, lay, a, m, first.k, &first.residual, par);
+                scratch.quantize(first.kernels, *act, lay, a, m, first.k, (&first.residual, &first.exact.idx), par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     if let Repr::Int8 { lay, .. } = &w.repr {
@@ -452,6 +513,7 @@ impl PackedMatrix {
         Int8Job {
             lay,
             res: &self.residual,
+            exact: (self.exact.len(), SyncPtr(self.exact.w.as_ptr().cast_mut())),
             w: SyncPtr(self.data.bytes().as_ptr().cast_mut()),
             c: SyncPtr(c.as_mut_ptr()),
             n: self.n,
@@ -477,6 +539,8 @@ struct Int8Job<'l> {
     lay: &'l Int8Layout,
     /// The packed blocks whose cells the residual blocks re-read (see `tile`).
     res: &'l [u32],
+    /// Exact channels: how many, and their f32 weights per panel.
+    exact: (usize, SyncPtr<f32>),
     w: SyncPtr<u8>,
     c: SyncPtr<f32>,
     n: usize,
@@ -531,8 +595,11 @@ pub struct GemmScratch {
     ac: AlignedBuf,
     asum: AlignedBuf,
     wpack: AlignedBuf,
-    /// One row's residual blocks (f32, before their quantization) per quantization task.
+    /// Per quantization task, one row: its copy with the exact channels zeroed, then its
+    /// residual blocks (f32, before their quantization).
     wide: AlignedBuf,
+    /// The exact channels' f32 inputs, per row.
+    xs: AlignedBuf,
 }
 
 impl std::fmt::Debug for GemmScratch {
@@ -551,7 +618,7 @@ impl GemmScratch {
 
     /// Bytes currently reserved.
     pub fn allocated_bytes(&self) -> usize {
-        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack, &self.wide]
+        [&self.q, &self.ad, &self.ac, &self.asum, &self.wpack, &self.wide, &self.xs]
             .iter()
             .map(|b| b.capacity_bytes())
             .sum()
@@ -570,12 +637,12 @@ impl GemmScratch {
     /// Room for `rows` quantized activation rows of `k` values in `nb` blocks each.
     fn ensure_activations(&mut self, rows: usize, k: usize, nb: usize) {
         self.q.ensure(rows * k);
-        for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
+        // A matrix has at most one exact channel per block of its input, so `xs` fits as well.
+        for b in [&mut self.ad, &mut self.ac, &mut self.asum, &mut self.xs] {
             b.ensure(rows * nb * 4);
         }
-        // A row's residual tail is at most half its widened length (each residual block repeats
-        // a distinct block of the row).
-        self.wide.ensure(MAX_QUANT_TASKS * (k / 2) * 4);
+        // A task's row copy and residual tail together are the widened row.
+        self.wide.ensure(MAX_QUANT_TASKS * k * 4);
     }
 
     /// Reserves room for packing the right-hand operand of [`gemm_f32_nt`] (`n × k`) or
@@ -588,7 +655,9 @@ impl GemmScratch {
     /// widened to `k + 32·residual.len()` quantized values: the row, then for each residual
     /// block `x − q·d` of that block's own quantization, quantized in turn. The quantizers work
     /// block by block, so the row and its residual tail are quantized separately (no widened f32
-    /// copy of the row) with the same bits as one pass over the widened row.
+    /// copy of the row) with the same bits as one pass over the widened row. With exact
+    /// channels, a copy of the row with those channels zeroed is quantized instead, and their
+    /// values go to `xs`.
     #[allow(clippy::too_many_arguments)]
     fn quantize(
         &mut self,
@@ -598,16 +667,17 @@ impl GemmScratch {
         a: &[f32],
         m: usize,
         k_in: usize,
-        residual: &[u32],
+        (residual, exact): (&[u32], &[u32]),
         par: &dyn ParallelFor,
     ) {
         let k = k_in + 32 * residual.len();
         // Logical blocks: the packed ones, then the residual ones.
         let (nb_in, nb) = (k_in / lay.kb, k / lay.kb);
-        let k_res = k - k_in;
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
         self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
         let wide = SyncPtr(self.wide.as_f32_mut().as_mut_ptr());
+        let xs = SyncPtr(self.xs.as_f32_mut().as_mut_ptr());
+        let s_n = exact.len();
         let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
         let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
         let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
@@ -634,7 +704,22 @@ impl GemmScratch {
                         std::slice::from_raw_parts_mut(asum.ptr().add(r * nb), nb),
                     )
                 };
-                let x = &a[r * k_in..(r + 1) * k_in];
+                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured
+                // above) and task t < MAX_QUANT_TASKS alone uses row t; `xs` holds s_n <= nb
+                // values for each of the m rows, and this task alone owns row r.
+                let (zrow, res, xsr) = unsafe {
+                    let w = std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k);
+                    let (z, res) = w.split_at_mut(k_in);
+                    (z, res, std::slice::from_raw_parts_mut(xs.ptr().add(r * s_n), s_n))
+                };
+                let mut x = &a[r * k_in..(r + 1) * k_in];
+                if s_n > 0 {
+                    zrow.copy_from_slice(x);
+                    for (v, &c) in xsr.iter_mut().zip(exact) {
+                        *v = std::mem::take(&mut zrow[c as usize]);
+                    }
+                    x = zrow;
+                }
                 let (q_in, q_res) = qr.split_at_mut(k_in);
                 let (ad_in, ad_res) = adr.split_at_mut(nb_in);
                 let (ac_in, ac_res) = acr.split_at_mut(nb_in);
@@ -643,9 +728,6 @@ impl GemmScratch {
                 if residual.is_empty() {
                     continue;
                 }
-                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k / 2 >= k_res values (ensured
-                // above) and task t < MAX_QUANT_TASKS alone uses row t.
-                let res = unsafe { std::slice::from_raw_parts_mut(wide.ptr().add(t * k_res), k_res) };
                 residual_tail(x, q_in, ad_in, residual, res);
                 act::quantize_row(kernels, fmt, lay, res, q_res, ad_res, ac_res, as_res);
             }
@@ -745,6 +827,7 @@ fn run_int8(
         SyncPtr(ac.cast_mut()),
         SyncPtr(asum.cast_mut()),
     );
+    let xsp = SyncPtr(scratch.xs.as_f32().as_ptr().cast_mut());
     par.run(n_tasks, &|t| {
         let (job, t) = locate(jobs, |j| &j.plan, t);
         let (lay, n) = (job.lay, job.n);
@@ -811,7 +894,29 @@ fn run_int8(
                                         std::ptr::null()
                                     },
                                 };
+                                let (s_n, wx) = (job.exact.0, job.exact.1);
+                                if s_n > 0 && ir == ic && kc + nblocks == nb {
+                                    exact::prefetch(wx.ptr().wrapping_add((jc / PANEL) * s_n * PANEL), 2 * s_n * PANEL);
+                                }
                                 (kern.tile)(&tile, lay);
+                                if s_n > 0 && kc + nblocks == nb {
+                                    // The tile is final: its exact channels, while it is in L1.
+                                    // SAFETY: the same rows and columns of C as the tile; `xs`
+                                    // holds s_n values per row for rows < m; the weights hold
+                                    // a panel past the last, so two panels from jc are inside.
+                                    exact::add_exact_channels(
+                                        kernels,
+                                        &ExactTile {
+                                            c: tile.c,
+                                            ldc: n,
+                                            mr: tile.mr,
+                                            ncols: tile.ncols,
+                                            xs: xsp.ptr().add(ir * s_n),
+                                            w: wx.ptr().add((jc / PANEL) * s_n * PANEL),
+                                            s_n,
+                                        },
+                                    );
+                                }
                             }
                         }
                     }
@@ -988,7 +1093,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.quantize(kernels, act, &lay, &a, m, k, &[], &crate::Serial);
+    s.quantize(kernels, act, &lay, &a, m, k, (&[], &[]), &crate::Serial);
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
         a: s.q.bytes().as_ptr().cast(),

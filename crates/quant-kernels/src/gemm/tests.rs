@@ -536,6 +536,155 @@ mod residual_blocks {
     }
 }
 
+mod exact_channels {
+    use super::*;
+
+    fn outliers<'a>(blocks: &'a [usize], channels: &'a [usize]) -> Outliers<'a> {
+        Outliers { residual_blocks: blocks, exact_channels: channels }
+    }
+
+    /// The specification, spelled out: the int8 product of the row with the exact channels
+    /// zeroed (the same matrix without them, on the zeroed row), then one fused multiply-add
+    /// per channel in order with the dequantized weight.
+    fn spec(w: &[u8], ty: QuantType, (n, k): (usize, usize), a: &[f32], m: usize, (blocks, chans): (&[usize], &[usize])) -> Vec<f32> {
+        let mut wf = vec![0f32; n * k];
+        for (row, out) in w.chunks_exact(ty.row_bytes(k).unwrap()).zip(wf.chunks_exact_mut(k)) {
+            dequantize_row(ty, row, out).unwrap();
+        }
+        let mut z = a.to_vec();
+        for row in z.chunks_exact_mut(k) {
+            for &c in chans {
+                row[c] = 0.0;
+            }
+        }
+        let scalar = Kernels::for_isa(crate::Isa::Scalar).unwrap();
+        let mut c = vec![0f32; m * n];
+        PackedMatrix::with_residual_blocks(scalar, ty, n, k, w, blocks).unwrap().matmul(&z, m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                for &ch in chans {
+                    c[i * n + j] = a[i * k + ch].mul_add(wf[j * k + ch], c[i * n + j]);
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn the_product_is_the_specified_one_bit_for_bit() {
+        let kern = Kernels::get();
+        let mut r = rng(90);
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_1] {
+            for &(m, n, nb, ref blocks, ref chans) in &[
+                (1usize, 16usize, 4usize, vec![], vec![37usize]),
+                (7, 33, 9, vec![8, 0], vec![3, 40, 41, 200, 287]),
+                (30, 70, 12, vec![3, 0, 11], vec![5, 100, 101, 102, 250, 383]),
+            ] {
+                let k = 32 * nb;
+                let w = random_weights(&mut r, ty, n, k);
+                let a = random_f32(&mut r, m * k, 3.0);
+                let pm = PackedMatrix::with_outliers(kern, ty, n, k, &w, outliers(blocks, chans)).unwrap();
+                assert_eq!((pm.exact_channels(), pm.residual_blocks(), pm.packed_k()), (chans.len(), blocks.len(), k + 32 * blocks.len()));
+                for threads in [1, 3] {
+                    let mut c = vec![f32::NAN; m * n];
+                    pm.matmul(&a, m, &mut c, &mut GemmScratch::new(), &Threads(threads)).unwrap();
+                    let want = spec(&w, ty, (n, k), &a, m, (blocks, chans));
+                    assert!(c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty:?} {m}x{n}x{k} {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_channels_cut_the_error_of_outlier_channels() {
+        let kern = Kernels::get();
+        let mut r = rng(91);
+        let (m, n, k) = (9, 40, 8 * 32);
+        let w = random_weights(&mut r, QuantType::Q8_0, n, k);
+        let mut a = random_f32(&mut r, m * k, 1.0);
+        for row in a.chunks_exact_mut(k) {
+            row[37] *= 60.0;
+            row[6 * 32 + 17] *= -80.0;
+        }
+        let mut wf = vec![0f32; n * k];
+        for (row, out) in w.chunks_exact(QuantType::Q8_0.row_bytes(k).unwrap()).zip(wf.chunks_exact_mut(k)) {
+            dequantize_row(QuantType::Q8_0, row, out).unwrap();
+        }
+        let err = |c: &[f32]| -> f64 {
+            let mut e = 0.0;
+            for i in 0..m {
+                for j in 0..n {
+                    let x: f64 = (0..k).map(|t| f64::from(a[i * k + t]) * f64::from(wf[j * k + t])).sum();
+                    e += (f64::from(c[i * n + j]) - x).powi(2);
+                }
+            }
+            e.sqrt()
+        };
+        let mut plain = vec![0f32; m * n];
+        PackedMatrix::new(kern, QuantType::Q8_0, n, k, &w).unwrap().matmul(&a, m, &mut plain, &mut GemmScratch::new(), &Serial).unwrap();
+        let mut fixed = vec![0f32; m * n];
+        let pm = PackedMatrix::with_outliers(kern, QuantType::Q8_0, n, k, &w, outliers(&[], &[37, 6 * 32 + 17])).unwrap();
+        pm.matmul(&a, m, &mut fixed, &mut GemmScratch::new(), &Serial).unwrap();
+        let (e0, e1) = (err(&plain), err(&fixed));
+        // The two outlier blocks then quantize like the others: their error falls about 60-fold.
+        assert!(e1 < 0.4 * e0, "rms error {e1} with exact channels vs {e0} without");
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_the_batch_or_threads_and_fusing_keeps_the_bits() {
+        let kern = Kernels::get();
+        let mut r = rng(92);
+        let (n, k) = (70, 12 * 32);
+        let (blocks, chans) = ([3usize, 0], [7usize, 64, 300]);
+        let w = random_weights(&mut r, QuantType::Q8_0, n, k);
+        let pm = PackedMatrix::with_outliers(kern, QuantType::Q8_0, n, k, &w, outliers(&blocks, &chans)).unwrap();
+        let a = random_f32(&mut r, 150 * k, 2.0);
+        let mut big = vec![0f32; 150 * n];
+        pm.matmul(&a, 150, &mut big, &mut GemmScratch::new(), &Threads(3)).unwrap();
+        for (start, m) in [(0usize, 1usize), (17, 5), (100, 50)] {
+            let mut c = vec![0f32; m * n];
+            pm.matmul(&a[start * k..(start + m) * k], m, &mut c, &mut GemmScratch::new(), &Serial).unwrap();
+            assert!(c.iter().zip(&big[start * n..]).all(|(x, y)| x.to_bits() == y.to_bits()), "rows {start}..+{m}");
+        }
+        let w2 = random_weights(&mut r, QuantType::Q8_0, 33, k);
+        let pm2 = PackedMatrix::with_outliers(kern, QuantType::Q8_0, 33, k, &w2, outliers(&blocks, &chans)).unwrap();
+        let (mut c1, mut c2) = (vec![0f32; 150 * n], vec![0f32; 150 * 33]);
+        PackedMatrix::matmul_many(&[&pm, &pm2], &a, 150, &mut [&mut c1, &mut c2], &mut GemmScratch::new(), &Threads(2)).unwrap();
+        assert_eq!(c1, big);
+        let mut alone2 = vec![0f32; 150 * 33];
+        pm2.matmul(&a, 150, &mut alone2, &mut GemmScratch::new(), &Serial).unwrap();
+        assert_eq!(c2, alone2);
+        // A matrix with other exact channels is not fused, and still gives its own product.
+        let pm3 = PackedMatrix::with_outliers(kern, QuantType::Q8_0, 33, k, &w2, outliers(&blocks, &[8])).unwrap();
+        let mut c3 = vec![0f32; 150 * 33];
+        PackedMatrix::matmul_many(&[&pm, &pm3], &a, 150, &mut [&mut c1, &mut c3], &mut GemmScratch::new(), &Threads(2)).unwrap();
+        let mut alone3 = vec![0f32; 150 * 33];
+        pm3.matmul(&a, 150, &mut alone3, &mut GemmScratch::new(), &Serial).unwrap();
+        assert_eq!((c1, c3), (big, alone3));
+    }
+
+    #[test]
+    fn bad_channel_lists_are_rejected() {
+        let kern = Kernels::get();
+        let mut r = rng(93);
+        let w = random_weights(&mut r, QuantType::Q8_0, 4, 64);
+        for chans in [&[5usize, 5][..], &[9, 3], &[64], &[1, 2, 3]] {
+            let e = PackedMatrix::with_outliers(kern, QuantType::Q8_0, 4, 64, &w, outliers(&[], chans));
+            assert!(matches!(e, Err(KernelError::Shape { .. })), "{chans:?}");
+        }
+        let wk = random_weights(&mut r, QuantType::Q4K, 4, 256);
+        assert!(matches!(
+            PackedMatrix::with_outliers(kern, QuantType::Q4K, 4, 256, &wk, outliers(&[], &[0])),
+            Err(KernelError::Unsupported { .. })
+        ));
+        let slot = crate::weight_slots(&[PackedMatrix::packed_len(QuantType::Q8_0, 4, 64, true)]).unwrap().pop().unwrap();
+        assert!(matches!(
+            PackedMatrix::pack_in(slot, kern, QuantType::Q8_0, 4, 64, &w, outliers(&[], &[0]), true),
+            Err(KernelError::Unsupported { .. })
+        ));
+    }
+}
+
 /// A matrix packed into a slot of a shared huge-page mapping holds the same bytes and gives the
 /// same bits as one packed into its own buffer; a slot of the wrong size is refused.
 #[test]
@@ -558,7 +707,8 @@ fn packing_into_weight_slots_matches_heap_packing() {
         } else {
             PackedMatrix::with_residual_blocks(kern, ty, n, k, &w, &blocks).unwrap()
         };
-        let slotted = PackedMatrix::pack_in(slot, kern, ty, n, k, &w, &blocks, f32).unwrap();
+        let outliers = Outliers { residual_blocks: &blocks, exact_channels: &[] };
+        let slotted = PackedMatrix::pack_in(slot, kern, ty, n, k, &w, outliers, f32).unwrap();
         assert_eq!(heap.data.bytes(), slotted.data.bytes(), "{ty:?}");
         assert_eq!((slotted.is_f32(), slotted.packed_k()), (heap.is_f32(), heap.packed_k()));
         let a = random_f32(&mut r, m * k, 1.0);
@@ -572,7 +722,7 @@ fn packing_into_weight_slots_matches_heap_packing() {
     let w = random_weights(&mut r, QuantType::Q8_0, 4, 64);
     let slot = crate::weight_slots(&[100]).unwrap().pop().unwrap();
     assert!(matches!(
-        PackedMatrix::pack_in(slot, kern, QuantType::Q8_0, 4, 64, &w, &[], false),
+        PackedMatrix::pack_in(slot, kern, QuantType::Q8_0, 4, 64, &w, Outliers::default(), false),
         Err(KernelError::Length { .. })
     ));
 }

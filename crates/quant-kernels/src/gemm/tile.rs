@@ -33,6 +33,12 @@
 //! weights, stored once and re-read while still in cache. The reduction above runs over the
 //! `nb + R` logical blocks in that order, with `dw[j, res[j]]` (and `mw`) for the extra ones.
 //!
+//! # Exact channels
+//! A matrix with exact channels (`PackedMatrix::with_outliers`) has those input channels zeroed
+//! before its activations are quantized; after the last logical block of a tile, for each exact
+//! channel `c_s` in increasing order, `acc = fma(x[i, c_s], w[j, c_s], acc)` with the f32 input
+//! and the dequantized weight (`gemm/exact.rs`). The reduction is otherwise unchanged.
+//!
 //! # f32 panel layout
 //! Panels of 16 columns; for each k, the 16 column values (64 bytes). For output `(i, j)`:
 //! `acc = fma(a[i,k], w[j,k], acc)` for k in order.
