@@ -168,7 +168,7 @@ fn f32_path_is_exact() {
 
 /// `q8_0-f16emb` (Q8_0 matrices, F16 token embedding): no set gets worse on average than on the
 /// plain Q8_0 file. Measured: dev-en 0.99982 / 0.99987; dev-multi min 0.99337 / mean 0.99981 /
-/// 1 text under 0.9993; edge 0.99931 / 0.99975. dev-multi[53] stays weight-limited on this file
+/// 2 texts under 0.9993; edge 0.99931 / 0.99975. dev-multi[53] stays weight-limited on this file
 /// too: 0.98196 with exact activations (this table and an earlier one happened to land it above
 /// 0.99; it swings with any perturbation, so its floor stays at 0.98).
 #[test]
