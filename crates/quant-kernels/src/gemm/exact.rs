@@ -86,6 +86,27 @@ pub(crate) fn prefetch(w: *const f32, len: usize) {
 /// to hide the FMA latency.
 const ROWS: usize = 6;
 
+/// Calls `f::<R>(args)` for the tile's rows in chunks of `R = ROWS` (the last one shorter), `r0`
+/// naming each chunk's first row in `args`: `R` is a constant so that a chunk's accumulators
+/// are an array the compiler keeps in registers.
+macro_rules! in_row_chunks {
+    ($mr:expr, |$r0:ident| $f:ident($($arg:expr),*)) => {{
+        let mut $r0 = 0;
+        while $r0 < $mr {
+            let rows = ROWS.min($mr - $r0);
+            match rows {
+                1 => $f::<1>($($arg),*),
+                2 => $f::<2>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*),
+                5 => $f::<5>($($arg),*),
+                _ => $f::<ROWS>($($arg),*),
+            }
+            $r0 += rows;
+        }
+    }};
+}
+
 /// `C[i, j] = fma(x[i, c_s], w[j, c_s], C[i, j])` for every exact channel `s` in order: the same
 /// roundings on every ISA (a fused multiply-add is exact), only the vector width differs.
 ///
@@ -114,22 +135,8 @@ pub(crate) unsafe fn add_exact_channels(kernels: &Kernels, t: &ExactTile) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
 unsafe fn add_avx512(t: &ExactTile) {
-    let mut r0 = 0;
-    while r0 < t.mr {
-        let rows = ROWS.min(t.mr - r0);
-        // SAFETY: rows r0..r0+rows < mr; features enabled above.
-        unsafe {
-            match rows {
-                1 => rows_avx512::<1>(t, r0),
-                2 => rows_avx512::<2>(t, r0),
-                3 => rows_avx512::<3>(t, r0),
-                4 => rows_avx512::<4>(t, r0),
-                5 => rows_avx512::<5>(t, r0),
-                _ => rows_avx512::<ROWS>(t, r0),
-            }
-        }
-        r0 += rows;
-    }
+    // SAFETY: each chunk's rows r0..r0+R are < mr; features enabled above.
+    unsafe { in_row_chunks!(t.mr, |r0| rows_avx512(t, r0)) }
 }
 
 /// # Safety
@@ -184,22 +191,9 @@ unsafe fn add_avx2(t: &ExactTile) {
         return unsafe { add_rows(t) };
     }
     for p in 0..t.ncols / PANEL {
-        let mut r0 = 0;
-        while r0 < t.mr {
-            let rows = ROWS.min(t.mr - r0);
-            // SAFETY: rows r0..r0+rows < mr, panel p < ncols / PANEL; features enabled above.
-            unsafe {
-                match rows {
-                    1 => rows_avx2::<1>(t, r0, p),
-                    2 => rows_avx2::<2>(t, r0, p),
-                    3 => rows_avx2::<3>(t, r0, p),
-                    4 => rows_avx2::<4>(t, r0, p),
-                    5 => rows_avx2::<5>(t, r0, p),
-                    _ => rows_avx2::<ROWS>(t, r0, p),
-                }
-            }
-            r0 += rows;
-        }
+        // SAFETY: each chunk's rows r0..r0+R are < mr, panel p < ncols / PANEL; features
+        // enabled above.
+        unsafe { in_row_chunks!(t.mr, |r0| rows_avx2(t, r0, p)) }
     }
 }
 
@@ -242,22 +236,8 @@ unsafe fn rows_avx2<const R: usize>(t: &ExactTile, r0: usize, p: usize) {
 /// As [`add_exact_channels`].
 #[inline(always)]
 unsafe fn add_rows(t: &ExactTile) {
-    let mut r0 = 0;
-    while r0 < t.mr {
-        let rows = ROWS.min(t.mr - r0);
-        // SAFETY: rows r0..r0+rows < mr (the caller's contract covers them).
-        unsafe {
-            match rows {
-                1 => rows_tile::<1>(t, r0),
-                2 => rows_tile::<2>(t, r0),
-                3 => rows_tile::<3>(t, r0),
-                4 => rows_tile::<4>(t, r0),
-                5 => rows_tile::<5>(t, r0),
-                _ => rows_tile::<ROWS>(t, r0),
-            }
-        }
-        r0 += rows;
-    }
+    // SAFETY: each chunk's rows r0..r0+R are < mr (the caller's contract covers them).
+    unsafe { in_row_chunks!(t.mr, |r0| rows_tile(t, r0)) }
 }
 
 /// `R` rows from `r0` of [`add_exact_channels`], both panels at once (the second panel's
