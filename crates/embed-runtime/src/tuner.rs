@@ -16,9 +16,10 @@
 //!   machine is not evidence about a mode).
 //! - Only the *relative* speed of the modes decides, so the tuner estimates
 //!   δ = log ratio(fine) − log ratio(coarse) per bucket: the bucket's own δ (from its two means,
-//!   weighted by how many samples each has) shrunk toward a prior δ from the nearest bucket that
-//!   measured both modes (neighbouring batch sizes behave alike; a drift that slows both modes
-//!   cancels in δ). The prior weighs as much as [`PRIOR_WEIGHT`] paired samples, so one noisy
+//!   weighted by how many samples each has) shrunk toward a prior δ from the bucket of the same
+//!   length class and nearest batch size that measured both modes (neighbouring batch sizes
+//!   behave alike; a drift that slows both modes cancels in δ; another length class is another
+//!   regime, and lends nothing). The prior weighs as much as [`PRIOR_WEIGHT`] paired samples, so one noisy
 //!   measurement in a new bucket cannot overturn what its neighbours know, while a bucket whose
 //!   truth differs takes over after a few calls.
 //! - The lower estimate runs; the bucket's last choice is kept unless the other is better by
@@ -135,18 +136,22 @@ struct State {
 }
 
 impl State {
-    /// δ of the nearest bucket that compared both modes: same length class first, then the
-    /// nearest batch size (ties go to the better-measured bucket).
+    /// δ of the bucket of the same length class and nearest batch size that compared both
+    /// modes (ties go to the better-measured bucket). Never one of another length class: δ
+    /// corrects the model where its constants are off, and those are not the same ones for a
+    /// pass of a few short texts (mostly weight streaming and barriers) as for long texts
+    /// (mostly arithmetic). Borrowed across classes, one noisy δ of batches of two short
+    /// texts ran a single 512-token text coarse, on one of two cores, at 57 % of fine's speed
+    /// (bench-matrix, 2026-12-01); with no bucket of its class, the model's prediction stands.
     fn prior_delta(&self, bucket: usize) -> Option<f64> {
         let (size, length) = (bucket / LENGTH_CLASSES, bucket % LENGTH_CLASSES);
         self.buckets
             .iter()
             .enumerate()
-            .filter(|&(j, _)| j != bucket)
+            .filter(|&(j, _)| j != bucket && j % LENGTH_CLASSES == length)
             .filter_map(|(j, b)| {
                 let (d, n) = b.delta()?;
-                let distance = (j / LENGTH_CLASSES).abs_diff(size) + 2 * SIZE_CLASSES * (j % LENGTH_CLASSES).abs_diff(length);
-                Some((distance, -n, d))
+                Some(((j / LENGTH_CLASSES).abs_diff(size), -n, d))
             })
             .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
             .map(|(_, _, d)| d)
@@ -364,6 +369,23 @@ mod tests {
         let modes = run(&t, &[12usize; 2], (1.0, 0.95), (1.0, 1.25), 20);
         assert!(modes[..7].iter().all(|&m| m == Parallelism::Coarse), "{modes:?}");
         assert!(modes.contains(&Parallelism::Fine), "still explored later: {modes:?}");
+    }
+
+    #[test]
+    fn a_prior_is_not_borrowed_from_another_length_class() {
+        let t = Tuner::new();
+        // Batches of two short texts: fine measured three times slower than predicted.
+        run(&t, &[12usize; 2], (1.0, 0.85), (1.0, 3.0), 50);
+        // One long text: coarse leaves a worker idle, and fine is as fast as predicted. With
+        // the short texts' δ, fine would look slower than coarse and far enough never to be
+        // tried.
+        let modes = run(&t, &[500], (2.0, 1.08), (1.0, 1.0), 30);
+        assert!(modes.iter().all(|&m| m == Parallelism::Fine), "{modes:?}");
+        // Batches of two long texts, once compared, do lend their δ to one long text.
+        let long = Tuner::new();
+        run(&long, &[500usize; 2], (1.0, 1.08), (1.0, 3.0), 50);
+        let modes = run(&long, &[500], (2.0, 1.08), (1.0, 3.0), 10);
+        assert!(modes.iter().all(|&m| m == Parallelism::Coarse), "{modes:?}");
     }
 
     #[test]
