@@ -6,14 +6,11 @@
 //! values) and keeps their f32 values per row; after a C tile's last int8 block, the epilogue
 //! here adds `x[i, c_s] · w[j, c_s]` for each exact channel `s` in order, one fused multiply-add
 //! per channel on the finished value while the tile is still in L1. The weights are the
-//! matrix's own dequantized values (exact in f32), stored per panel of 16 columns.
+//! matrix's own dequantized values (exact in f32), read from its packed cells and stored per
+//! panel of 16 columns.
 
-use crate::BlockQ8_0;
-use crate::codec::dequantize_row;
-use crate::fp16::f16_to_f32;
 use crate::dispatch::{Isa, Kernels};
-use crate::gemm::tile::PANEL;
-use crate::{KernelError, QuantType};
+use crate::gemm::tile::{Int8Layout, PANEL};
 
 /// A matrix's exact channels and their f32 weights.
 #[derive(Clone, Debug, Default)]
@@ -26,41 +23,35 @@ pub(crate) struct ExactChannels {
 }
 
 impl ExactChannels {
-    /// Dequantizes column `channels[s]` of `W` (`n` rows of `k` elements of `ty`) for every
-    /// row. The caller has checked the shape and the channel list.
-    pub(crate) fn new(ty: QuantType, n: usize, k: usize, bytes: &[u8], channels: &[usize]) -> Result<Self, KernelError> {
+    /// Reads column `channels[s]` of every row of an int8-packed matrix (`n` rows, `packed` in
+    /// layout `lay`). The packing is lossless (`pack.rs`): each weight is `dw · (u − 128)`, or
+    /// `dw · u + mw` for affine formats, with the same roundings as `dequantize_row`, so the
+    /// channels' weights are the dequantized ones of every format, one value read per weight.
+    pub(crate) fn new(packed: &[u8], lay: &Int8Layout, n: usize, channels: &[usize]) -> Self {
         if channels.is_empty() {
-            return Ok(Self::default());
+            return Self::default();
         }
         let s_n = channels.len();
-        let row_bytes = ty.row_bytes(k)?;
-        let (be, bb) = (ty.block_elems(), ty.block_bytes());
         let panels = n.div_ceil(PANEL) + 1;
         let mut w = vec![0f32; panels * s_n * PANEL];
-        let mut block = vec![0f32; be];
+        let f32_at = |off: usize| f32::from_le_bytes([packed[off], packed[off + 1], packed[off + 2], packed[off + 3]]);
         for j in 0..n {
-            let row = &bytes[j * row_bytes..(j + 1) * row_bytes];
-            let mut last = usize::MAX;
+            let (p, col) = (j / PANEL, j % PANEL);
             for (s, &c) in channels.iter().enumerate() {
-                let b = c / be;
-                let cell = &row[b * bb..(b + 1) * bb];
-                let value = if ty == QuantType::Q8_0 {
-                    // The default format: the one value, as `dequantize_row` computes it, rather
-                    // than its whole block (a million blocks per model: 13 of the 15 ms that
-                    // exact channels had added to a cold start).
-                    let block = bytemuck::pod_read_unaligned::<BlockQ8_0>(cell);
-                    f32::from(block.qs[c % be]) * f16_to_f32(block.d)
+                let cell = p * lay.panel_stride + (c / lay.kb) * lay.block_stride;
+                let e = c % lay.kb;
+                let q = packed[cell + (e / 4) * 64 + col * 4 + e % 4];
+                let dw = f32_at(cell + lay.dw_offset() + col * 4);
+                w[(p * s_n + s) * PANEL + col] = if lay.affine {
+                    f32::from(q) * dw + f32_at(cell + lay.mw_offset() + col * 4)
+                } else if lay.signed {
+                    f32::from(q as i8) * dw
                 } else {
-                    if b != last {
-                        dequantize_row(ty, cell, &mut block)?;
-                        last = b;
-                    }
-                    block[c % be]
+                    (i32::from(q) - 128) as f32 * dw
                 };
-                w[((j / PANEL) * s_n + s) * PANEL + j % PANEL] = value;
             }
         }
-        Ok(ExactChannels { idx: channels.iter().map(|&c| c as u32).collect(), w: w.into() })
+        ExactChannels { idx: channels.iter().map(|&c| c as u32).collect(), w: w.into() }
     }
 
     pub(crate) fn len(&self) -> usize {

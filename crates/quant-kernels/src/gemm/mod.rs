@@ -291,17 +291,24 @@ impl PackedMatrix {
             _ => Repr::F32,
         };
         let mut data = dest(Self::packed_len(ty, n_rows, k_cols, f32))?;
-        match &repr {
-            Repr::Int8 { lay, .. } => pack::pack_int8_into(data.bytes_mut(), ty, n_rows, k_cols, bytes, lay),
-            Repr::F32 => pack::pack_f32_from_into(bytemuck::cast_slice_mut(data.bytes_mut()), ty, n_rows, k_cols, bytes)?,
-        }
+        // Exact channels read their weights from the packed cells (refused above for f32).
+        let exact = match &repr {
+            Repr::Int8 { lay, .. } => {
+                pack::pack_int8_into(data.bytes_mut(), ty, n_rows, k_cols, bytes, lay);
+                ExactChannels::new(data.bytes(), lay, n_rows, channels)
+            }
+            Repr::F32 => {
+                pack::pack_f32_from_into(bytemuck::cast_slice_mut(data.bytes_mut()), ty, n_rows, k_cols, bytes)?;
+                ExactChannels::default()
+            }
+        };
         Ok(PackedMatrix {
             kernels,
             ty,
             n: n_rows,
             k: k_cols,
             residual: blocks.iter().map(|&b| b as u32).collect(),
-            exact: ExactChannels::new(ty, n_rows, k_cols, bytes, channels)?,
+            exact,
             repr,
             data,
         })
