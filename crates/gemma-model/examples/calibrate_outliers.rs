@@ -36,7 +36,9 @@
 //! rounding cost that goes with that channel, cost `--channel-cost` (default 4) × N
 //! multiply-adds, an f32 one being worth several int8 ones in time) and a residual block
 //! (benefit as `measured`, less what the block's exact channel already took; cost 32·N).
-//! Greedy by benefit per multiply-add, no floor.
+//! Greedy by benefit per multiply-add, no floor. With `--channels-per-block 2` a block's second
+//! channel (the most frequent max holder once the top one is out) is an item too, after its
+//! first: it showed little (docs/NUMERICS.md, "A second channel per block").
 //!
 //! `--budget F` (default 1): the budget as a fraction of three blocks per matmul.
 //! `--dump FILE` writes the measured statistics, `--from FILE` reads them instead of running the
@@ -75,6 +77,10 @@ struct Matmul {
     d2_rest: Vec<f64>,
     /// The channel (0..32) most often holding the block's max.
     top_channel: Vec<usize>,
+    /// Σ over tokens of d_b² if the two channels below were both taken out.
+    d2_rest2: Vec<f64>,
+    /// The channel most often holding the block's max once `top_channel` is out.
+    second_channel: Vec<usize>,
     /// Σ over tokens of the output's squared norm.
     power: f64,
     /// The branch's power added to the residual stream relative to the stream after the add.
@@ -94,7 +100,7 @@ impl Matmul {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: calibrate_outliers MODEL.gguf [--alloc uniform:K|abs|nsr|nsr-branch|measured|measured-channels] [--budget F] [--floor K] [--channel-cost C] [--dump FILE] [--from FILE] [--table FILE]";
+    let usage = "usage: calibrate_outliers MODEL.gguf [--alloc uniform:K|abs|nsr|nsr-branch|measured|measured-channels] [--budget F] [--floor K] [--channel-cost C] [--channels-per-block 1|2] [--dump FILE] [--from FILE] [--table FILE]";
     let path: PathBuf = args.first().map(PathBuf::from).ok_or(usage)?;
     let opt = |name: &str| {
         args.iter()
@@ -145,7 +151,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let floor: usize = opt("--floor").map(|s| s.parse()).transpose()?.unwrap_or(1);
     let channel_cost: f64 = opt("--channel-cost").map(|s| s.parse()).transpose()?.unwrap_or(4.0);
     let (chosen, channels) = if alloc == "measured-channels" {
-        allocate_with_channels(&stats, layers, budget, channel_cost)?
+        let per_block: usize = opt("--channels-per-block").map(|s| s.parse()).transpose()?.unwrap_or(1);
+        if !(1..=2).contains(&per_block) {
+            return Err("--channels-per-block: 1 or 2 (the kernels take at most two per block on average)".into());
+        }
+        allocate_with_channels(&stats, layers, budget, channel_cost, per_block)?
     } else {
         (allocate(&stats, layers, &alloc, budget, floor)?, vec![vec![Vec::new(); 4]; layers])
     };
@@ -273,11 +283,12 @@ fn allocate_with_channels(
     layers: usize,
     budget: f64,
     channel_cost: f64,
+    per_block: usize,
 ) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<Vec<usize>>>), String> {
     let mut blocks = vec![vec![Vec::new(); 4]; layers];
     let mut chans = vec![vec![Vec::new(); 4]; layers];
-    // (layer, kind, block, with its channel exact)
-    let mut has_channel = BTreeMap::new();
+    // (layer, kind, block) → exact channels taken from it (its top one, then its second)
+    let mut has_channel: BTreeMap<(usize, usize, usize), usize> = BTreeMap::new();
     let per_layer: usize = SHAPES.iter().map(|(_, _, n)| UNIFORM * n).sum();
     let mut left = budget * (32 * per_layer * layers) as f64;
     loop {
@@ -294,11 +305,11 @@ fn allocate_with_channels(
                     if blocks[l][kind].contains(&b) {
                         continue;
                     }
-                    let rest = m.d2_rest[b] * m.w2[b];
-                    let exact = has_channel.contains_key(&(l, kind, b));
-                    let mut options = vec![(w * if exact { rest } else { m.cost(b) }, 32.0 * n, true)];
-                    if !exact {
-                        options.push((w * (m.cost(b) - rest), channel_cost * n, false));
+                    let left_after = [m.cost(b), m.d2_rest[b] * m.w2[b], m.d2_rest2[b] * m.w2[b]];
+                    let taken = has_channel.get(&(l, kind, b)).copied().unwrap_or(0);
+                    let mut options = vec![(w * left_after[taken], 32.0 * n, true)];
+                    if taken < per_block {
+                        options.push((w * (left_after[taken] - left_after[taken + 1]), channel_cost * n, false));
                     }
                     for (gain, cost, residual) in options {
                         if cost <= left && best.is_none_or(|bst| gain / cost > bst.0) {
@@ -313,8 +324,10 @@ fn allocate_with_channels(
         if residual {
             blocks[l][kind].push(b);
         } else {
-            has_channel.insert((l, kind, b), ());
-            chans[l][kind].push(32 * b + stats[&(l, kind)].top_channel[b]);
+            let taken = has_channel.entry((l, kind, b)).or_insert(0);
+            let m = &stats[&(l, kind)];
+            chans[l][kind].push(32 * b + if *taken == 0 { m.top_channel[b] } else { m.second_channel[b] });
+            *taken += 1;
         }
     }
     for per in &mut chans {
@@ -498,6 +511,32 @@ fn measure(
             })
             .collect();
         m.d2_rest = vec![0.0; m.d2.len()];
+        m.d2_rest2 = vec![0.0; m.d2.len()];
+    }
+    // The second channel: the most frequent max holder once the top channel is out.
+    let mut argmax2: BTreeMap<(usize, usize), Vec<[u32; 32]>> = BTreeMap::new();
+    for keep in &inputs {
+        for (layer, kind, x) in keep {
+            let k = SHAPES[*kind].1;
+            let m = &stats[&(*layer, *kind)];
+            let am = argmax2.entry((*layer, *kind)).or_insert_with(|| vec![[0; 32]; k / 32]);
+            for row in x.chunks_exact(k) {
+                for (b, blk) in row.chunks_exact(32).enumerate() {
+                    let t = m.top_channel[b];
+                    let (i, _) = blk.iter().enumerate().filter(|(j, _)| *j != t).fold((0, -1f32), |(i, mx), (j, v)| {
+                        if v.abs() > mx { (j, v.abs()) } else { (i, mx) }
+                    });
+                    am[b][i] += 1;
+                }
+            }
+        }
+    }
+    for ((layer, kind), am) in &argmax2 {
+        let m = stats.get_mut(&(*layer, *kind)).ok_or("stats")?;
+        m.second_channel = am
+            .iter()
+            .map(|counts| (0..32).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap_or(0))
+            .collect();
     }
     for keep in &inputs {
         for (layer, kind, x) in keep {
@@ -513,6 +552,13 @@ fn measure(
                         .filter(|(j, _)| *j != t)
                         .fold(0f32, |a, (_, v)| a.max(v.abs()));
                     m.d2_rest[b] += (f64::from(mx) / 127.0).powi(2);
+                    let t2 = m.second_channel[b];
+                    let mx2 = blk
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != t && *j != t2)
+                        .fold(0f32, |a, (_, v)| a.max(v.abs()));
+                    m.d2_rest2[b] += (f64::from(mx2) / 127.0).powi(2);
                 }
             }
         }
@@ -685,8 +731,8 @@ fn save(stats: &BTreeMap<(usize, usize), Matmul>, texts: usize) -> String {
         for b in 0..m.d2.len() {
             let _ = writeln!(
                 s,
-                "{b} {:e} {:e} {:e} {}",
-                m.d2[b], m.w2[b], m.d2_rest[b], m.top_channel[b]
+                "{b} {:e} {:e} {:e} {} {:e} {}",
+                m.d2[b], m.w2[b], m.d2_rest[b], m.top_channel[b], m.d2_rest2[b], m.second_channel[b]
             );
         }
     }
@@ -717,12 +763,14 @@ fn load(s: &str) -> Result<(Stats, usize), Box<dyn std::error::Error>> {
                 );
                 cur = Some(key);
             }
-            [_, d2, w2, rest, top] => {
+            [_, d2, w2, rest, top, rest2, second] => {
                 let m: &mut Matmul = stats.get_mut(&cur.ok_or("block before mm")?).ok_or("mm")?;
                 m.d2.push(d2.parse()?);
                 m.w2.push(w2.parse()?);
                 m.d2_rest.push(rest.parse()?);
                 m.top_channel.push(top.parse()?);
+                m.d2_rest2.push(rest2.parse()?);
+                m.second_channel.push(second.parse()?);
             }
             _ => return Err(format!("bad line {line:?}").into()),
         }

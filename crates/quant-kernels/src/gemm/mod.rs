@@ -219,8 +219,8 @@ impl PackedMatrix {
     /// a finer scale, for `n` f32 multiply-adds per row instead of a residual block's `32 × n`
     /// int8 ones.
     ///
-    /// Channels must be strictly increasing, below `k_cols`, and at most one per 32 inputs on
-    /// average (`exact_channels.len() <= k_cols / 32`); the formats are those of residual
+    /// Channels must be strictly increasing, below `k_cols`, and at most two per 32 inputs on
+    /// average (`exact_channels.len() <= k_cols / 16`); the formats are those of residual
     /// blocks.
     pub fn with_outliers(
         kernels: &'static Kernels,
@@ -264,7 +264,7 @@ impl PackedMatrix {
                 });
             }
             let increasing = channels.windows(2).all(|p| p[0] < p[1]);
-            if !increasing || channels.len() > k_cols / 32 || channels[channels.len() - 1] >= k_cols {
+            if !increasing || channels.len() > k_cols / 16 || channels[channels.len() - 1] >= k_cols {
                 return Err(KernelError::Shape { rows: n_rows, cols: k_cols });
             }
         }
@@ -644,10 +644,11 @@ impl GemmScratch {
     /// Room for `rows` quantized activation rows of `k` values in `nb` blocks each.
     fn ensure_activations(&mut self, rows: usize, k: usize, nb: usize) {
         self.q.ensure(rows * k);
-        // A matrix has at most one exact channel per block of its input, so `xs` fits as well.
-        for b in [&mut self.ad, &mut self.ac, &mut self.asum, &mut self.xs] {
+        for b in [&mut self.ad, &mut self.ac, &mut self.asum] {
             b.ensure(rows * nb * 4);
         }
+        // A matrix has at most two exact channels per block of its input.
+        self.xs.ensure(rows * 2 * nb * 4);
         // A task's row copy and residual tail together are the widened row.
         self.wide.ensure(MAX_QUANT_TASKS * k * 4);
     }
@@ -712,7 +713,7 @@ impl GemmScratch {
                     )
                 };
                 // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured
-                // above) and task t < MAX_QUANT_TASKS alone uses row t; `xs` holds s_n <= nb
+                // above) and task t < MAX_QUANT_TASKS alone uses row t; `xs` holds s_n <= 2·nb
                 // values for each of the m rows, and this task alone owns row r.
                 let (zrow, res, xsr) = unsafe {
                     let w = std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k);

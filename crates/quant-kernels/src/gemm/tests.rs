@@ -579,6 +579,8 @@ mod exact_channels {
                 (1usize, 16usize, 4usize, vec![], vec![37usize]),
                 (7, 33, 9, vec![8, 0], vec![3, 40, 41, 200, 287]),
                 (30, 70, 12, vec![3, 0, 11], vec![5, 100, 101, 102, 250, 383]),
+                // Two per block, the most a matrix takes.
+                (5, 20, 2, vec![1], vec![0, 1, 33, 34]),
             ] {
                 let k = 32 * nb;
                 let w = random_weights(&mut r, ty, n, k);
@@ -668,7 +670,7 @@ mod exact_channels {
         let kern = Kernels::get();
         let mut r = rng(93);
         let w = random_weights(&mut r, QuantType::Q8_0, 4, 64);
-        for chans in [&[5usize, 5][..], &[9, 3], &[64], &[1, 2, 3]] {
+        for chans in [&[5usize, 5][..], &[9, 3], &[64], &[1, 2, 3, 4, 5]] {
             let e = PackedMatrix::with_outliers(kern, QuantType::Q8_0, 4, 64, &w, outliers(&[], chans));
             assert!(matches!(e, Err(KernelError::Shape { .. })), "{chans:?}");
         }
