@@ -32,8 +32,10 @@ use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 /// kernel's kc of 768 overflows L1 slightly and still measured faster, its products being the
 /// bottleneck). Weights are then re-read from L2 every 24 rows, a few bytes per cycle.
 const MC_INT8: usize = 24;
-/// Packed weight bytes per column block of the int8 kernels: about half of a 2 MiB L2, leaving
-/// room for the activations and the output rows.
+/// Packed weight bytes per column block of the int8 kernels, re-read by each row block. This
+/// VM's L2 is 1 MiB per core (lscpu's "2 MiB" counts both), yet 256 KiB, 512 KiB and 1 MiB
+/// measured the same on the model's shapes at M = 32 and 256 (`gemm_table`, 2026-12-01): the
+/// kernel's reads are prefetched well enough from L3 that the block size does not matter here.
 const NC_INT8_BYTES: usize = 1 << 20;
 /// Rows per cache block of the f32 kernels (a multiple of every f32 MR).
 const MC_F32: usize = 96;
