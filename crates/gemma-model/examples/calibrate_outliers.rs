@@ -486,9 +486,7 @@ fn measure(
                     .or_insert_with(|| vec![[0; 32]; k / 32]);
                 for row in x.chunks_exact(k) {
                     for (b, blk) in row.chunks_exact(32).enumerate() {
-                        let (i, mx) = blk.iter().enumerate().fold((0, 0f32), |(i, m), (j, v)| {
-                            if v.abs() > m { (j, v.abs()) } else { (i, m) }
-                        });
+                        let (i, mx) = block_max(blk, &[]);
                         let d = f64::from(mx) / 127.0;
                         m.d2[b] += d * d;
                         am[b][i] += 1;
@@ -522,11 +520,7 @@ fn measure(
             let am = argmax2.entry((*layer, *kind)).or_insert_with(|| vec![[0; 32]; k / 32]);
             for row in x.chunks_exact(k) {
                 for (b, blk) in row.chunks_exact(32).enumerate() {
-                    let t = m.top_channel[b];
-                    let (i, _) = blk.iter().enumerate().filter(|(j, _)| *j != t).fold((0, -1f32), |(i, mx), (j, v)| {
-                        if v.abs() > mx { (j, v.abs()) } else { (i, mx) }
-                    });
-                    am[b][i] += 1;
+                    am[b][block_max(blk, &[m.top_channel[b]]).0] += 1;
                 }
             }
         }
@@ -545,20 +539,9 @@ fn measure(
             let m = stats.get_mut(&(layer, kind)).ok_or("stats")?;
             for row in x.chunks_exact(k) {
                 for (b, blk) in row.chunks_exact(32).enumerate() {
-                    let t = m.top_channel[b];
-                    let mx = blk
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != t)
-                        .fold(0f32, |a, (_, v)| a.max(v.abs()));
-                    m.d2_rest[b] += (f64::from(mx) / 127.0).powi(2);
-                    let t2 = m.second_channel[b];
-                    let mx2 = blk
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != t && *j != t2)
-                        .fold(0f32, |a, (_, v)| a.max(v.abs()));
-                    m.d2_rest2[b] += (f64::from(mx2) / 127.0).powi(2);
+                    let (t, t2) = (m.top_channel[b], m.second_channel[b]);
+                    m.d2_rest[b] += (f64::from(block_max(blk, &[t]).1) / 127.0).powi(2);
+                    m.d2_rest2[b] += (f64::from(block_max(blk, &[t, t2]).1) / 127.0).powi(2);
                 }
             }
         }
@@ -597,6 +580,14 @@ fn measure(
     }
     sensitivity(file, layers, texts, &mut stats)?;
     Ok(stats)
+}
+
+/// A block's largest |value| and the first channel holding it, the channels in `skip` left out.
+fn block_max(blk: &[f32], skip: &[usize]) -> (usize, f32) {
+    blk.iter()
+        .enumerate()
+        .filter(|(j, _)| !skip.contains(j))
+        .fold((0, -1f32), |(i, m), (j, v)| if v.abs() > m { (j, v.abs()) } else { (i, m) })
 }
 
 /// The calibration texts: STS-B dev sentences 200–229 of each language (English 400–429).
