@@ -10,6 +10,7 @@
 //! panel of 16 columns.
 
 use crate::dispatch::{Isa, Kernels};
+use crate::gemm::pack;
 use crate::gemm::tile::{Int8Layout, PANEL};
 
 /// A matrix's exact channels and their f32 weights.
@@ -24,9 +25,8 @@ pub(crate) struct ExactChannels {
 
 impl ExactChannels {
     /// Reads column `channels[s]` of every row of an int8-packed matrix (`n` rows, `packed` in
-    /// layout `lay`). The packing is lossless (`pack.rs`): each weight is `dw · (u − 128)`, or
-    /// `dw · u + mw` for affine formats, with the same roundings as `dequantize_row`, so the
-    /// channels' weights are the dequantized ones of every format, one value read per weight.
+    /// layout `lay`): the packing is lossless, so these are the dequantized weights of every
+    /// format, one value read per weight ([`pack::packed_weight`]).
     pub(crate) fn new(packed: &[u8], lay: &Int8Layout, n: usize, channels: &[usize]) -> Self {
         if channels.is_empty() {
             return Self::default();
@@ -34,21 +34,9 @@ impl ExactChannels {
         let s_n = channels.len();
         let panels = n.div_ceil(PANEL) + 1;
         let mut w = vec![0f32; panels * s_n * PANEL];
-        let f32_at = |off: usize| f32::from_le_bytes([packed[off], packed[off + 1], packed[off + 2], packed[off + 3]]);
         for j in 0..n {
-            let (p, col) = (j / PANEL, j % PANEL);
             for (s, &c) in channels.iter().enumerate() {
-                let cell = p * lay.panel_stride + (c / lay.kb) * lay.block_stride;
-                let e = c % lay.kb;
-                let q = packed[cell + (e / 4) * 64 + col * 4 + e % 4];
-                let dw = f32_at(cell + lay.dw_offset() + col * 4);
-                w[(p * s_n + s) * PANEL + col] = if lay.affine {
-                    f32::from(q) * dw + f32_at(cell + lay.mw_offset() + col * 4)
-                } else if lay.signed {
-                    f32::from(q as i8) * dw
-                } else {
-                    (i32::from(q) - 128) as f32 * dw
-                };
+                w[((j / PANEL) * s_n + s) * PANEL + j % PANEL] = pack::packed_weight(packed, lay, j, c);
             }
         }
         ExactChannels { idx: channels.iter().map(|&c| c as u32).collect(), w: w.into() }

@@ -165,6 +165,25 @@ fn pack_decoded(ty: QuantType, n: usize, k: usize, bytes: &[u8], row_bytes: usiz
     }
 }
 
+/// Weight `(j, c)` of a matrix packed by [`pack_int8_into`], read back: `dw · (u − 128)` (or
+/// `dw · w` in the signed layout) for symmetric formats, `dw · u + mw` for affine ones. The
+/// packing is lossless and this is `dequantize_row`'s arithmetic, so the value is the
+/// dequantized weight bit for bit.
+pub(crate) fn packed_weight(packed: &[u8], lay: &Int8Layout, j: usize, c: usize) -> f32 {
+    let f32_at = |off: usize| f32::from_le_bytes([packed[off], packed[off + 1], packed[off + 2], packed[off + 3]]);
+    let (cc, e) = (j % PANEL, c % lay.kb);
+    let cell = (j / PANEL) * lay.panel_stride + (c / lay.kb) * lay.block_stride;
+    let q = packed[cell + (e / 4) * 64 + cc * 4 + e % 4];
+    let dw = f32_at(cell + lay.dw_offset() + cc * 4);
+    if lay.affine {
+        f32::from(q) * dw + f32_at(cell + lay.mw_offset() + cc * 4)
+    } else if lay.signed {
+        f32::from(q as i8) * dw
+    } else {
+        (i32::from(q) - 128) as f32 * dw
+    }
+}
+
 /// Q8_0, the default model's format, is most of a cold start's packing, and its decode is a
 /// byte flip: `u = q + 128` is `q ^ 0x80`, which the signed layout's `flip` undoes. So each
 /// cell is filled whole from the panel's 16 source rows side by side (4 quants per store, no
