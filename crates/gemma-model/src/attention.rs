@@ -294,10 +294,11 @@ impl TextKvOffsets {
     }
 }
 
-/// Attention of query block `block` of one text, in place.
+/// Attention of query block `block` of one text, or of its rows from `first` on, in place.
 ///
-/// `q_block` holds the block's query rows (`rows × n_head·head_dim`) and receives its output
-/// rows; `kv` is the whole text's keys and values, packed. `scores` must hold at least
+/// `q_block` holds the query rows (`rows × n_head·head_dim`, token `block·QUERY_BLOCK + first`
+/// onwards, within the block) and receives their output rows; every row gets the same bits
+/// whichever part of its block it is computed with, as the scores span the block's keys; `kv` is the whole text's keys and values, packed. `scores` must hold at least
 /// [`scores_len`] floats for this text's length. Scores are computed from the visible span's
 /// first key rounded down to a panel (a packed operand's columns start on a panel; the extra
 /// columns are never read): on return `scores` holds `rows·n_head` rows of
@@ -308,12 +309,12 @@ pub(crate) fn attend_block(
     q_block: &mut [f32],
     kv: TextKv<'_>,
     t: usize,
-    block: usize,
+    (block, first): (usize, usize),
     scores: &mut [f32],
 ) -> (usize, usize) {
     let d = shape.head_dim;
     let h = shape.n_head;
-    let i0 = block * QUERY_BLOCK;
+    let i0 = block * QUERY_BLOCK + first;
     let (j0, j1) = key_span(shape, t, block);
     let jf = j0 - j0 % F32PackBuf::PANEL;
     let n = j1 - jf;
@@ -493,7 +494,7 @@ mod tests {
         let mut scores = vec![f32::NAN; scores_len(shape, t)];
         let (kp, vp) = packed(&k, &v, t, d);
         for (b, blk) in out.chunks_mut(QUERY_BLOCK * h * d).enumerate() {
-            attend_block(kernels, shape, blk, kv(&kp, &vp, t, d), t, b, &mut scores);
+            attend_block(kernels, shape, blk, kv(&kp, &vp, t, d), t, (b, 0), &mut scores);
         }
         for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
             assert!(
@@ -501,6 +502,18 @@ mod tests {
                 "{:?} t={t} i={i} got {g} want {w}",
                 kernels.isa()
             );
+        }
+        // A block's rows computed in parts (as when a short batch splits its blocks over
+        // threads) get the bits of the whole block.
+        for part in [1, 5, 16] {
+            let mut parts = q.clone();
+            for (b, blk) in parts.chunks_mut(QUERY_BLOCK * h * d).enumerate() {
+                for (p, rows) in blk.chunks_mut(part * h * d).enumerate() {
+                    attend_block(kernels, shape, rows, kv(&kp, &vp, t, d), t, (b, p * part), &mut scores);
+                }
+            }
+            let same = parts.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{:?} t={t}: parts of {part} rows differ", kernels.isa());
         }
     }
 
@@ -559,8 +572,8 @@ mod tests {
             .enumerate()
         {
             let kv = kv(&kp, &vp, t, 8);
-            attend_block(Kernels::get(), &full, ra, kv, t, blk, &mut scores);
-            attend_block(Kernels::get(), &slid, rb, kv, t, blk, &mut scores);
+            attend_block(Kernels::get(), &full, ra, kv, t, (blk, 0), &mut scores);
+            attend_block(Kernels::get(), &slid, rb, kv, t, (blk, 0), &mut scores);
         }
         assert_eq!(a, b);
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use quant_kernels::{F32PackBuf, ParallelFor};
+use quant_kernels::{F32PackBuf, ParallelFor, RowPrologue};
 
 use crate::activation::gelu_tanh_mul;
 use crate::attention::{self, AttnShape, PackTasks, TextKv, TextKvOffsets};
@@ -94,14 +94,26 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         offsets,
     };
     let mut bufs = bufs;
+    let mut prev = None;
     for (l, layer) in model.layers.iter().enumerate() {
-        layer_forward(model, l, layer, &mut bufs, &mut exec, tr);
+        layer_forward(model, l, layer, prev, &mut bufs, &mut exec, tr);
+        prev = Some(layer);
     }
 
+    // The last layer's residual add, which for the others is the next layer's first step.
     let x = &mut x[..m * d];
+    let eps = c.rms_norm_eps;
+    if let Some(last) = prev {
+        kernels.vectorize(|| {
+            for (hr, xr) in h[..m * d].chunks_exact(d).zip(x.chunks_exact_mut(d)) {
+                rms_norm_add(hr, &last.post_ffw_norm, eps, xr);
+            }
+        });
+        tr.record(TracePoint::LayerOut(model.layers.len() - 1), x);
+    }
     kernels.vectorize(|| {
         for row in x.chunks_exact_mut(d) {
-            rms_norm_in_place(row, &model.output_norm, c.rms_norm_eps);
+            rms_norm_in_place(row, &model.output_norm, eps);
         }
     });
     tr.record(TracePoint::FinalNorm, x);
@@ -149,10 +161,15 @@ struct LayerBufs<'a> {
     offsets: &'a [usize],
 }
 
+/// Layer `l`, starting with the end of layer `l - 1` (`prev`): its post-feed-forward norm and
+/// residual add, which need the whole row of its down projection and so run as the first step of
+/// the per-row work fused into this layer's Q/K/V matmul (see [`RowPrologue`]). The caller does
+/// the last layer's.
 fn layer_forward<T: MaybeTrace>(
     model: &GemmaModel,
     l: usize,
     layer: &Layer,
+    prev: Option<&Layer>,
     b: &mut LayerBufs<'_>,
     exec: &mut Exec<'_>,
     tr: &mut T,
@@ -166,20 +183,31 @@ fn layer_forward<T: MaybeTrace>(
     // Per-row work runs inside `vectorize` so it gets the CPU's full vector width (same bits).
     let kernels = model.kernels();
 
-    // Attention block.
-    kernels.vectorize(|| {
-        for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+    // Attention block. The per-row work between two matmuls runs in the second one's
+    // quantization pass, spread over the threads (a serial step otherwise).
+    let attn_rows = |_: usize, xr: &mut [f32], hr: &mut [f32]| {
+        kernels.vectorize(|| {
+            if let Some(p) = prev {
+                rms_norm_add(hr, &p.post_ffw_norm, eps, xr);
+            }
             rms_norm_into(xr, &layer.attn_norm, eps, hr);
-        }
-    });
-    tr.record(TracePoint::AttnNorm(l), b.h);
-    Linear::forward_many(
+        })
+    };
+    Linear::forward_many_with(
         [&layer.wq, &layer.wk, &layer.wv],
-        b.h,
+        RowPrologue {
+            state: b.x,
+            out: b.h,
+            f: &attn_rows,
+        },
         m,
         [&mut *b.q, &mut *b.k, &mut *b.v],
         exec,
     );
+    if l > 0 {
+        tr.record(TracePoint::LayerOut(l - 1), b.x);
+    }
+    tr.record(TracePoint::AttnNorm(l), b.h);
     tr.record(TracePoint::Q(l), b.q);
     tr.record(TracePoint::K(l), b.k);
     tr.record(TracePoint::V(l), b.v);
@@ -255,7 +283,11 @@ fn layer_forward<T: MaybeTrace>(
         k_packed: b.k_packed,
         v_packed: b.v_packed,
     };
-    let blocks = QueryBlocks::new(b.q, b.offsets, qd, hd);
+    // Fewer blocks than threads (a short text alone, say): each block's rows are cut in parts
+    // that run in parallel, each packing its text's keys and values for itself.
+    let n_blocks = QueryBlocks::count(b.offsets, 1);
+    let parts = if !T::ON && n_blocks < exec.par.num_threads() { exec.par.num_threads() } else { 1 };
+    let blocks = QueryBlocks::new(b.q, b.offsets, qd, hd, parts);
     if T::ON {
         // Traced runs are serial and record each block's probabilities.
         let mut pool = b.attn.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,32 +337,42 @@ fn layer_forward<T: MaybeTrace>(
         }
         tr.record(TracePoint::PostAttnNorm(l), &b.gate[..m * d]);
     }
-    kernels.vectorize(|| {
-        for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
-            rms_norm_add(hr, &layer.post_attn_norm, eps, xr);
-        }
-    });
-    tr.record(TracePoint::ResidualAfterAttn(l), b.x);
 
-    // Feed-forward block.
-    kernels.vectorize(|| {
-        for (xr, hr) in b.x.chunks_exact(d).zip(b.h.chunks_exact_mut(d)) {
+    // Feed-forward block, after the attention's post-norm and residual add.
+    let ffn_rows = |_: usize, xr: &mut [f32], hr: &mut [f32]| {
+        kernels.vectorize(|| {
+            rms_norm_add(hr, &layer.post_attn_norm, eps, xr);
             rms_norm_into(xr, &layer.ffn_norm, eps, hr);
-        }
-    });
-    tr.record(TracePoint::FfnNorm(l), b.h);
-    Linear::forward_many(
+        })
+    };
+    Linear::forward_many_with(
         [&layer.gate, &layer.up],
-        b.h,
+        RowPrologue {
+            state: b.x,
+            out: b.h,
+            f: &ffn_rows,
+        },
         m,
         [&mut *b.gate, &mut *b.up],
         exec,
     );
+    tr.record(TracePoint::ResidualAfterAttn(l), b.x);
+    tr.record(TracePoint::FfnNorm(l), b.h);
     tr.record(TracePoint::Gate(l), b.gate);
     tr.record(TracePoint::Up(l), b.up);
-    kernels.vectorize(|| gelu_tanh_mul(b.gate, b.up));
+    let down_rows = |_: usize, ur: &mut [f32], gr: &mut [f32]| kernels.vectorize(|| gelu_tanh_mul(gr, ur));
+    Linear::forward_many_with(
+        [&layer.down],
+        RowPrologue {
+            state: b.up,
+            out: b.gate,
+            f: &down_rows,
+        },
+        m,
+        [&mut *b.h],
+        exec,
+    );
     tr.record(TracePoint::DownIn(l), b.gate);
-    layer.down.forward(b.gate, m, b.h, exec);
     tr.record(TracePoint::Down(l), b.h);
     if T::ON {
         for (hr, ur) in b.h.chunks_exact(d).zip(b.up.chunks_exact_mut(d)) {
@@ -338,12 +380,6 @@ fn layer_forward<T: MaybeTrace>(
         }
         tr.record(TracePoint::PostFfwNorm(l), &b.up[..m * d]);
     }
-    kernels.vectorize(|| {
-        for (hr, xr) in b.h.chunks_exact(d).zip(b.x.chunks_exact_mut(d)) {
-            rms_norm_add(hr, &layer.post_ffw_norm, eps, xr);
-        }
-    });
-    tr.record(TracePoint::LayerOut(l), b.x);
 }
 
 /// The group's key and value rows, and the multi-block texts' packed keys and values.
@@ -400,7 +436,7 @@ fn attend_item(
         item.q,
         operands,
         t,
-        item.block,
+        (item.block, item.first),
         &mut work.scores,
     )
 }
@@ -422,24 +458,29 @@ fn rotate_rows(rows: &mut [f32], width: usize, offsets: &[usize], rope: &crate::
     }
 }
 
-/// One query block: its text's first row and length, its index in the text, its rows, and
-/// where its text's keys and values are packed in the shared buffers (`None`: a single-block
-/// text, packed by its block).
+/// One query block, or part of one: its text's first row and length, its index in the text,
+/// its first row within the block, its rows, and where its text's keys and values are packed
+/// in the shared buffers (`None`: a single-block text, packed by the item).
 struct BlockItem<'a> {
     t0: usize,
     t: usize,
     block: usize,
+    first: usize,
     q: &'a mut [f32],
     packed: Option<(usize, usize)>,
 }
 
-/// The query blocks of every text in the group, as disjoint mutable row ranges.
+/// The query blocks of every text in the group, each cut in up to `parts` parts, as disjoint
+/// mutable row ranges.
 struct QueryBlocks<'a> {
     rest: &'a mut [f32],
     offsets: &'a [usize],
     width: usize,
+    parts: usize,
     text: usize,
     block: usize,
+    /// Row within the block where the next item starts.
+    row: usize,
     packed_at: TextKvOffsets,
     packed: Option<(usize, usize)>,
     remaining: usize,
@@ -451,21 +492,38 @@ impl<'a> QueryBlocks<'a> {
         offsets: &'a [usize],
         width: usize,
         head_dim: usize,
+        parts: usize,
     ) -> QueryBlocks<'a> {
-        let remaining = offsets
-            .windows(2)
-            .map(|w| (w[1] - w[0]).div_ceil(attention::QUERY_BLOCK))
-            .sum();
         QueryBlocks {
             rest: q,
             offsets,
             width,
+            parts,
             text: 0,
             block: 0,
+            row: 0,
             packed_at: TextKvOffsets::new(head_dim),
             packed: None,
-            remaining,
+            remaining: Self::count(offsets, parts),
         }
+    }
+
+    /// Rows per part of a block of `rows` rows.
+    fn part_rows(rows: usize, parts: usize) -> usize {
+        rows.div_ceil(parts.max(1))
+    }
+
+    /// Items the texts at `offsets` give with blocks cut in `parts` parts.
+    fn count(offsets: &[usize], parts: usize) -> usize {
+        let mut n = 0;
+        for w in offsets.windows(2) {
+            let t = w[1] - w[0];
+            for first in (0..t).step_by(attention::QUERY_BLOCK) {
+                let rows = attention::QUERY_BLOCK.min(t - first);
+                n += rows.div_ceil(Self::part_rows(rows, parts));
+            }
+        }
+        n
     }
 }
 
@@ -478,11 +536,12 @@ impl<'a> Iterator for QueryBlocks<'a> {
             *self.offsets.get(self.text + 1)?,
         );
         let t = t1 - t0;
-        if self.block == 0 {
+        if self.block == 0 && self.row == 0 {
             self.packed = self.packed_at.next_text(t);
         }
         let first = self.block * attention::QUERY_BLOCK;
-        let rows = attention::QUERY_BLOCK.min(t - first);
+        let block_rows = attention::QUERY_BLOCK.min(t - first);
+        let rows = Self::part_rows(block_rows, self.parts).min(block_rows - self.row);
         let rest = std::mem::take(&mut self.rest);
         let (head, tail) = rest.split_at_mut(rows * self.width);
         self.rest = tail;
@@ -490,14 +549,19 @@ impl<'a> Iterator for QueryBlocks<'a> {
             t0,
             t,
             block: self.block,
+            first: self.row,
             q: head,
             packed: self.packed,
         };
-        if first + rows == t {
-            self.text += 1;
-            self.block = 0;
-        } else {
-            self.block += 1;
+        self.row += rows;
+        if self.row == block_rows {
+            self.row = 0;
+            if first + block_rows == t {
+                self.text += 1;
+                self.block = 0;
+            } else {
+                self.block += 1;
+            }
         }
         self.remaining -= 1;
         Some(item)

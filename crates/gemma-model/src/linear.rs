@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use gguf_format::GgufFile;
-use quant_kernels::{GemmScratch, PackedMatrix, ParallelFor, QuantType};
+use quant_kernels::{GemmScratch, PackedMatrix, ParallelFor, QuantType, RowPrologue};
 
 /// The parallel-for and GEMM scratch of one forward pass.
 pub(crate) struct Exec<'a> {
@@ -31,17 +31,19 @@ impl Linear {
         }
     }
 
-    /// `outs[i] = a · W_iᵀ` for matrices reading the same activations, quantized once and run in
-    /// one parallel region when their formats allow (bit-identical to separate `forward`s).
-    pub(crate) fn forward_many<const N: usize>(
+    /// `outs[i] = rows · W_iᵀ` for matrices reading the same activations, which `rows` computes
+    /// row by row inside the quantization's parallel region (`rows.out` holds them afterwards);
+    /// quantized once and run in one parallel region when the formats allow, bit-identical to
+    /// separate [`Linear::forward`]s of the finished rows.
+    pub(crate) fn forward_many_with<const N: usize>(
         mats: [&Linear; N],
-        a: &[f32],
+        rows: RowPrologue<'_>,
         m: usize,
         mut outs: [&mut [f32]; N],
         exec: &mut Exec<'_>,
     ) {
         let packed = mats.map(|l| &l.packed);
-        if let Err(e) = PackedMatrix::matmul_many(&packed, a, m, &mut outs, exec.gemm, exec.par) {
+        if let Err(e) = PackedMatrix::matmul_many_with(&packed, rows, m, &mut outs, exec.gemm, exec.par) {
             unreachable!("matmul operands are sized from validated shapes: {e}");
         }
     }

@@ -48,7 +48,7 @@ pub use arena::{WeightSlot, weight_slots};
 pub use dispatch::{Isa, Kernels};
 pub use error::KernelError;
 pub use gemm::{
-    __int8_microkernel_loop, F32PackBuf, F32Panels, GemmScratch, Outliers, PackedMatrix, gemm_f32_nn,
+    __int8_microkernel_loop, F32PackBuf, F32Panels, GemmScratch, Outliers, PackedMatrix, RowPrologue, gemm_f32_nn,
     gemm_f32_nt, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows,
 };
 pub use parallel::{ParallelFor, Serial};

@@ -422,7 +422,7 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(self.kernels, *act, lay, a, m, self.k, (&self.residual, &self.exact.idx), par);
+                scratch.quantize(self.kernels, *act, lay, Src::Ready(a), m, self.k, (&self.residual, &self.exact.idx), par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
@@ -457,12 +457,59 @@ impl PackedMatrix {
         scratch: &mut GemmScratch,
         par: &dyn ParallelFor,
     ) -> Result<(), KernelError> {
+        for w in mats {
+            check_len("a", m * w.k, a.len())?;
+        }
+        Self::matmul_many_src(mats, Src::Ready(a), m, outs, scratch, par)
+    }
+
+    /// [`PackedMatrix::matmul_many`] of the activations `rows` computes row by row (see
+    /// [`RowPrologue`]): the per-row work runs inside the quantization's parallel region, on
+    /// every thread, where a caller computing the rows first would run it on one thread between
+    /// two parallel regions. Outputs, and `rows.out` afterwards, are bit-identical to computing
+    /// the rows first and calling [`PackedMatrix::matmul_many`] on them.
+    pub fn matmul_many_with(
+        mats: &[&PackedMatrix],
+        rows: RowPrologue<'_>,
+        m: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut GemmScratch,
+        par: &dyn ParallelFor,
+    ) -> Result<(), KernelError> {
+        for w in mats {
+            check_len("rows.out", m * w.k, rows.out.len())?;
+        }
+        let state_width = rows.state.len().checked_div(m).unwrap_or(0);
+        check_len("rows.state", m * state_width, rows.state.len())?;
+        let k = rows.out.len().checked_div(m).unwrap_or(0);
+        let src = Src::Computed {
+            state: rows.state,
+            state_width,
+            out: rows.out,
+            k,
+            f: rows.f,
+        };
+        if mats.is_empty() {
+            // Nothing reads the rows, but the caller asked for them (and its state updated).
+            src.materialize(m, par);
+            return Ok(());
+        }
+        Self::matmul_many_src(mats, src, m, outs, scratch, par)
+    }
+
+    fn matmul_many_src(
+        mats: &[&PackedMatrix],
+        src: Src<'_>,
+        m: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut GemmScratch,
+        par: &dyn ParallelFor,
+    ) -> Result<(), KernelError> {
         check_len("outputs", mats.len(), outs.len())?;
         let Some(first) = mats.first() else {
             return Ok(());
         };
         for (w, c) in mats.iter().zip(outs.iter()) {
-            check_len("a", m * w.k, a.len())?;
             check_len("c", m * w.n, c.len())?;
         }
         if m == 0 {
@@ -482,6 +529,7 @@ impl PackedMatrix {
                     }
             });
         if !fusable {
+            let a = src.materialize(m, par);
             for (w, c) in mats.iter().zip(outs.iter_mut()) {
                 w.matmul(a, m, c, scratch, par)?;
             }
@@ -491,7 +539,7 @@ impl PackedMatrix {
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(first.kernels, *act, lay, a, m, first.k, (&first.residual, &first.exact.idx), par);
+                scratch.quantize(first.kernels, *act, lay, src, m, first.k, (&first.residual, &first.exact.idx), par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     if let Repr::Int8 { lay, .. } = &w.repr {
@@ -501,6 +549,7 @@ impl PackedMatrix {
                 run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
             }
             Repr::F32 => {
+                let a = src.materialize(m, par);
                 let mut jobs: [Option<F32Job>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     *slot = Some(w.f32_job(m, c, threads));
@@ -594,6 +643,115 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), K
     Ok(())
 }
 
+/// `f(r, state_r, out_r)` of a [`RowPrologue`].
+pub type RowFn<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
+
+/// Per-row work that produces a GEMM's activations, for [`PackedMatrix::matmul_many_with`]:
+/// `f(r, state_r, out_r)` is called once for every row `r < m`, on some thread, with row `r`
+/// of `state` (`m` rows of equal width, which it may update: a residual stream, say) and row
+/// `r` of `out` (`m × k`, holding whatever the caller left there), which it must overwrite with
+/// the activations. `out` then holds them all, as if the caller had computed them first.
+pub struct RowPrologue<'a> {
+    /// Per-row state the prologue reads and may update (`m` rows).
+    pub state: &'a mut [f32],
+    /// The activations, `m × k`, written by the prologue.
+    pub out: &'a mut [f32],
+    /// The per-row work.
+    pub f: &'a RowFn<'a>,
+}
+
+/// Where a GEMM call's activation rows come from.
+enum Src<'a> {
+    /// `m × k`, ready.
+    Ready(&'a [f32]),
+    /// Computed row by row by a [`RowPrologue`] (lengths checked by the caller).
+    Computed {
+        state: &'a mut [f32],
+        state_width: usize,
+        out: &'a mut [f32],
+        k: usize,
+        f: &'a RowFn<'a>,
+    },
+}
+
+impl<'a> Src<'a> {
+    /// Tasks that may call [`RowSrc::row`] concurrently, each for its own rows.
+    fn rows(&mut self) -> RowSrc<'_> {
+        match self {
+            Src::Ready(a) => RowSrc::Ready(a),
+            Src::Computed { state, state_width, out, k, f } => RowSrc::Computed {
+                state: SyncPtr(state.as_mut_ptr()),
+                state_width: *state_width,
+                out: SyncPtr(out.as_mut_ptr()),
+                k: *k,
+                f: *f,
+            },
+        }
+    }
+
+    /// Whether computing a row costs more than quantizing it: then even a small call is worth
+    /// spreading over the threads.
+    fn computed(&self) -> bool {
+        matches!(self, Src::Computed { .. })
+    }
+
+    /// All `m` rows, computing them (in one parallel region) if they are not ready.
+    fn materialize(mut self, m: usize, par: &dyn ParallelFor) -> &'a [f32] {
+        if self.computed() {
+            let rows = self.rows();
+            let per_task = m.div_ceil(4 * par.num_threads()).max(1);
+            par.run(m.div_ceil(per_task), &|t| {
+                for r in t * per_task..((t + 1) * per_task).min(m) {
+                    // SAFETY: task t alone asks for rows t·per_task.., each once.
+                    unsafe { rows.row(r, 0) };
+                }
+            });
+        }
+        match self {
+            Src::Ready(a) => a,
+            Src::Computed { out, .. } => out,
+        }
+    }
+}
+
+/// [`Src`] as tasks share it.
+#[derive(Clone, Copy)]
+enum RowSrc<'s> {
+    Ready(&'s [f32]),
+    Computed {
+        state: SyncPtr<f32>,
+        state_width: usize,
+        out: SyncPtr<f32>,
+        k: usize,
+        f: &'s RowFn<'s>,
+    },
+}
+
+impl<'s> RowSrc<'s> {
+    /// Row `r` of the activations (`k` values), computed first if need be.
+    ///
+    /// # Safety
+    /// `r < m`, and while this call's result lives no other call may ask for row `r`: each row
+    /// is computed once, by the one task that owns it.
+    unsafe fn row(self, r: usize, k_ready: usize) -> &'s [f32] {
+        match self {
+            RowSrc::Ready(a) => &a[r * k_ready..(r + 1) * k_ready],
+            RowSrc::Computed { state, state_width, out, k, f } => {
+                // SAFETY: both buffers hold m rows (checked when the prologue was accepted) and
+                // the caller gives row r to one task only, so these views alias nothing.
+                let (st, o) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(state.ptr().add(r * state_width), state_width),
+                        std::slice::from_raw_parts_mut(out.ptr().add(r * k), k),
+                    )
+                };
+                f(r, st, o);
+                o
+            }
+        }
+    }
+}
+
 /// Reusable per-caller buffers for [`PackedMatrix::matmul`] and the unpacked f32 GEMMs: the
 /// quantized activations and a weight pack. Grows to the largest call seen, then stops
 /// allocating.
@@ -674,7 +832,7 @@ impl GemmScratch {
         kernels: &Kernels,
         fmt: ActFormat,
         lay: &Int8Layout,
-        a: &[f32],
+        mut src: Src<'_>,
         m: usize,
         k_in: usize,
         (residual, exact): (&[u32], &[u32]),
@@ -694,13 +852,19 @@ impl GemmScratch {
         let asum = SyncPtr(self.asum.as_f32_mut().as_mut_ptr());
         // Below this many elements a parallel region costs more than the quantization it splits.
         const SERIAL_QUANT_ELEMS: usize = 32 * 1024;
-        let rows_per_task = if par.num_threads() <= 1 || m * k <= SERIAL_QUANT_ELEMS {
+        // Rows computed here (norms, say) make even a small call worth spreading.
+        let rows_per_task = if par.num_threads() <= 1 {
+            m
+        } else if src.computed() {
+            m.div_ceil(4 * par.num_threads())
+        } else if m * k <= SERIAL_QUANT_ELEMS {
             m
         } else {
             m.div_ceil(4 * par.num_threads()).max(8)
         }
         .max(m.div_ceil(MAX_QUANT_TASKS));
         let n_tasks = m.div_ceil(rows_per_task);
+        let rows = src.rows();
         par.run(n_tasks, &|t| {
             let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
             for r in r0..r1 {
@@ -722,7 +886,8 @@ impl GemmScratch {
                     let (z, res) = w.split_at_mut(k_in);
                     (z, res, std::slice::from_raw_parts_mut(xs.ptr().add(r * s_n), s_n))
                 };
-                let mut x = &a[r * k_in..(r + 1) * k_in];
+                // SAFETY: r < m, and this task alone owns row r.
+                let mut x = unsafe { rows.row(r, k_in) };
                 if s_n > 0 {
                     zrow.copy_from_slice(x);
                     for (v, &c) in xsr.iter_mut().zip(exact) {
@@ -1103,7 +1268,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.quantize(kernels, act, &lay, &a, m, k, (&[], &[]), &crate::Serial);
+    s.quantize(kernels, act, &lay, Src::Ready(&a), m, k, (&[], &[]), &crate::Serial);
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
         a: s.q.bytes().as_ptr().cast(),

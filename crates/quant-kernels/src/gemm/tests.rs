@@ -368,6 +368,79 @@ fn matmul_many_equals_separate_matmuls_bit_for_bit() {
     }
 }
 
+/// A prologue computing the rows inside the quantization pass: every row computed exactly once
+/// (its state updated once), `out` left holding the rows, and each product bit-identical to
+/// computing the rows first; on every ISA, fused groups, groups that fall back, f32 weights and
+/// matrices with outliers, from one row to many, serial and threaded.
+#[test]
+fn matmul_many_with_equals_rows_computed_first() {
+    let mut r = rng(12);
+    let k = 256;
+    let (blocks, chans) = ([2usize, 5], [3usize, 70, 200]);
+    let outliers = Outliers { residual_blocks: &blocks, exact_channels: &chans };
+    for kernels in Kernels::all_supported() {
+        let q8 = |r: &mut rand::rngs::StdRng, n| {
+            PackedMatrix::with_outliers(kernels, QuantType::Q8_0, n, k, &random_weights(r, QuantType::Q8_0, n, k), outliers)
+                .unwrap()
+        };
+        let plain = |r: &mut rand::rngs::StdRng, ty, n| PackedMatrix::new(kernels, ty, n, k, &random_weights(r, ty, n, k)).unwrap();
+        let groups: Vec<Vec<PackedMatrix>> = vec![
+            vec![q8(&mut r, 48), q8(&mut r, 16)],
+            vec![plain(&mut r, QuantType::Q8_0, 40)],
+            vec![plain(&mut r, QuantType::Q4K, 32), plain(&mut r, QuantType::Q6K, 16)],
+            vec![plain(&mut r, QuantType::F16, 24), plain(&mut r, QuantType::F32, 8)],
+            vec![],
+        ];
+        for mats in &groups {
+            let refs: Vec<&PackedMatrix> = mats.iter().collect();
+            for (m, threads) in [(1, 1), (1, 2), (16, 2), (16, 1), (150, 3)] {
+                let a = random_f32(&mut r, m * k, 2.0);
+                let prior = random_f32(&mut r, m * k, 1.0);
+                let width = 3;
+                let state0: Vec<f32> = (0..m * width).map(|i| (i % 5) as f32 * 0.25).collect();
+                // The row from the caller's input, its state and what `out` held before.
+                let f = |i: usize, st: &mut [f32], o: &mut [f32]| {
+                    let row = &a[i * k..(i + 1) * k];
+                    st[0] += 1.0;
+                    for (o, &x) in o.iter_mut().zip(row) {
+                        *o = x * (1.0 + st[1]) - 0.5 * *o;
+                    }
+                };
+                let (mut want_state, mut want_rows) = (state0.clone(), prior.clone());
+                for i in 0..m {
+                    f(i, &mut want_state[i * width..(i + 1) * width], &mut want_rows[i * k..(i + 1) * k]);
+                }
+                let mut want: Vec<Vec<f32>> = mats.iter().map(|w| vec![0.0; m * w.n()]).collect();
+                let mut outs: Vec<&mut [f32]> = want.iter_mut().map(|v| v.as_mut_slice()).collect();
+                PackedMatrix::matmul_many(&refs, &want_rows, m, &mut outs, &mut GemmScratch::new(), &Serial).unwrap();
+
+                let (mut state, mut rows) = (state0.clone(), prior.clone());
+                let mut got: Vec<Vec<f32>> = mats.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let prologue = RowPrologue { state: &mut state, out: &mut rows, f: &f };
+                PackedMatrix::matmul_many_with(&refs, prologue, m, &mut outs, &mut GemmScratch::new(), &Threads(threads))
+                    .unwrap();
+                let ctx = format!("{:?} {} matrices m={m} threads={threads}", kernels.isa(), mats.len());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&state), bits(&want_state), "{ctx}: state");
+                assert_eq!(bits(&rows), bits(&want_rows), "{ctx}: rows");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(bits(g), bits(w), "{ctx}: matrix {i}");
+                }
+            }
+        }
+        // Rows or state that do not match m are errors, not panics.
+        let w = q8(&mut r, 8);
+        let (mut st, mut rows, mut c) = (vec![0.0; 5], vec![0.0; 2 * k], vec![0.0; 16]);
+        let f = |_: usize, _: &mut [f32], _: &mut [f32]| {};
+        let bad_state = RowPrologue { state: &mut st, out: &mut rows, f: &f };
+        assert!(PackedMatrix::matmul_many_with(&[&w], bad_state, 2, &mut [&mut c], &mut GemmScratch::new(), &Serial).is_err());
+        let (mut st, mut rows) = (vec![0.0; 4], vec![0.0; 2 * k - 1]);
+        let bad_rows = RowPrologue { state: &mut st, out: &mut rows, f: &f };
+        assert!(PackedMatrix::matmul_many_with(&[&w], bad_rows, 2, &mut [&mut c], &mut GemmScratch::new(), &Serial).is_err());
+    }
+}
+
 /// Residual blocks: the product is the plain product plus the product of the chosen blocks'
 /// quantization residual, so on activations with outlier channels it lands far closer to the
 /// exact f32 product; rows stay independent of their batch; bad block lists are refused.
