@@ -225,13 +225,24 @@ fn layer_forward<T: MaybeTrace>(
         rotate_rows(b.q, qd, b.offsets, rope);
         rotate_rows(b.k, hd, b.offsets, rope);
     } else {
-        kernels.vectorize(|| {
-            for w in b.offsets.windows(2) {
-                for (p, (qr, kr)) in b.q[w[0] * qd..w[1] * qd]
-                    .chunks_exact_mut(qd)
-                    .zip(b.k[w[0] * hd..w[1] * hd].chunks_exact_mut(hd))
-                    .enumerate()
-                {
+        // Chunks of rows handed out through a lock, so every thread takes part.
+        let per_task = m.div_ceil(4 * exec.par.num_threads()).max(1);
+        let chunks = Mutex::new(
+            b.q.chunks_mut(per_task * qd)
+                .zip(b.k.chunks_mut(per_task * hd))
+                .enumerate(),
+        );
+        let offsets = b.offsets;
+        exec.par.run(m.div_ceil(per_task), &|_| {
+            let chunk = chunks.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let Some((i, (qc, kc))) = chunk else {
+                return;
+            };
+            kernels.vectorize(|| {
+                for (j, (qr, kr)) in qc.chunks_exact_mut(qd).zip(kc.chunks_exact_mut(hd)).enumerate() {
+                    // The row's position in its text.
+                    let r = i * per_task + j;
+                    let p = r - offsets[offsets.partition_point(|&o| o <= r) - 1];
                     for head in qr.chunks_exact_mut(hd) {
                         rms_norm_in_place(head, &layer.q_norm, eps);
                     }
@@ -239,7 +250,7 @@ fn layer_forward<T: MaybeTrace>(
                     rope.rotate(qr, p);
                     rope.rotate(kr, p);
                 }
-            }
+            });
         });
     }
     tr.record(TracePoint::QRope(l), b.q);
