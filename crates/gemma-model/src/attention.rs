@@ -298,8 +298,9 @@ impl TextKvOffsets {
 ///
 /// `q_block` holds the query rows (`rows × n_head·head_dim`, token `block·QUERY_BLOCK + first`
 /// onwards, within the block) and receives their output rows; every row gets the same bits
-/// whichever part of its block it is computed with, as the scores span the block's keys; `kv` is the whole text's keys and values, packed. `scores` must hold at least
-/// [`scores_len`] floats for this text's length. Scores are computed from the visible span's
+/// whichever part of its block it is computed with, as the scores span the block's keys. `kv`
+/// is the whole text's keys and values, packed. `scores` must hold at least [`scores_len`]
+/// floats for this text's length. Scores are computed from the visible span's
 /// first key rounded down to a panel (a packed operand's columns start on a panel; the extra
 /// columns are never read): on return `scores` holds `rows·n_head` rows of
 /// `width` probabilities, column 0 being key `first`, and `(first, width)` is returned.

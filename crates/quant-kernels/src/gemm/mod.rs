@@ -489,11 +489,6 @@ impl PackedMatrix {
             k,
             f: rows.f,
         };
-        if mats.is_empty() {
-            // Nothing reads the rows, but the caller asked for them (and its state updated).
-            src.materialize(m, par);
-            return Ok(());
-        }
         Self::matmul_many_src(mats, src, m, outs, scratch, par)
     }
 
@@ -507,6 +502,8 @@ impl PackedMatrix {
     ) -> Result<(), KernelError> {
         check_len("outputs", mats.len(), outs.len())?;
         let Some(first) = mats.first() else {
+            // Nothing reads the rows, but a prologue's caller still gets them (and its state).
+            src.materialize(m, par);
             return Ok(());
         };
         for (w, c) in mats.iter().zip(outs.iter()) {
