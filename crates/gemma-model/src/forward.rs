@@ -225,19 +225,14 @@ fn layer_forward<T: MaybeTrace>(
         rotate_rows(b.q, qd, b.offsets, rope);
         rotate_rows(b.k, hd, b.offsets, rope);
     } else {
-        // Chunks of rows handed out through a lock, so every thread takes part.
         let per_task = m.div_ceil(4 * exec.par.num_threads()).max(1);
-        let chunks = Mutex::new(
-            b.q.chunks_mut(per_task * qd)
-                .zip(b.k.chunks_mut(per_task * hd))
-                .enumerate(),
-        );
+        let chunks = b
+            .q
+            .chunks_mut(per_task * qd)
+            .zip(b.k.chunks_mut(per_task * hd))
+            .enumerate();
         let offsets = b.offsets;
-        exec.par.run(m.div_ceil(per_task), &|_| {
-            let chunk = chunks.lock().unwrap_or_else(|p| p.into_inner()).next();
-            let Some((i, (qc, kc))) = chunk else {
-                return;
-            };
+        for_each_item(exec.par, chunks, |(i, (qc, kc))| {
             kernels.vectorize(|| {
                 for (j, (qr, kr)) in qc.chunks_exact_mut(qd).zip(kc.chunks_exact_mut(hd)).enumerate() {
                     // The row's position in its text.
@@ -278,14 +273,7 @@ fn layer_forward<T: MaybeTrace>(
         if T::ON {
             tasks.for_each(|task| task.run(hd));
         } else {
-            let n_tasks = tasks.len();
-            let tasks = Mutex::new(tasks);
-            exec.par.run(n_tasks, &|_| {
-                let task = tasks.lock().unwrap_or_else(|p| p.into_inner()).next();
-                if let Some(task) = task {
-                    task.run(hd);
-                }
-            });
+            for_each_item(exec.par, tasks, |task| task.run(hd));
         }
     }
     let kv = SharedKv {
@@ -320,16 +308,10 @@ fn layer_forward<T: MaybeTrace>(
             );
         }
     } else {
-        // Blocks are handed out one per task through a lock, each task borrowing a workspace
-        // from the pool: every block is computed the same way whichever thread runs it.
-        let n_tasks = blocks.len();
-        let blocks = Mutex::new(blocks);
+        // Each block's task borrows a workspace from the pool: every block is computed the
+        // same way whichever thread runs it.
         let (pool, scores_len, kv) = (b.attn, b.scores_len, &kv);
-        exec.par.run(n_tasks, &|_| {
-            let item = blocks.lock().unwrap_or_else(|p| p.into_inner()).next();
-            let Some(item) = item else {
-                return;
-            };
+        for_each_item(exec.par, blocks, |item| {
             let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             // A parallel-for running more tasks at once than it reports threads gets a
             // temporary workspace rather than an error.
@@ -391,6 +373,23 @@ fn layer_forward<T: MaybeTrace>(
         }
         tr.record(TracePoint::PostFfwNorm(l), &b.up[..m * d]);
     }
+}
+
+/// Calls `f` on every item over `par`, one item per task, handed out in order through a lock:
+/// the items are disjoint mutable borrows, so any thread may take any, and each is computed the
+/// same way whichever thread takes it.
+fn for_each_item<I>(par: &dyn ParallelFor, items: I, f: impl Fn(I::Item) + Sync)
+where
+    I: ExactSizeIterator + Send,
+{
+    let n = items.len();
+    let items = Mutex::new(items);
+    par.run(n, &|_| {
+        let item = items.lock().unwrap_or_else(|p| p.into_inner()).next();
+        if let Some(item) = item {
+            f(item);
+        }
+    });
 }
 
 /// The group's key and value rows, and the multi-block texts' packed keys and values.

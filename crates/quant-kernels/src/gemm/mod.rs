@@ -457,9 +457,6 @@ impl PackedMatrix {
         scratch: &mut GemmScratch,
         par: &dyn ParallelFor,
     ) -> Result<(), KernelError> {
-        for w in mats {
-            check_len("a", m * w.k, a.len())?;
-        }
         Self::matmul_many_src(mats, Src::Ready(a), m, outs, scratch, par)
     }
 
@@ -476,9 +473,6 @@ impl PackedMatrix {
         scratch: &mut GemmScratch,
         par: &dyn ParallelFor,
     ) -> Result<(), KernelError> {
-        for w in mats {
-            check_len("rows.out", m * w.k, rows.out.len())?;
-        }
         let state_width = rows.state.len().checked_div(m).unwrap_or(0);
         check_len("rows.state", m * state_width, rows.state.len())?;
         let k = rows.out.len().checked_div(m).unwrap_or(0);
@@ -501,6 +495,9 @@ impl PackedMatrix {
         par: &dyn ParallelFor,
     ) -> Result<(), KernelError> {
         check_len("outputs", mats.len(), outs.len())?;
+        for w in mats {
+            check_len("a", m * w.k, src.len())?;
+        }
         let Some(first) = mats.first() else {
             // Nothing reads the rows, but a prologue's caller still gets them (and its state).
             src.materialize(m, par);
@@ -683,6 +680,14 @@ impl<'a> Src<'a> {
                 k: *k,
                 f: *f,
             },
+        }
+    }
+
+    /// Values held: `m × k` when the call is well-formed.
+    fn len(&self) -> usize {
+        match self {
+            Src::Ready(a) => a.len(),
+            Src::Computed { out, .. } => out.len(),
         }
     }
 
