@@ -30,15 +30,30 @@ fn named_line(message: &str) -> usize {
     n.parse().unwrap_or_else(|_| panic!("bad line number in {message:?}"))
 }
 
+/// Every text of a checked input, read back in order.
+fn texts_of(texts: &input::Texts) -> Vec<String> {
+    let mut v = Vec::new();
+    texts
+        .for_each(|i, t| {
+            assert_eq!(i, v.len(), "texts come in order");
+            v.push(t.to_owned());
+            Ok(())
+        })
+        .expect("a checked input reads back");
+    assert_eq!(v.len(), texts.len(), "the count is the texts read back");
+    v
+}
+
 /// Reads `data` as a plain-text and as a JSON Lines input file. Properties: no panic; a
 /// success has one text per line (so output `index` = line − 1); a failure names a line of the
 /// input, 1-based, and that line really is bad.
 pub fn read_input(data: &[u8]) {
     let lines = expected_lines(data);
-    match input::parse(data, "fuzz", false) {
+    match input::parse(data.to_vec(), "fuzz", false) {
         Ok(texts) => {
-            assert_eq!(texts.texts.len(), lines.len(), "one text per line");
-            for (i, (text, line)) in texts.texts.iter().zip(&lines).enumerate() {
+            let all = texts_of(&texts);
+            assert_eq!(all.len(), lines.len(), "one text per line");
+            for (i, (text, line)) in all.iter().zip(&lines).enumerate() {
                 assert_eq!(text.as_bytes(), *line, "text {i} is line {} verbatim", i + 1);
                 assert_eq!(texts.locate(i), format!("fuzz:{}", i + 1));
             }
@@ -51,10 +66,11 @@ pub fn read_input(data: &[u8]) {
             assert!(lines[..n - 1].iter().all(|l| std::str::from_utf8(l).is_ok()), "not the first bad line: {msg}");
         }
     }
-    match input::parse(data, "fuzz", true) {
+    match input::parse(data.to_vec(), "fuzz", true) {
         Ok(texts) => {
-            assert_eq!(texts.texts.len(), lines.len(), "one text per line, none skipped");
-            for (text, line) in texts.texts.iter().zip(&lines) {
+            let all = texts_of(&texts);
+            assert_eq!(all.len(), lines.len(), "one text per line, none skipped");
+            for (text, line) in all.iter().zip(&lines) {
                 let v: serde_json::Value = serde_json::from_slice(line).expect("an accepted line is JSON");
                 assert_eq!(v["text"].as_str(), Some(text.as_str()));
             }

@@ -105,7 +105,6 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 
 pub fn run(args: Args) -> Result<()> {
     let input = args.input.read()?;
-    let texts = &input.texts;
     let prompt = match (&args.prompt, &args.prefix) {
         (Some(name), _) => Prompt::named(name).with_context(|| {
             let names: Vec<&str> = embed_runtime::NAMED_PROMPTS.iter().map(|(n, _)| *n).collect();
@@ -152,65 +151,101 @@ pub fn run(args: Args) -> Result<()> {
 
     // Every text is tokenized and checked before the first vector is written (tokenizing is
     // a thousandth of the work), so bad input never leaves half an output on standard output.
-    // The checked ids are the ones embedded.
+    // The ids are not kept: the second pass reads and tokenizes each batch again, so memory
+    // stays one batch's whatever the size of the input.
     let options = embedder.options().clone();
-    let prepared = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| embedder.prepare(Input::Text(t), &options).map_err(|e| text_error(&input, i, &e, args.no_truncate)))
-        .collect::<Result<Vec<_>>>()?;
+    let no_truncate = args.no_truncate;
+    let prepare = |i: usize, t: &str| {
+        embedder.prepare(Input::Text(t), &options).map_err(|e| text_error(&input, i, &e, no_truncate))
+    };
+    input.for_each(|i, t| prepare(i, t).map(drop))?;
 
     if args.format == Format::Npy {
-        out.write_all(&npy_header(texts.len(), embedder.dim()))?;
+        out.write_all(&npy_header(input.len(), embedder.dim()))?;
     }
-    let bar = progress_bar(texts.len());
-    let batch = args.batch_size as usize;
+    let mut sink = Sink {
+        out,
+        format: args.format,
+        bar: progress_bar(input.len()),
+        batch: Vec::with_capacity(args.batch_size as usize),
+        first: 0,
+        tokens: 0,
+        line: String::new(),
+    };
     let started = Instant::now();
-    let mut tokens = 0usize;
-    let mut line = String::new();
-    let mut refs: Vec<&Prepared> = Vec::with_capacity(batch);
-    for (b, chunk) in prepared.chunks(batch).enumerate() {
-        refs.clear();
-        refs.extend(chunk);
-        let rows = embedder.embed_prepared(&refs).map_err(|e| match e {
-            // Cannot happen after `prepare`; located all the same.
-            EmbedError::Text { index, source } => text_error(&input, b * batch + index, &source, args.no_truncate),
-            e => anyhow::Error::new(e),
-        })?;
-        for (i, (row, p)) in rows.iter().zip(chunk).enumerate() {
-            tokens += p.tokens();
-            match args.format {
-                Format::Npy => {
-                    for v in row {
-                        out.write_all(&v.to_le_bytes())?;
-                    }
-                }
-                Format::Jsonl => {
-                    line.clear();
-                    line.push_str(&format!("{{\"index\":{},\"embedding\":", b * batch + i));
-                    line.push_str(&serde_json::to_string(row)?);
-                    line.push_str(&format!(",\"tokens\":{},\"truncated\":{}}}\n", p.tokens(), p.truncated()));
-                    out.write_all(line.as_bytes())?;
-                }
-            }
+    input.for_each(|i, t| {
+        sink.batch.push(prepare(i, t)?);
+        if sink.batch.len() == args.batch_size as usize {
+            sink.flush(&embedder, &input, no_truncate)?;
         }
-        if let Some(bar) = &bar {
-            bar.inc(chunk.len() as u64);
-        }
-    }
+        Ok(())
+    })?;
+    sink.flush(&embedder, &input, no_truncate)?;
     let elapsed = started.elapsed().as_secs_f64();
-    if let Some(bar) = bar {
+    if let Some(bar) = sink.bar {
         bar.finish_and_clear();
     }
-    out.commit()?;
+    sink.out.commit()?;
     if args.verbose {
         eprintln!(
-            "{} texts, {tokens} tokens, {elapsed:.2} s, {:.1} texts/s",
-            texts.len(),
-            texts.len() as f64 / elapsed.max(1e-9)
+            "{} texts, {} tokens, {elapsed:.2} s, {:.1} texts/s",
+            input.len(),
+            sink.tokens,
+            input.len() as f64 / elapsed.max(1e-9)
         );
     }
     Ok(())
+}
+
+/// Where vectors go, one batch at a time.
+struct Sink {
+    out: Output,
+    format: Format,
+    bar: Option<indicatif::ProgressBar>,
+    /// The texts of the batch being filled; the first is text `first`.
+    batch: Vec<Prepared>,
+    first: usize,
+    tokens: usize,
+    line: String,
+}
+
+impl Sink {
+    /// Embeds and writes the batch, and starts an empty one.
+    fn flush(&mut self, embedder: &Embedder, input: &Texts, no_truncate: bool) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&Prepared> = self.batch.iter().collect();
+        let rows = embedder.embed_prepared(&refs).map_err(|e| match e {
+            // Cannot happen after `prepare`; located all the same.
+            EmbedError::Text { index, source } => text_error(input, self.first + index, &source, no_truncate),
+            e => anyhow::Error::new(e),
+        })?;
+        for (i, (row, p)) in rows.iter().zip(&self.batch).enumerate() {
+            self.tokens += p.tokens();
+            match self.format {
+                Format::Npy => {
+                    for v in row {
+                        self.out.write_all(&v.to_le_bytes())?;
+                    }
+                }
+                Format::Jsonl => {
+                    let line = &mut self.line;
+                    line.clear();
+                    line.push_str(&format!("{{\"index\":{},\"embedding\":", self.first + i));
+                    line.push_str(&serde_json::to_string(row)?);
+                    line.push_str(&format!(",\"tokens\":{},\"truncated\":{}}}\n", p.tokens(), p.truncated()));
+                    self.out.write_all(line.as_bytes())?;
+                }
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(self.batch.len() as u64);
+        }
+        self.first += self.batch.len();
+        self.batch.clear();
+        Ok(())
+    }
 }
 
 /// One message for a text the model cannot take: where it is, then why.

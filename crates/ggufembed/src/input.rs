@@ -2,7 +2,11 @@
 //! line, or JSON Lines objects with a `text` field so that texts may contain newlines.
 //!
 //! Everything is read and validated before any work starts, so a bad line 90,000 of a file
-//! fails the command before a single vector is written.
+//! fails the command before a single vector is written. A file is not kept in memory for that:
+//! [`InputArgs::read`] reads it once to check it, and every later pass
+//! ([`Texts::for_each`]) reads it again, so memory stays the size of one batch whatever the
+//! size of the file. Standard input (and a FIFO or device, which cannot be read twice) is held
+//! in memory as bytes.
 //!
 //! The rules, the same in both modes:
 //! - every line is one text, so text `i` (the `index` of the output, 0-based) is line `i + 1`
@@ -14,8 +18,10 @@
 //! - every message about a text names it as `FILE:LINE` (1-based, as editors and compilers
 //!   do), `<stdin>:LINE`, or `argument N` (1-based) for texts given as arguments.
 
-use std::io::Read;
+use std::borrow::Cow;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
@@ -34,11 +40,25 @@ pub struct InputArgs {
     pub jsonl: bool,
 }
 
-/// The texts, in order, and where each came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Checked texts: how to read them again, in order, and where each came from.
+#[derive(Debug)]
 pub struct Texts {
-    pub texts: Vec<String>,
+    source: Source,
+    jsonl: bool,
+    len: usize,
     origin: Origin,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// The texts themselves (arguments, JSON already decoded).
+    Texts(Vec<String>),
+    /// The whole input, for an input that can be read only once.
+    Bytes(Vec<u8>),
+    /// A regular file, read again on every pass; its length and modification time when it was
+    /// checked, so that a pass over a file changed since fails instead of embedding unchecked
+    /// lines.
+    File { path: PathBuf, len: u64, modified: Option<SystemTime> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,77 +77,136 @@ impl Texts {
             Origin::Lines(name) => format!("{name}:{}", index + 1),
         }
     }
+
+    /// How many texts there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Calls `f(index, text)` for every text in order, stopping at its first error.
+    pub fn for_each(&self, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
+        let name = match &self.origin {
+            Origin::Lines(name) => name.as_str(),
+            Origin::Arguments => "",
+        };
+        match &self.source {
+            Source::Texts(texts) => texts.iter().enumerate().try_for_each(|(i, t)| f(i, t)),
+            Source::Bytes(bytes) => each_text(&bytes[..], name, self.jsonl, f).map(drop),
+            Source::File { path, len, modified } => {
+                let changed = || anyhow::anyhow!("{name} changed while it was being read; run the command again");
+                if stamp(path)? != (*len, *modified) {
+                    return Err(changed());
+                }
+                let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+                let n = each_text(BufReader::with_capacity(1 << 16, file), name, self.jsonl, f)?;
+                if n != self.len || stamp(path)? != (*len, *modified) {
+                    return Err(changed());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A regular file's length and modification time.
+fn stamp(path: &Path) -> Result<(u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((meta.len(), meta.modified().ok()))
 }
 
 impl InputArgs {
-    /// The texts, in order.
+    /// The texts, checked (each line valid UTF-8 and, with `--jsonl`, an object with a string
+    /// `text`), ready to be read in order as often as needed.
     pub fn read(&self) -> Result<Texts> {
         match &self.input {
             None if self.texts.is_empty() => {
                 bail!("no input: give texts as arguments or --input FILE (\"-\" for standard input)")
             }
             None if self.jsonl => parse_jsonl_arguments(&self.texts),
-            None => Ok(Texts { texts: self.texts.clone(), origin: Origin::Arguments }),
+            None => Ok(Texts {
+                len: self.texts.len(),
+                source: Source::Texts(self.texts.clone()),
+                jsonl: false,
+                origin: Origin::Arguments,
+            }),
+            Some(path) if path == Path::new("-") => {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+                parse(buf, "<stdin>", self.jsonl)
+            }
             Some(path) => {
-                let (bytes, name) = if path == Path::new("-") {
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .context("cannot read standard input")?;
-                    (buf, "<stdin>".to_owned())
-                } else {
-                    if path.is_dir() {
-                        bail!("cannot read {}: it is a directory", path.display());
-                    }
-                    let bytes = std::fs::read(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    (bytes, path.display().to_string())
+                let name = path.display().to_string();
+                if path.is_dir() {
+                    bail!("cannot read {name}: it is a directory");
+                }
+                let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
+                if !meta.is_file() {
+                    // A FIFO or a device gives its bytes once.
+                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
+                    return parse(bytes, &name, self.jsonl);
+                }
+                let checked = stamp(path)?;
+                let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+                let len = each_text(BufReader::with_capacity(1 << 16, file), &name, self.jsonl, |_, _| Ok(()))?;
+                let texts = Texts {
+                    source: Source::File { path: path.clone(), len: checked.0, modified: checked.1 },
+                    jsonl: self.jsonl,
+                    len,
+                    origin: Origin::Lines(name),
                 };
-                parse(&bytes, &name, self.jsonl)
+                // The check must have read what later passes will read.
+                if stamp(path)? != checked {
+                    bail!("{} changed while it was being read; run the command again", path.display());
+                }
+                Ok(texts)
             }
         }
     }
 }
 
-/// Parses the bytes of a whole input file named `name` (for messages).
-pub fn parse(bytes: &[u8], name: &str, jsonl: bool) -> Result<Texts> {
-    let texts = if jsonl { parse_jsonl(bytes, name)? } else { parse_lines(bytes, name)? };
-    Ok(Texts { texts, origin: Origin::Lines(name.to_owned()) })
+/// Checks the bytes of a whole input named `name` (for messages) and keeps them.
+pub fn parse(bytes: Vec<u8>, name: &str, jsonl: bool) -> Result<Texts> {
+    let len = each_text(&bytes[..], name, jsonl, |_, _| Ok(()))?;
+    Ok(Texts { source: Source::Bytes(bytes), jsonl, len, origin: Origin::Lines(name.to_owned()) })
 }
 
 /// The UTF-8 byte order mark some editors put at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Splits on `\n` (a trailing `\r` is dropped, so CRLF files read as their text); a final
-/// newline does not start an extra empty text, but an empty line inside is an empty text.
-/// Yields 1-based line numbers.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let empty = bytes.is_empty();
-    body.split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(move |_| !empty)
-}
-
-fn utf8<'a>(line: &'a [u8], at: &str) -> Result<&'a str> {
-    std::str::from_utf8(line)
-        .map_err(|e| anyhow::anyhow!("{at}: invalid UTF-8 at byte {} of the line", e.valid_up_to()))
-}
-
-fn parse_lines(bytes: &[u8], name: &str) -> Result<Vec<String>> {
-    lines(bytes).map(|(n, l)| utf8(l, &format!("{name}:{n}")).map(str::to_owned)).collect()
-}
-
-fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<String>> {
-    lines(bytes)
-        .map(|(n, line)| {
-            let at = format!("{name}:{n}");
-            json_text(utf8(line, &at)?, &at)
-        })
-        .collect()
+/// Calls `f(index, text)` for each line's text (the line itself, or its JSON `text`); returns
+/// how many there were. Lines end at `\n` (a trailing `\r` is dropped, so CRLF files read as
+/// their text); a final newline does not start an extra empty text, but an empty line inside
+/// is an empty text.
+fn each_text(
+    mut r: impl BufRead,
+    name: &str,
+    jsonl: bool,
+    mut f: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<usize> {
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).with_context(|| format!("cannot read {name}"))? == 0 {
+            return Ok(n);
+        }
+        let mut line = &buf[..];
+        if n == 0 {
+            line = line.strip_prefix(BOM).unwrap_or(line);
+            if line.is_empty() {
+                // The input was a byte order mark and nothing else: no text at all.
+                return Ok(0);
+            }
+        }
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let at = || format!("{name}:{}", n + 1);
+        let text = std::str::from_utf8(line)
+            .map_err(|e| anyhow::anyhow!("{}: invalid UTF-8 at byte {} of the line", at(), e.valid_up_to()))?;
+        let text = if jsonl { Cow::Owned(json_text(text, &at())?) } else { Cow::Borrowed(text) };
+        f(n, &text)?;
+        n += 1;
+    }
 }
 
 fn parse_jsonl_arguments(args: &[String]) -> Result<Texts> {
@@ -135,8 +214,8 @@ fn parse_jsonl_arguments(args: &[String]) -> Result<Texts> {
         .iter()
         .enumerate()
         .map(|(i, a)| json_text(a, &format!("argument {}", i + 1)))
-        .collect::<Result<_>>()?;
-    Ok(Texts { texts, origin: Origin::Arguments })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Texts { len: texts.len(), source: Source::Texts(texts), jsonl: false, origin: Origin::Arguments })
 }
 
 /// The `text` field of one JSON object; `at` names it in messages.
@@ -158,12 +237,24 @@ fn json_text(line: &str, at: &str) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn all(t: &Texts) -> Vec<String> {
+        let mut v = Vec::new();
+        t.for_each(|i, s| {
+            assert_eq!(i, v.len());
+            v.push(s.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(v.len(), t.len());
+        v
+    }
+
     fn plain(bytes: &[u8]) -> Vec<String> {
-        parse(bytes, "f", false).unwrap().texts
+        all(&parse(bytes.to_vec(), "f", false).unwrap())
     }
 
     fn jsonl(bytes: &[u8]) -> Result<Vec<String>> {
-        parse(bytes, "f", true).map(|t| t.texts)
+        parse(bytes.to_vec(), "f", true).map(|t| all(&t))
     }
 
     #[test]
@@ -175,9 +266,9 @@ mod tests {
 
     #[test]
     fn invalid_utf8_names_the_line() {
-        let err = parse(b"ok\nbad \xff here\n", "in.txt", false).unwrap_err();
+        let err = parse(b"ok\nbad \xff here\n".to_vec(), "in.txt", false).unwrap_err();
         assert_eq!(err.to_string(), "in.txt:2: invalid UTF-8 at byte 4 of the line");
-        let err = parse(b"{\"text\": \"ok\"}\n\xff\n", "in.jsonl", true).unwrap_err();
+        let err = parse(b"{\"text\": \"ok\"}\n\xff\n".to_vec(), "in.jsonl", true).unwrap_err();
         assert_eq!(err.to_string(), "in.jsonl:2: invalid UTF-8 at byte 0 of the line");
     }
 
@@ -212,12 +303,46 @@ mod tests {
 
     #[test]
     fn texts_are_located_by_line_or_argument_number() {
-        let t = parse(b"a\nb\nc\n", "in.txt", false).unwrap();
+        let t = parse(b"a\nb\nc\n".to_vec(), "in.txt", false).unwrap();
         assert_eq!(t.locate(0), "in.txt:1");
         assert_eq!(t.locate(2), "in.txt:3");
         let args = InputArgs { texts: vec!["x".into(), "y".into()], input: None, jsonl: false };
         assert_eq!(args.read().unwrap().locate(1), "argument 2");
         let args = InputArgs { texts: vec!["{\"text\": \"x\"}".into(), "{}".into()], input: None, jsonl: true };
         assert_eq!(args.read().unwrap_err().to_string(), "argument 2: no \"text\" field");
+    }
+
+    fn file_args(path: &Path, jsonl: bool) -> InputArgs {
+        InputArgs { texts: vec![], input: Some(path.to_owned()), jsonl }
+    }
+
+    #[test]
+    fn a_file_reads_as_its_bytes_would_on_every_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let cases: [&[u8]; 6] = [b"\xEF\xBB\xBFa\r\n\nb c\n", b"", b"\xEF\xBB\xBF", b"\xEF\xBB\xBF\n", b"x", b"a\n\n"];
+        for bytes in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let t = file_args(&path, false).read().unwrap();
+            assert_eq!(all(&t), plain(bytes), "{bytes:?}");
+            assert_eq!(all(&t), plain(bytes), "second pass, {bytes:?}");
+        }
+        std::fs::write(&path, b"{\"text\": \"a\\nb\"}\r\n{\"text\": \"\"}").unwrap();
+        assert_eq!(all(&file_args(&path, true).read().unwrap()), ["a\nb", ""]);
+        std::fs::write(&path, b"ok\n\xff\n").unwrap();
+        let err = file_args(&path, false).read().unwrap_err();
+        assert_eq!(err.to_string(), format!("{}:2: invalid UTF-8 at byte 0 of the line", path.display()));
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_checked_is_refused_on_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, b"a\nb\n").unwrap();
+        let t = file_args(&path, false).read().unwrap();
+        assert_eq!(t.len(), 2);
+        std::fs::write(&path, b"a\nb\n\xff\n").unwrap();
+        let err = t.for_each(|_, _| Ok(())).unwrap_err().to_string();
+        assert_eq!(err, format!("{} changed while it was being read; run the command again", path.display()));
     }
 }

@@ -32,7 +32,7 @@ pub fn run(args: Args) -> Result<()> {
     let tokenizer = embed_runtime::load_tokenizer(&model)?;
     let mut ids = Vec::new();
     let mut line = String::new();
-    for text in &input.texts {
+    input.for_each(|_, text| {
         tokenizer.encode_into(text, &mut ids);
         let mut obj = serde_json::json!({ "ids": ids });
         if args.pieces {
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
         line.clear();
         line.push_str(&obj.to_string());
         line.push('\n');
-        out.write_all(line.as_bytes())?;
-    }
+        Ok(out.write_all(line.as_bytes())?)
+    })?;
     out.commit()
 }

@@ -207,6 +207,41 @@ fn a_text_the_model_cannot_embed_is_named_by_line_once_and_nothing_is_written() 
     assert!(err.contains("--no-truncate"), "{err}");
 }
 
+// --- an input file larger than the memory the command may use ---
+
+/// A file is checked and then read again batch by batch, never held whole: with the address
+/// space capped (`ulimit -v`) under the file's size, a 64 MiB input whose last line is bad is
+/// still read to that line and named, in both modes (before, reading it ran out of memory).
+#[cfg(unix)]
+#[test]
+fn an_input_file_is_read_in_passes_not_held_in_memory() {
+    const CAP_KIB: usize = 48 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    for jsonl in [false, true] {
+        let line: &[u8] = if jsonl { b"{\"text\": \"a line of text to embed, one of very many\"}\n" } else { b"a line of text to embed, one of very many\n" };
+        let n = (64 << 20) / line.len();
+        let input = dir.path().join("big.txt");
+        let mut body = line.repeat(n);
+        body.extend_from_slice(b"\xff\n");
+        std::fs::write(&input, &body).unwrap();
+        drop(body);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("ulimit -v {CAP_KIB} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_ggufembed"))
+            .args(["embed", "--model", m(), "--input", input.to_str().unwrap()]);
+        if jsonl {
+            cmd.arg("--jsonl");
+        }
+        let o = cmd.output().unwrap();
+        let err = one_error_line(&o);
+        assert_eq!(
+            err.trim_end(),
+            format!("error: {}:{}: invalid UTF-8 at byte 0 of the line", input.display(), n + 1),
+            "jsonl: {jsonl}"
+        );
+    }
+}
+
 // --- 3, 4: byte order marks and blank lines ---
 
 #[test]
