@@ -15,7 +15,8 @@
 //!   derived from the scores the way HF's converter derived `tokenizer.json`'s merges
 //!   (see [`TokenizerBuilder`] and `src/builder.rs`).
 //!
-//! Speed comes from doing less than HF, not from a different algorithm: no offsets,
+//! Speed comes from doing less than HF, not from a different algorithm: no offsets
+//! (recovered on demand by [`Tokenizer::offsets`]),
 //! strings or `Encoding` objects, a stale-entry check without hash lookups in the
 //! merge queue, a direct table for character ids, and cutting each BPE word at the
 //! spaces that no merge rule can cross (derived from the rules at build time; Gemma has

@@ -256,6 +256,72 @@ impl Tokenizer {
         Ok(text)
     }
 
+    /// Where each of `ids` came from in `text`, as byte ranges, the way HF tokenizers reports
+    /// offsets: a piece covers the text it was made of (a `▁` the space it replaced, or a
+    /// literal `▁`), every `<0xNN>` piece of a character covers that whole character, and an
+    /// added token found in the text (`<start_of_turn>`, a literal `<bos>`) covers its
+    /// literal text. `ids` are [`Self::encode`]'s ids of `text`; when `specials` is true they
+    /// start and end with the `<bos>`/`<eos>` this tokenizer adds, which come from no text
+    /// and get `None`. Ids that do not line up with `text` get `None` from the first one that
+    /// does not on, so the ranges are always inside `text` and on character boundaries.
+    pub fn offsets(&self, text: &str, ids: &[u32], specials: bool) -> Vec<Option<std::ops::Range<usize>>> {
+        let mut out = vec![None; ids.len()];
+        let mut body = ids;
+        let mut first = 0;
+        if specials {
+            if self.add_bos && self.bos.is_some() && body.first().copied() == self.bos {
+                body = &body[1..];
+                first = 1;
+            }
+            if self.add_eos && self.eos.is_some() && body.last().copied() == self.eos {
+                body = &body[..body.len() - 1];
+            }
+        }
+        let mut pos = 0;
+        // The character a run of `<0xNN>` pieces spells, and how many of its bytes are left.
+        let mut fallback: Option<(std::ops::Range<usize>, usize)> = None;
+        for (slot, &id) in out[first..].iter_mut().zip(body) {
+            let Some(piece) = self.piece(id) else { break };
+            if byte_piece_value(piece).is_some() {
+                let (range, left) = match fallback.take() {
+                    Some(f) => f,
+                    None => {
+                        let Some(c) = text[pos..].chars().next() else { break };
+                        (pos..pos + c.len_utf8(), c.len_utf8())
+                    }
+                };
+                *slot = Some(range.clone());
+                if left > 1 {
+                    fallback = Some((range, left - 1));
+                } else {
+                    pos = range.end;
+                }
+                continue;
+            }
+            if fallback.is_some() {
+                break; // A character's bytes cut short: not this text's encoding.
+            }
+            let start = pos;
+            let mut lined_up = true;
+            for c in piece.chars() {
+                let rest = &text[pos..];
+                if c == '\u{2581}' && rest.starts_with(' ') {
+                    pos += 1;
+                } else if rest.starts_with(c) {
+                    pos += c.len_utf8();
+                } else {
+                    lined_up = false;
+                    break;
+                }
+            }
+            if !lined_up {
+                break;
+            }
+            *slot = Some(start..pos);
+        }
+        out
+    }
+
     fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
         let mut scratch = self.pool.lock().pop().unwrap_or_default();
         let r = f(&mut scratch);

@@ -107,7 +107,9 @@ struct TokenizeRequest {
     prompt_name: Option<String>,
 }
 
-/// TEI's `SimpleToken` (this tokenizer keeps no character offsets, so `start`/`stop` are null).
+/// TEI's `SimpleToken`: for a token of the text, its byte range in the text as tokenized (the
+/// prompt, if any, then the input) and that stretch of text; for the `<bos>`/`<eos>` the
+/// tokenizer adds, its piece, `special`, and no range.
 #[derive(Debug, Serialize)]
 struct SimpleToken {
     id: u32,
@@ -167,7 +169,8 @@ fn tokenize_all(
             let RawInput::Text(text) = item else {
                 return Err(ApiError::field(inputs.param("inputs", i), "`/tokenize` takes text, not token ids"));
             };
-            let mut ids = tok.encode(&format!("{prefix}{text}"));
+            let full = format!("{prefix}{text}");
+            let mut ids = tok.encode(&full);
             if !add_special {
                 if tok.adds_bos() && tok.bos_id().is_some() && !ids.is_empty() {
                     ids.remove(0);
@@ -176,16 +179,13 @@ fn tokenize_all(
                     ids.pop();
                 }
             }
+            let offsets = tok.offsets(&full, &ids, add_special);
             Ok(ids
                 .into_iter()
-                .map(|id| SimpleToken {
-                    id,
-                    text: tok.piece(id).unwrap_or_default().to_owned(),
-                    special: tok
-                        .token_type(id)
-                        .is_some_and(|t| t == bpe_tokenizer::TokenType::Control),
-                    start: None,
-                    stop: None,
+                .zip(offsets)
+                .map(|(id, range)| match range {
+                    Some(r) => SimpleToken { id, text: full[r.clone()].to_owned(), special: false, start: Some(r.start), stop: Some(r.end) },
+                    None => SimpleToken { id, text: tok.piece(id).unwrap_or_default().to_owned(), special: true, start: None, stop: None },
                 })
                 .collect())
         })

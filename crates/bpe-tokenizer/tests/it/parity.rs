@@ -25,6 +25,39 @@ fn dev_and_edge_texts_match_tokenizers_crate() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// HF's offsets of `text` (byte ranges; `None` for the `<bos>`/`<eos>` its template adds) and
+/// its ids.
+fn hf_offsets(text: &str) -> (Vec<u32>, Vec<Option<std::ops::Range<usize>>>) {
+    let enc = support::hf_tokenizer().encode(text, true).expect("hf encode");
+    let offsets = enc
+        .get_offsets()
+        .iter()
+        .zip(enc.get_special_tokens_mask())
+        .map(|(&(a, b), &special)| (special == 0).then_some(a..b))
+        .collect();
+    (enc.get_ids().to_vec(), offsets)
+}
+
+#[test]
+fn offsets_match_tokenizers_crate() {
+    let tok = support::full_tokenizer();
+    let mut texts: Vec<String> = support::LANGS.iter().flat_map(|l| support::dev_cases(l)).map(|c| c.text).collect();
+    texts.extend(support::edge_cases().into_iter().map(|c| c.text));
+    let mut failures = Vec::new();
+    for text in &texts {
+        let (ids, want) = hf_offsets(text);
+        let got = tok.offsets(text, &ids, true);
+        if got != want && failures.len() < 10 {
+            failures.push(format!("{}\n  hf   {want:?}\n  ours {got:?}", support::show(text)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Without the added ids, and for ids of another text: no range outside the text.
+    let ids = tok.encode("a b");
+    assert_eq!(tok.offsets("a b", &ids[1..ids.len() - 1], false), [Some(0..1), Some(1..3)]);
+    assert_eq!(tok.offsets("a b", &tok.encode("xyz"), true)[1..3], [None, None]);
+}
+
 /// Texts around the one merge that crosses a space in Gemma's vocabulary (`>` + `▁</`).
 #[test]
 fn merges_across_spaces_match_tokenizers_crate() {
@@ -72,6 +105,12 @@ proptest! {
     fn random_texts_from_gguf_data_match_tokenizers_crate(s in text()) {
         prop_assume!(!s.contains("<image_soft_token>"));
         prop_assert_eq!(support::gguf_tokenizer().encode(&s), hf_ids(&s), "text {:?}", s);
+    }
+
+    #[test]
+    fn offsets_of_random_texts_match_tokenizers_crate(s in text()) {
+        let (ids, want) = hf_offsets(&s);
+        prop_assert_eq!(support::full_tokenizer().offsets(&s, &ids, true), want, "text {:?}", s);
     }
 
     #[test]

@@ -220,8 +220,19 @@ async fn tokenize_info_health_metrics() {
     let ids: Vec<u32> = b[0].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as u32).collect();
     assert_eq!(ids, e.tokenizer().encode(text));
     assert_eq!(b[0][0]["special"], true, "<bos> is special: {b}");
+    assert_eq!((&b[0][0]["start"], &b[0][0]["text"]), (&Value::Null, &json!("<bos>")));
+    // As TEI gives them: byte ranges of the input and the text they cover (`▁world` is " world").
+    let spans: Vec<(Value, Value, Value)> =
+        b[0].as_array().unwrap()[1..ids.len() - 1].iter().map(|t| (t["text"].clone(), t["start"].clone(), t["stop"].clone())).collect();
+    assert_eq!(spans, [(json!("Hello"), json!(0), json!(5)), (json!(" world"), json!(5), json!(11))], "{b}");
     assert_eq!(b[0][1]["special"], false);
-    assert_eq!(b[0][1]["text"], e.tokenizer().piece(ids[1]).unwrap());
+    // A literal added token in the text is text, not special; offsets are bytes.
+    let (s, b) = post(&format!("{base}/tokenize"), &json!({"inputs": "é<start_of_turn>x"})).await;
+    assert_eq!(s, 200, "{b}");
+    let t = &b[0].as_array().unwrap()[1..4];
+    assert_eq!(t[0]["text"], "é");
+    assert_eq!((&t[1]["text"], &t[1]["special"], &t[1]["start"], &t[1]["stop"]), (&json!("<start_of_turn>"), &json!(false), &json!(2), &json!(17)));
+    assert_eq!((&t[2]["start"], &t[2]["stop"]), (&json!(17), &json!(18)));
     let (s, b) = post(
         &format!("{base}/tokenize"),
         &json!({"inputs": [text, "x"], "add_special_tokens": false, "prompt_name": "query"}),
@@ -233,6 +244,11 @@ async fn tokenize_info_health_metrics() {
     want.pop();
     assert_eq!(b[0].as_array().unwrap().len(), want.len());
     assert_eq!(b.as_array().unwrap().len(), 2);
+    // With a prompt the ranges are in the prompted text, as TEI's are.
+    let last = b[0].as_array().unwrap().last().unwrap();
+    let full = format!("task: search result | query: {text}");
+    assert_eq!(last["stop"], full.len(), "{b}");
+    assert_eq!(last["text"], " world");
 
     let info: Value = client().get(format!("{base}/info")).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["model_id"], "eg");
