@@ -9,11 +9,17 @@ fn hf_ids(text: &str) -> Vec<u32> {
     support::hf_tokenizer().encode(text, true).expect("hf encode").get_ids().to_vec()
 }
 
+/// Every dev text of every language, then every edge case.
+fn reference_texts() -> Vec<String> {
+    let mut texts: Vec<String> = support::LANGS.iter().flat_map(|l| support::dev_cases(l)).map(|c| c.text).collect();
+    texts.extend(support::edge_cases().into_iter().map(|c| c.text));
+    texts
+}
+
 #[test]
 fn dev_and_edge_texts_match_tokenizers_crate() {
     let tok = support::full_tokenizer();
-    let mut texts: Vec<String> = support::LANGS.iter().flat_map(|l| support::dev_cases(l)).map(|c| c.text).collect();
-    texts.extend(support::edge_cases().into_iter().map(|c| c.text));
+    let texts = reference_texts();
     let mut failures = Vec::new();
     for text in &texts {
         let (ours, theirs) = (tok.encode(text), hf_ids(text));
@@ -41,8 +47,7 @@ fn hf_offsets(text: &str) -> (Vec<u32>, Vec<Option<std::ops::Range<usize>>>) {
 #[test]
 fn offsets_match_tokenizers_crate() {
     let tok = support::full_tokenizer();
-    let mut texts: Vec<String> = support::LANGS.iter().flat_map(|l| support::dev_cases(l)).map(|c| c.text).collect();
-    texts.extend(support::edge_cases().into_iter().map(|c| c.text));
+    let texts = reference_texts();
     let mut failures = Vec::new();
     for text in &texts {
         let (ids, want) = hf_offsets(text);
