@@ -225,7 +225,7 @@ fn layer_forward<T: MaybeTrace>(
         rotate_rows(b.q, qd, b.offsets, rope);
         rotate_rows(b.k, hd, b.offsets, rope);
     } else {
-        let per_task = m.div_ceil(4 * exec.par.num_threads()).max(1);
+        let per_task = exec.par.items_per_task(m);
         let chunks = b
             .q
             .chunks_mut(per_task * qd)

@@ -55,10 +55,9 @@ enum Source {
     Texts(Vec<String>),
     /// The whole input, for an input that can be read only once.
     Bytes(Vec<u8>),
-    /// A regular file, read again on every pass; its length and modification time when it was
-    /// checked, so that a pass over a file changed since fails instead of embedding unchecked
-    /// lines.
-    File { path: PathBuf, len: u64, modified: Option<SystemTime> },
+    /// A regular file, read again on every pass; its [`Stamp`] when it was checked, so that a
+    /// pass over a file changed since fails instead of embedding unchecked lines.
+    File { path: PathBuf, stamp: Stamp },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,15 +91,10 @@ impl Texts {
         match &self.source {
             Source::Texts(texts) => texts.iter().enumerate().try_for_each(|(i, t)| f(i, t)),
             Source::Bytes(bytes) => each_text(&bytes[..], name, self.jsonl, f).map(drop),
-            Source::File { path, len, modified } => {
-                let changed = || anyhow::anyhow!("{name} changed while it was being read; run the command again");
-                if stamp(path)? != (*len, *modified) {
-                    return Err(changed());
-                }
-                let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
-                let n = each_text(BufReader::with_capacity(1 << 16, file), name, self.jsonl, f)?;
-                if n != self.len || stamp(path)? != (*len, *modified) {
-                    return Err(changed());
+            Source::File { path, stamp } => {
+                let n = file_pass(path, name, stamp, self.jsonl, f)?;
+                if n != self.len {
+                    return Err(changed(name));
                 }
                 Ok(())
             }
@@ -108,10 +102,37 @@ impl Texts {
     }
 }
 
-/// A regular file's length and modification time.
-fn stamp(path: &Path) -> Result<(u64, Option<SystemTime>)> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((meta.len(), meta.modified().ok()))
+/// A regular file's length and modification time: what tells a later pass that the file is
+/// the one that was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Stamp> {
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Stamp { len: meta.len(), modified: meta.modified().ok() })
+    }
+}
+
+/// One pass of [`each_text`] over the regular file at `path` (named `name`), refused unless the
+/// file has `stamp` before and after it; returns how many texts it read.
+fn file_pass(path: &Path, name: &str, stamp: &Stamp, jsonl: bool, f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
+    if Stamp::of(path)? != *stamp {
+        return Err(changed(name));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+    let n = each_text(BufReader::with_capacity(1 << 16, file), name, jsonl, f)?;
+    if Stamp::of(path)? != *stamp {
+        return Err(changed(name));
+    }
+    Ok(n)
+}
+
+fn changed(name: &str) -> anyhow::Error {
+    anyhow::anyhow!("{name} changed while it was being read; run the command again")
 }
 
 impl InputArgs {
@@ -145,20 +166,14 @@ impl InputArgs {
                     let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
                     return parse(bytes, &name, self.jsonl);
                 }
-                let checked = stamp(path)?;
-                let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
-                let len = each_text(BufReader::with_capacity(1 << 16, file), &name, self.jsonl, |_, _| Ok(()))?;
-                let texts = Texts {
-                    source: Source::File { path: path.clone(), len: checked.0, modified: checked.1 },
+                let stamp = Stamp::of(path)?;
+                let len = file_pass(path, &name, &stamp, self.jsonl, |_, _| Ok(()))?;
+                Ok(Texts {
+                    source: Source::File { path: path.clone(), stamp },
                     jsonl: self.jsonl,
                     len,
                     origin: Origin::Lines(name),
-                };
-                // The check must have read what later passes will read.
-                if stamp(path)? != checked {
-                    bail!("{} changed while it was being read; run the command again", path.display());
-                }
-                Ok(texts)
+                })
             }
         }
     }

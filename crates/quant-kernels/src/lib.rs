@@ -51,5 +51,5 @@ pub use gemm::{
     __int8_microkernel_loop, F32PackBuf, F32Panels, GemmScratch, Outliers, PackedMatrix, RowPrologue, gemm_f32_nn,
     gemm_f32_nt, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows,
 };
-pub use parallel::{ParallelFor, Serial};
+pub use parallel::{ParallelFor, Serial, TASKS_PER_THREAD};
 pub use types::{QK_K, QK8_0, QuantType};

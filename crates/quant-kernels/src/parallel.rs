@@ -10,7 +10,18 @@ pub trait ParallelFor: Sync {
     fn num_threads(&self) -> usize;
     /// Calls `task(i)` for every `i` in `0..n_tasks`.
     fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
+
+    /// Items per task when `n` items are cut into tasks for `run`: about [`TASKS_PER_THREAD`]
+    /// tasks per thread, at least one item each.
+    fn items_per_task(&self, n: usize) -> usize {
+        n.div_ceil(TASKS_PER_THREAD * self.num_threads().max(1)).max(1)
+    }
 }
+
+/// Tasks per thread a parallel region is cut into: enough that uneven tasks (another process
+/// taking a core for a while, say) still finish together, few enough that handing them out
+/// costs little.
+pub const TASKS_PER_THREAD: usize = 4;
 
 /// Runs every task on the calling thread, in order.
 #[derive(Clone, Copy, Debug, Default)]

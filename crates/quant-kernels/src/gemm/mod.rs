@@ -422,7 +422,7 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(self.kernels, *act, lay, Src::Ready(a), m, self.k, (&self.residual, &self.exact.idx), par);
+                scratch.quantize(self.kernels, *act, lay, Src::Ready { a, k: self.k }, m, self.k, (&self.residual, &self.exact.idx), par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
@@ -457,7 +457,8 @@ impl PackedMatrix {
         scratch: &mut GemmScratch,
         par: &dyn ParallelFor,
     ) -> Result<(), KernelError> {
-        Self::matmul_many_src(mats, Src::Ready(a), m, outs, scratch, par)
+        let k = a.len().checked_div(m).unwrap_or(0);
+        Self::matmul_many_src(mats, Src::Ready { a, k }, m, outs, scratch, par)
     }
 
     /// [`PackedMatrix::matmul_many`] of the activations `rows` computes row by row (see
@@ -657,7 +658,7 @@ pub struct RowPrologue<'a> {
 /// Where a GEMM call's activation rows come from.
 enum Src<'a> {
     /// `m × k`, ready.
-    Ready(&'a [f32]),
+    Ready { a: &'a [f32], k: usize },
     /// Computed row by row by a [`RowPrologue`] (lengths checked by the caller).
     Computed {
         state: &'a mut [f32],
@@ -672,7 +673,7 @@ impl<'a> Src<'a> {
     /// Tasks that may call [`RowSrc::row`] concurrently, each for its own rows.
     fn rows(&mut self) -> RowSrc<'_> {
         match self {
-            Src::Ready(a) => RowSrc::Ready(a),
+            Src::Ready { a, k } => RowSrc::Ready { a, k: *k },
             Src::Computed { state, state_width, out, k, f } => RowSrc::Computed {
                 state: SyncPtr(state.as_mut_ptr()),
                 state_width: *state_width,
@@ -686,7 +687,7 @@ impl<'a> Src<'a> {
     /// Values held: `m × k` when the call is well-formed.
     fn len(&self) -> usize {
         match self {
-            Src::Ready(a) => a.len(),
+            Src::Ready { a, .. } => a.len(),
             Src::Computed { out, .. } => out.len(),
         }
     }
@@ -701,16 +702,16 @@ impl<'a> Src<'a> {
     fn materialize(mut self, m: usize, par: &dyn ParallelFor) -> &'a [f32] {
         if self.computed() {
             let rows = self.rows();
-            let per_task = m.div_ceil(4 * par.num_threads()).max(1);
+            let per_task = par.items_per_task(m);
             par.run(m.div_ceil(per_task), &|t| {
                 for r in t * per_task..((t + 1) * per_task).min(m) {
                     // SAFETY: task t alone asks for rows t·per_task.., each once.
-                    unsafe { rows.row(r, 0) };
+                    unsafe { rows.row(r) };
                 }
             });
         }
         match self {
-            Src::Ready(a) => a,
+            Src::Ready { a, .. } => a,
             Src::Computed { out, .. } => out,
         }
     }
@@ -719,7 +720,7 @@ impl<'a> Src<'a> {
 /// [`Src`] as tasks share it.
 #[derive(Clone, Copy)]
 enum RowSrc<'s> {
-    Ready(&'s [f32]),
+    Ready { a: &'s [f32], k: usize },
     Computed {
         state: SyncPtr<f32>,
         state_width: usize,
@@ -735,9 +736,9 @@ impl<'s> RowSrc<'s> {
     /// # Safety
     /// `r < m`, and while this call's result lives no other call may ask for row `r`: each row
     /// is computed once, by the one task that owns it.
-    unsafe fn row(self, r: usize, k_ready: usize) -> &'s [f32] {
+    unsafe fn row(self, r: usize) -> &'s [f32] {
         match self {
-            RowSrc::Ready(a) => &a[r * k_ready..(r + 1) * k_ready],
+            RowSrc::Ready { a, k } => &a[r * k..(r + 1) * k],
             RowSrc::Computed { state, state_width, out, k, f } => {
                 // SAFETY: both buffers hold m rows (checked when the prologue was accepted) and
                 // the caller gives row r to one task only, so these views alias nothing.
@@ -858,11 +859,11 @@ impl GemmScratch {
         let rows_per_task = if par.num_threads() <= 1 {
             m
         } else if src.computed() {
-            m.div_ceil(4 * par.num_threads())
+            par.items_per_task(m)
         } else if m * k <= SERIAL_QUANT_ELEMS {
             m
         } else {
-            m.div_ceil(4 * par.num_threads()).max(8)
+            par.items_per_task(m).max(8)
         }
         .max(m.div_ceil(MAX_QUANT_TASKS));
         let n_tasks = m.div_ceil(rows_per_task);
@@ -889,7 +890,7 @@ impl GemmScratch {
                     (z, res, std::slice::from_raw_parts_mut(xs.ptr().add(r * s_n), s_n))
                 };
                 // SAFETY: r < m, and this task alone owns row r.
-                let mut x = unsafe { rows.row(r, k_in) };
+                let mut x = unsafe { rows.row(r) };
                 if s_n > 0 {
                     zrow.copy_from_slice(x);
                     for (v, &c) in xsr.iter_mut().zip(exact) {
@@ -948,7 +949,7 @@ impl Plan {
         }
         // Prefer splitting columns (each task then streams its own weights); split rows too
         // when there are not enough column tiles for a few tasks per thread.
-        let target = 4 * threads;
+        let target = crate::TASKS_PER_THREAD * threads;
         let col_units = n.div_ceil(nr);
         let col_tasks = col_units.min(target);
         let cols_per_task = col_units.div_ceil(col_tasks) * nr;
@@ -1270,7 +1271,7 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.quantize(kernels, act, &lay, Src::Ready(&a), m, k, (&[], &[]), &crate::Serial);
+    s.quantize(kernels, act, &lay, Src::Ready { a: &a, k }, m, k, (&[], &[]), &crate::Serial);
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
         a: s.q.bytes().as_ptr().cast(),
