@@ -48,8 +48,9 @@ fn texts_of(texts: &input::Texts) -> Vec<String> {
 /// success has one text per line (so output `index` = line − 1); a failure names a line of the
 /// input, 1-based, and that line really is bad.
 pub fn read_input(data: &[u8]) {
+    spooled_reads_as_in_memory(data);
     let lines = expected_lines(data);
-    match input::parse(data.to_vec(), "fuzz", false) {
+    match input::read_once(data, "fuzz", false, input::SPOOL_IN_MEMORY) {
         Ok(texts) => {
             let all = texts_of(&texts);
             assert_eq!(all.len(), lines.len(), "one text per line");
@@ -66,7 +67,7 @@ pub fn read_input(data: &[u8]) {
             assert!(lines[..n - 1].iter().all(|l| std::str::from_utf8(l).is_ok()), "not the first bad line: {msg}");
         }
     }
-    match input::parse(data.to_vec(), "fuzz", true) {
+    match input::read_once(data, "fuzz", true, input::SPOOL_IN_MEMORY) {
         Ok(texts) => {
             let all = texts_of(&texts);
             assert_eq!(all.len(), lines.len(), "one text per line, none skipped");
@@ -85,6 +86,25 @@ pub fn read_input(data: &[u8]) {
                 .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .is_some_and(|v| v.get("text").is_some_and(serde_json::Value::is_string));
             assert!(!good, "line {n} is a good object yet refused: {msg}");
+        }
+    }
+}
+
+/// An input that can be read only once, copied to a temporary file past a few bytes, reads
+/// back exactly as the same input held in memory, on two passes, and fails with the same
+/// message.
+fn spooled_reads_as_in_memory(data: &[u8]) {
+    for jsonl in [false, true] {
+        let memory = input::read_once(data, "fuzz", jsonl, input::SPOOL_IN_MEMORY);
+        let spooled = input::read_once(data, "fuzz", jsonl, 7);
+        match (memory, spooled) {
+            (Ok(m), Ok(s)) => {
+                let expected = texts_of(&m);
+                assert_eq!(texts_of(&s), expected, "spooled input, first pass (jsonl: {jsonl})");
+                assert_eq!(texts_of(&s), expected, "spooled input, second pass (jsonl: {jsonl})");
+            }
+            (Err(m), Err(s)) => assert_eq!(s.to_string(), m.to_string(), "jsonl: {jsonl}"),
+            (m, s) => panic!("in memory {:?}, spooled {:?} (jsonl: {jsonl})", m.map(|t| t.len()), s.map(|t| t.len())),
         }
     }
 }

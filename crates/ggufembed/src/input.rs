@@ -5,8 +5,10 @@
 //! fails the command before a single vector is written. A file is not kept in memory for that:
 //! [`InputArgs::read`] reads it once to check it, and every later pass
 //! ([`Texts::for_each`]) reads it again, so memory stays the size of one batch whatever the
-//! size of the file. Standard input (and a FIFO or device, which cannot be read twice) is held
-//! in memory as bytes.
+//! size of the file. Standard input (and a FIFO or a device, which cannot be read twice) is
+//! copied as it is checked: in memory while it is small, past [`SPOOL_IN_MEMORY`] bytes into an
+//! unnamed temporary file (in `TMPDIR`, gone when the process ends, however it ends), so a
+//! corpus piped in costs disk space, not memory.
 //!
 //! The rules, the same in both modes:
 //! - every line is one text, so text `i` (the `index` of the output, 0-based) is line `i + 1`
@@ -19,9 +21,12 @@
 //!   do), `<stdin>:LINE`, or `argument N` (1-based) for texts given as arguments.
 
 use std::borrow::Cow;
-use std::io::{BufRead, BufReader, Read};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use tempfile::{SpooledData, SpooledTempFile};
 
 use anyhow::{Context, Result, bail};
 
@@ -53,8 +58,10 @@ pub struct Texts {
 enum Source {
     /// The texts themselves (arguments, JSON already decoded).
     Texts(Vec<String>),
-    /// The whole input, for an input that can be read only once.
+    /// A small input that can be read only once, whole.
     Bytes(Vec<u8>),
+    /// A larger input that can be read only once, copied into an unnamed temporary file.
+    Spooled(File),
     /// A regular file, read again on every pass; its [`Stamp`] when it was checked, so that a
     /// pass over a file changed since fails instead of embedding unchecked lines.
     File { path: PathBuf, stamp: Stamp },
@@ -91,6 +98,9 @@ impl Texts {
         match &self.source {
             Source::Texts(texts) => texts.iter().enumerate().try_for_each(|(i, t)| f(i, t)),
             Source::Bytes(bytes) => each_text(&bytes[..], name, self.jsonl, f).map(drop),
+            Source::Spooled(file) => {
+                each_text(BufReader::with_capacity(1 << 16, FromStart { file, at: 0 }), name, self.jsonl, f).map(drop)
+            }
             Source::File { path, stamp } => {
                 let n = file_pass(path, name, stamp, self.jsonl, f)?;
                 if n != self.len {
@@ -150,11 +160,7 @@ impl InputArgs {
                 jsonl: false,
                 origin: Origin::Arguments,
             }),
-            Some(path) if path == Path::new("-") => {
-                let mut buf = Vec::new();
-                std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
-                parse(buf, "<stdin>", self.jsonl)
-            }
+            Some(path) if path == Path::new("-") => read_once(std::io::stdin().lock(), "<stdin>", self.jsonl, SPOOL_IN_MEMORY),
             Some(path) => {
                 let name = path.display().to_string();
                 if path.is_dir() {
@@ -163,8 +169,8 @@ impl InputArgs {
                 let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
                 if !meta.is_file() {
                     // A FIFO or a device gives its bytes once.
-                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
-                    return parse(bytes, &name, self.jsonl);
+                    let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
+                    return read_once(file, &name, self.jsonl, SPOOL_IN_MEMORY);
                 }
                 let stamp = Stamp::of(path)?;
                 let len = file_pass(path, &name, &stamp, self.jsonl, |_, _| Ok(()))?;
@@ -179,10 +185,69 @@ impl InputArgs {
     }
 }
 
-/// Checks the bytes of a whole input named `name` (for messages) and keeps them.
-pub fn parse(bytes: Vec<u8>, name: &str, jsonl: bool) -> Result<Texts> {
-    let len = each_text(&bytes[..], name, jsonl, |_, _| Ok(()))?;
-    Ok(Texts { source: Source::Bytes(bytes), jsonl, len, origin: Origin::Lines(name.to_owned()) })
+/// How much of an input that can be read only once is kept in memory; past this, the copy
+/// moves to a temporary file. Big enough that piping a few thousand texts never touches the
+/// disk, small beside what the model itself needs.
+pub const SPOOL_IN_MEMORY: usize = 8 << 20;
+
+/// Checks an input that can be read only once (named `name` in messages) while copying it:
+/// in memory up to `in_memory` bytes, then into an unnamed temporary file, which later passes
+/// read.
+pub fn read_once(r: impl Read, name: &str, jsonl: bool, in_memory: usize) -> Result<Texts> {
+    let mut tee = Tee { r, copy: SpooledTempFile::new(in_memory), failed: None };
+    let checked = each_text(BufReader::with_capacity(1 << 16, &mut tee), name, jsonl, |_, _| Ok(()));
+    if let Some(e) = tee.failed {
+        // Said first: a line cut short by the failed copy is not the input's fault.
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot read {name}: it is read only once, so a copy is kept, and past {} MiB the copy goes to a file in {} (set TMPDIR to change that directory)",
+            in_memory >> 20,
+            std::env::temp_dir().display()
+        )));
+    }
+    let len = checked?;
+    let source = match tee.copy.into_inner() {
+        SpooledData::InMemory(cursor) => Source::Bytes(cursor.into_inner()),
+        SpooledData::OnDisk(file) => Source::Spooled(file),
+    };
+    Ok(Texts { source, jsonl, len, origin: Origin::Lines(name.to_owned()) })
+}
+
+/// Reads `r` and writes what it read into `copy`; a failed write ends the reading, and is kept
+/// to be reported as what it is.
+struct Tee<R> {
+    r: R,
+    copy: SpooledTempFile,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        if let Err(e) = self.copy.write_all(&buf[..n]) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(std::io::Error::new(kind, "the copy of the input failed"));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a file from its start at its own offset (positioned reads), so a pass never depends
+/// on where an earlier one left the file's cursor.
+struct FromStart<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for FromStart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// The UTF-8 byte order mark some editors put at the start of a file.
@@ -251,6 +316,11 @@ fn json_text(line: &str, at: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks the bytes of a whole input, as if they were piped in.
+    fn parse(bytes: Vec<u8>, name: &str, jsonl: bool) -> Result<Texts> {
+        read_once(&bytes[..], name, jsonl, SPOOL_IN_MEMORY)
+    }
 
     fn all(t: &Texts) -> Vec<String> {
         let mut v = Vec::new();
@@ -347,6 +417,20 @@ mod tests {
         std::fs::write(&path, b"ok\n\xff\n").unwrap();
         let err = file_args(&path, false).read().unwrap_err();
         assert_eq!(err.to_string(), format!("{}:2: invalid UTF-8 at byte 0 of the line", path.display()));
+    }
+
+    #[test]
+    fn an_input_read_once_is_copied_to_a_file_past_the_memory_limit_and_reads_back_the_same() {
+        let bytes: &[u8] = b"\xEF\xBB\xBFa\r\n\nb c\nd";
+        let small = read_once(bytes, "f", false, 1 << 10).unwrap();
+        assert!(matches!(small.source, Source::Bytes(_)));
+        let spooled = read_once(bytes, "f", false, 4).unwrap();
+        assert!(matches!(spooled.source, Source::Spooled(_)));
+        assert_eq!(all(&spooled), ["a", "", "b c", "d"]);
+        assert_eq!(all(&spooled), all(&small), "second pass");
+        assert_eq!(spooled.locate(3), "f:4");
+        let err = read_once(&b"{\"text\": \"a\"}\n{\"text\": 2}\n"[..], "f", true, 4).unwrap_err();
+        assert_eq!(err.to_string(), "f:2: \"text\" is not a string");
     }
 
     #[test]

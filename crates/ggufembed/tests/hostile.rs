@@ -242,6 +242,71 @@ fn an_input_file_is_read_in_passes_not_held_in_memory() {
     }
 }
 
+/// Standard input can be read only once, so it is copied as it is checked; past a few MiB the
+/// copy goes to an unnamed file in TMPDIR rather than memory. Under the same address-space cap,
+/// 64 MiB piped in with a bad last line is read to that line and named (before, the command ran
+/// out of memory), and the temporary directory is left as it was.
+#[cfg(unix)]
+#[test]
+fn standard_input_is_copied_to_a_temporary_file_not_held_in_memory() {
+    const CAP_KIB: usize = 48 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let line: &[u8] = b"a line of text to embed, one of very many\n";
+    let n = (64 << 20) / line.len();
+    let input = dir.path().join("big.txt");
+    let mut body = line.repeat(n);
+    body.extend_from_slice(b"\xff\n");
+    std::fs::write(&input, &body).unwrap();
+    drop(body);
+    let o = Command::new("sh")
+        .args(["-c", &format!("ulimit -v {CAP_KIB} && cat \"$1\" | \"$0\" embed --model \"$2\" --input -")])
+        .arg(env!("CARGO_BIN_EXE_ggufembed"))
+        .args([input.to_str().unwrap(), m()])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let err = one_error_line(&o);
+    assert_eq!(err.trim_end(), format!("error: <stdin>:{}: invalid UTF-8 at byte 0 of the line", n + 1));
+    assert!(names_in(&tmp).is_empty(), "the copy is an unnamed file: {:?}", names_in(&tmp));
+}
+
+/// Piped input larger than what is kept in memory gives what the same file gives; when its copy
+/// cannot be made, the message says why and which directory to change.
+#[test]
+fn large_standard_input_reads_as_the_file_would_and_a_failed_copy_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    // Over the 8 MiB kept in memory, in ~200,000 short lines of varied text.
+    let texts: String = (0..200_000).map(|i| format!("line {i}: {}\r\n", "héllo wörld ".repeat(i % 7))).collect();
+    assert!(texts.len() > 9 << 20);
+    std::fs::write(&input, &texts).unwrap();
+    let piped = |tmpdir: &Path| {
+        bin()
+            .args(["tokenize", "--model", m(), "--input", "-"])
+            .env("TMPDIR", tmpdir)
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap()
+    };
+    let from_file = run(&["tokenize", "--model", m(), "--input", input.to_str().unwrap()]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let from_stdin = piped(dir.path());
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    assert_eq!(from_stdin.stdout.len(), from_file.stdout.len());
+    assert!(from_stdin.stdout == from_file.stdout, "standard input and the file give the same ids");
+    let missing = dir.path().join("no-such-dir");
+    let o = piped(&missing);
+    let err = one_error_line(&o);
+    assert!(
+        err.starts_with("error: cannot read <stdin>: it is read only once, so a copy is kept, and past 8 MiB the copy goes to a file in "),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{} (set TMPDIR", missing.display())), "{err}");
+    assert!(o.stdout.is_empty(), "nothing written");
+}
+
 // --- 3, 4: byte order marks and blank lines ---
 
 #[test]
