@@ -257,18 +257,36 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// how many there were. Lines end at `\n` (a trailing `\r` is dropped, so CRLF files read as
 /// their text); a final newline does not start an extra empty text, but an empty line inside
 /// is an empty text.
-fn each_text(
+fn each_text(r: impl BufRead, name: &str, jsonl: bool, f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
+    each_text_up_to(r, name, jsonl, MAX_LINE, f)
+}
+
+/// The longest line read, without its line ending. A text keeps at most the model's 2048
+/// tokens, a few KiB of prose, so a longer line is a document to split into passages or not a
+/// text file at all (one without newlines); refusing it bounds the memory a line can take
+/// (tokenizing a line needs a few times its size).
+pub const MAX_LINE: usize = 16 << 20;
+
+/// [`each_text`] with the longest line a parameter.
+fn each_text_up_to(
     mut r: impl BufRead,
     name: &str,
     jsonl: bool,
+    max_line: usize,
     mut f: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<usize> {
     let mut buf = Vec::new();
     let mut n = 0;
     loop {
         buf.clear();
-        if r.read_until(b'\n', &mut buf).with_context(|| format!("cannot read {name}"))? == 0 {
-            return Ok(n);
+        match read_line(&mut r, &mut buf, max_line).with_context(|| format!("cannot read {name}"))? {
+            Line::End => return Ok(n),
+            Line::Read => {}
+            Line::TooLong => bail!(
+                "{name}:{}: the line is longer than {} MiB; a text is cut to the model's context (a few KiB of text), so split long documents into passages (or is this not a text file with one text per line?)",
+                n + 1,
+                max_line >> 20
+            ),
         }
         let mut line = &buf[..];
         if n == 0 {
@@ -286,6 +304,45 @@ fn each_text(
         let text = if jsonl { Cow::Owned(json_text(text, &at())?) } else { Cow::Borrowed(text) };
         f(n, &text)?;
         n += 1;
+    }
+}
+
+/// What [`read_line`] found.
+enum Line {
+    /// A line, in the buffer with its `\n` if it had one.
+    Read,
+    /// The end of the input: no more lines.
+    End,
+    /// A line longer than the limit; reading stopped inside it.
+    TooLong,
+}
+
+/// Reads one line into `buf` (as `read_until(b'\n')` does) unless it holds more than
+/// `max_line` bytes before its `\n` (a `\r` before it counts), so a line of any length costs
+/// at most `max_line` bytes of memory.
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max_line: usize) -> std::io::Result<Line> {
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() { Line::End } else { Line::Read });
+        }
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let content = take - usize::from(done);
+        if buf.len() + content > max_line {
+            return Ok(Line::TooLong);
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        r.consume(take);
+        if done {
+            return Ok(Line::Read);
+        }
     }
 }
 
@@ -431,6 +488,26 @@ mod tests {
         assert_eq!(spooled.locate(3), "f:4");
         let err = read_once(&b"{\"text\": \"a\"}\n{\"text\": 2}\n"[..], "f", true, 4).unwrap_err();
         assert_eq!(err.to_string(), "f:2: \"text\" is not a string");
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_refused_by_number_and_one_at_the_limit_is_read() {
+        let read = |bytes: &[u8], jsonl: bool| {
+            let mut v = Vec::new();
+            // A 3-byte reader buffer, so lines also straddle its refills.
+            each_text_up_to(BufReader::with_capacity(3, bytes), "f", jsonl, 8, |_, t| {
+                v.push(t.to_owned());
+                Ok(())
+            })
+                .map(|_| v)
+        };
+        assert_eq!(read(b"12345678\nabc\r\n1234567\r\n12345678", false).unwrap(), ["12345678", "abc", "1234567", "12345678"]);
+        for bad in [&b"ok\n123456789\n"[..], b"ok\n123456789", b"ok\n12345678\r\n", b"ok\n\xff\xff\xff\xff\xff\xff\xff\xff\xff"] {
+            let err = read(bad, false).unwrap_err().to_string();
+            assert!(err.starts_with("f:2: the line is longer than 0 MiB;"), "{bad:?}: {err}");
+        }
+        let err = read(b"{\"text\": \"a long text\"}\n", true).unwrap_err().to_string();
+        assert!(err.starts_with("f:1: the line is longer than"), "{err}");
     }
 
     #[test]

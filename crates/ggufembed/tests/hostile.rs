@@ -307,6 +307,40 @@ fn large_standard_input_reads_as_the_file_would_and_a_failed_copy_says_why() {
     assert!(o.stdout.is_empty(), "nothing written");
 }
 
+/// A line is read up to a limit (16 MiB), not whole: a 40 MiB line (a file without newlines,
+/// say) under a 48 MiB address-space cap is refused by number, from a file and from standard
+/// input, in both modes; before, the command aborted trying to allocate it.
+#[cfg(unix)]
+#[test]
+fn a_line_longer_than_the_limit_is_refused_without_reading_it_whole() {
+    const CAP_KIB: usize = 48 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    for jsonl in [false, true] {
+        let input = dir.path().join("long-line.txt");
+        let mut body = if jsonl { b"{\"text\": \"short\"}\n{\"text\": \"".to_vec() } else { b"short\n".to_vec() };
+        body.extend(b"word ".repeat(8 << 20));
+        std::fs::write(&input, &body).unwrap();
+        drop(body);
+        for (sub, from) in [("tokenize", "file"), ("embed", "file"), ("embed", "stdin")] {
+            let source = if from == "file" { "--input \"$1\" < /dev/null" } else { "--input - < \"$1\"" };
+            let o = Command::new("sh")
+                .args(["-c", &format!("ulimit -v {CAP_KIB} && exec \"$0\" $3 --model \"$2\" $4 {source}")])
+                .arg(env!("CARGO_BIN_EXE_ggufembed"))
+                .args([input.to_str().unwrap(), m(), sub, if jsonl { "--jsonl" } else { "" }])
+                .env("TMPDIR", dir.path())
+                .output()
+                .unwrap();
+            let err = one_error_line(&o);
+            let name = if from == "file" { input.display().to_string() } else { "<stdin>".into() };
+            assert!(
+                err.starts_with(&format!("error: {name}:2: the line is longer than 16 MiB; ")),
+                "{sub} from {from}, jsonl {jsonl}: {err}"
+            );
+            assert!(o.stdout.is_empty(), "nothing written");
+        }
+    }
+}
+
 // --- 3, 4: byte order marks and blank lines ---
 
 #[test]
