@@ -10,6 +10,12 @@ use embed_runtime::{EmbedError, Embedder};
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 2048;
 /// Inputs queued or in flight at once; past it a request is answered 429 at once.
 pub const DEFAULT_MAX_CONCURRENT_INPUTS: usize = 2048;
+/// Requests to `/v1/embeddings`, `/embed` and `/tokenize` being read, tokenized, queued or
+/// computed at once (TEI's default); past it a request is answered 429 before its body is read.
+/// Each may hold about twice `--payload-limit` bytes (its body, then its parsed texts), so
+/// this and the payload limit bound what a flood of large requests can take: 512 × 2 MB × 2,
+/// about 2 GB at the defaults, instead of as much as clients send.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 /// Inputs one request may carry (OpenAI allows 2048; LangChain sends 1000 by default, TEI
 /// accepts 32).
 pub const DEFAULT_MAX_CLIENT_BATCH: usize = 512;
@@ -41,6 +47,7 @@ pub(crate) enum ModelSource {
 pub(crate) struct Config {
     pub max_batch_tokens: usize,
     pub max_concurrent_inputs: usize,
+    pub max_concurrent_requests: usize,
     pub max_client_batch: usize,
     pub payload_limit: usize,
     pub queue_timeout: Duration,
@@ -74,6 +81,7 @@ impl Default for ServerBuilder {
             config: Config {
                 max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
                 max_concurrent_inputs: DEFAULT_MAX_CONCURRENT_INPUTS,
+                max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
                 max_client_batch: DEFAULT_MAX_CLIENT_BATCH,
                 payload_limit: DEFAULT_PAYLOAD_LIMIT,
                 queue_timeout: DEFAULT_QUEUE_TIMEOUT,
@@ -123,6 +131,13 @@ impl ServerBuilder {
     /// that would pass it is answered 429 at once.
     pub fn max_concurrent_inputs(mut self, n: usize) -> Self {
         self.config.max_concurrent_inputs = n;
+        self
+    }
+
+    /// Most requests to the embedding and tokenizing routes in progress at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]); one more is answered 429 before its body is read.
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.config.max_concurrent_requests = n;
         self
     }
 
@@ -185,6 +200,7 @@ impl Config {
         let positive = [
             ("max batch tokens", self.max_batch_tokens),
             ("max concurrent inputs", self.max_concurrent_inputs),
+            ("max concurrent requests", self.max_concurrent_requests),
             ("max client batch", self.max_client_batch),
             ("payload limit", self.payload_limit),
         ];
@@ -202,6 +218,9 @@ impl Config {
         // tokio's semaphore holds at most usize::MAX >> 3 permits.
         if self.max_concurrent_inputs > (u32::MAX as usize) {
             return Err("max concurrent inputs is too large".into());
+        }
+        if self.max_concurrent_requests > (u32::MAX as usize) {
+            return Err("max concurrent requests is too large".into());
         }
         if self.api_key.as_deref() == Some("") {
             return Err("the API key is empty".into());

@@ -14,6 +14,11 @@
 //! - **A permit per input, taken with `try_acquire`.** More queued inputs than
 //!   `max_concurrent_inputs` is an immediate 429, never a pile-up; permits are taken before any
 //!   tokenization, so overload costs almost nothing.
+//! - **Memory bounded by the limits, not by the clients.** At most `max_concurrent_requests`
+//!   requests to the embedding and tokenizing routes are in progress (one more is a 429 before
+//!   its body is read), each body at most `payload_limit` bytes, and at most one large request
+//!   per core is tokenized at a time (tokenizing takes tens of bytes per byte of text, and more
+//!   threads than cores would only hold more of it at once).
 //! - **Every wait is bounded.** A request whose inputs have not started within the queue timeout
 //!   gets a 503 and is never computed; a client that disconnects has its queued inputs dropped;
 //!   shutdown finishes in-flight requests within a deadline.
@@ -54,6 +59,7 @@ mod tei;
 
 pub use config::{
     DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_CLIENT_BATCH, DEFAULT_MAX_CONCURRENT_INPUTS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_PAYLOAD_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SERVED_MODEL_NAME,
     DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_STALL_TIMEOUT, ServerBuilder,
 };

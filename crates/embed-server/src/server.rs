@@ -38,6 +38,10 @@ pub(crate) struct AppState {
     pub queue: Queue,
     pub health: Health,
     pub permits: Arc<Semaphore>,
+    /// One per request in progress on the embedding and tokenizing routes.
+    pub requests: Arc<Semaphore>,
+    /// One per large request being tokenized (as many as cores).
+    pub tokenizing: Arc<Semaphore>,
     embedder: OnceLock<Embedder>,
 }
 
@@ -155,6 +159,8 @@ impl ServerBuilder {
             queue: Queue::new(),
             health: Health::new(config.stall_timeout),
             permits: Arc::new(Semaphore::new(config.max_concurrent_inputs)),
+            requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            tokenizing: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))),
             embedder: OnceLock::new(),
             config,
         });
@@ -271,11 +277,16 @@ async fn serve(
 fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.payload_limit;
     let body_timeout = state.config.body_timeout;
-    Router::new()
+    // The routes that read a body and tokenize it: admitted up to the request limit, so the
+    // memory a flood can take is bounded before any body is read.
+    let heavy = Router::new()
         .route("/v1/embeddings", post(crate::openai::embeddings))
-        .route("/v1/models", get(crate::openai::models))
         .route("/embed", post(crate::tei::embed))
         .route("/tokenize", post(crate::tei::tokenize))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit));
+    Router::new()
+        .merge(heavy)
+        .route("/v1/models", get(crate::openai::models))
         .route("/info", get(info))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -284,6 +295,27 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
+}
+
+/// A request to an embedding or tokenizing route runs only with one of the
+/// `max_concurrent_requests` permits, held until its response is ready; without one it is
+/// answered 429 at once, its body unread.
+async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match Arc::clone(&state.requests).try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            state.metrics.fail("overloaded");
+            state.metrics.request_rejected.inc();
+            ApiError::new(
+                Kind::Overloaded,
+                format!(
+                    "the server is at its limit of {} requests in progress (--max-concurrent-requests); retry later",
+                    state.config.max_concurrent_requests
+                ),
+            )
+            .into_response(Flavor::of_path(request.uri().path()))
+        }
+    }
 }
 
 /// `Authorization: Bearer KEY` on every route but `/health` (load balancers probe without
@@ -369,7 +401,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
         "model_type": { "embedding": { "pooling": "mean" } },
         "served_model_name": c.served_model_name,
         "model_path": embedder.model_path(),
-        "max_concurrent_requests": c.max_concurrent_inputs,
+        "max_concurrent_requests": c.max_concurrent_requests,
         "max_concurrent_inputs": c.max_concurrent_inputs,
         "max_input_length": embedder.context_length(),
         "max_batch_tokens": c.max_batch_tokens,

@@ -17,6 +17,16 @@ use crate::server::AppState;
 const INLINE_BYTES: usize = 4096;
 const INLINE_INPUTS: usize = 8;
 
+/// A turn to tokenize a large request: one per core, moved into the blocking task so that it
+/// is held for exactly as long as the tokenizing runs (even when the client goes away), which
+/// bounds the tokenizers' memory to a few large requests whatever the number waiting.
+pub(crate) async fn tokenizing(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.tokenizing)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(Kind::Unavailable, "the server is stopping"))
+}
+
 /// The vectors of a request, in input order, and its token counts.
 pub(crate) struct Embedded {
     pub vectors: Vec<Vec<f32>>,
@@ -104,8 +114,12 @@ async fn run(
         prepare_all(&embedder, &inputs, &options, field)
     } else {
         let embedder = embedder.clone();
-        tokio::task::spawn_blocking(move || prepare_all(&embedder, &inputs, &options, field))
-            .await
+        let gate = tokenizing(state).await?;
+        tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            prepare_all(&embedder, &inputs, &options, field)
+        })
+        .await
             .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
     }?;
     let tokenized = Instant::now();

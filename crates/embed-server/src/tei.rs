@@ -148,8 +148,12 @@ async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) 
     }
     let embedder = state.embedder()?.clone();
     let add_special = req.add_special_tokens;
-    let tokens = tokio::task::spawn_blocking(move || tokenize_all(&embedder, &inputs, &prefix, add_special))
-        .await
+    let gate = submit::tokenizing(state).await?;
+    let tokens = tokio::task::spawn_blocking(move || {
+        let _gate = gate;
+        tokenize_all(&embedder, &inputs, &prefix, add_special)
+    })
+    .await
         .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("tokenization failed: {e}")))??;
     Ok(Json(tokens).into_response())
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::builder::TypedValueParser as _;
 use embed_runtime::{Embedder, MAX_THREADS_PER_CORE};
 use embed_server::{
-    DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_CLIENT_BATCH, DEFAULT_MAX_CONCURRENT_INPUTS,
+    DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_CLIENT_BATCH, DEFAULT_MAX_CONCURRENT_INPUTS, DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_PAYLOAD_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SERVED_MODEL_NAME,
     DEFAULT_SHUTDOWN_DEADLINE, Server, ServerError,
 };
@@ -38,6 +38,11 @@ pub struct Args {
     /// Most inputs queued or in flight; past it requests are answered 429 at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_INPUTS, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     max_concurrent_inputs: usize,
+    /// Most embedding or tokenizing requests in progress; past it requests are answered 429 at
+    /// once, their bodies unread (with --payload-limit, this bounds the memory a flood of
+    /// large requests can take).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    max_concurrent_requests: usize,
     /// Most inputs in one request; more is a 422.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENT_BATCH, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     max_client_batch: usize,
@@ -97,6 +102,7 @@ async fn serve(args: Args, path: PathBuf) -> Result<()> {
         })
         .max_batch_tokens(args.max_batch_tokens)
         .max_concurrent_inputs(args.max_concurrent_inputs)
+        .max_concurrent_requests(args.max_concurrent_requests)
         .max_client_batch(args.max_client_batch)
         .payload_limit(args.payload_limit)
         .queue_timeout(Duration::from_millis(args.queue_timeout))

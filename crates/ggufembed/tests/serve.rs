@@ -105,6 +105,14 @@ fn a_taken_port_and_bad_limits_fail_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max client batch"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_ggufembed"))
+        .args(["serve", "--port", "0", "--max-concurrent-requests", "0", "--model"])
+        .arg(model())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-concurrent-requests"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ggufembed"))
         .args(["serve", "--model", "/no/such.gguf"])
         .output()
         .unwrap();

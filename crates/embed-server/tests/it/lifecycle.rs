@@ -116,6 +116,8 @@ async fn limits_that_cannot_work_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(e, ServerError::Config(_)), "{e}");
+    let e = Server::builder().embedder(embedder()).max_concurrent_requests(0).bind("127.0.0.1:0").await.unwrap_err();
+    assert!(e.to_string().contains("max concurrent requests must be at least 1"), "{e}");
     let e = Server::builder().embedder(embedder()).bind("256.0.0.1:1").await.unwrap_err();
     assert!(matches!(e, ServerError::Bind { .. }), "{e}");
 }

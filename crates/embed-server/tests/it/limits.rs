@@ -191,3 +191,69 @@ async fn a_client_that_stalls_its_body_gets_408() {
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     server.shutdown().await.unwrap();
 }
+
+/// Requests in progress are capped before their bodies are read: with two clients holding
+/// half-sent bodies, a third request to each heavy route is answered 429 at once (OpenAI's shape
+/// on `/v1/*`, TEI's elsewhere) while `/health`, `/info` and `/metrics` still answer; once the
+/// two finish, requests are served again and every refusal was counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_concurrent_requests_are_refused_before_their_bodies_are_read() {
+    let (server, base) = start(|b| b.max_concurrent_requests(2)).await;
+    let addr = server.local_addr();
+    let body = serde_json::to_string(&json!({"input": ["one text", "another"]})).unwrap();
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let (cut, rest) = body.split_at(5);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("{head}{cut}").as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    // The two are admitted once the server has read their headers.
+    let t = Instant::now();
+    loop {
+        let (s, _) = post(&format!("{base}/embed"), &json!({"inputs": "x"})).await;
+        if s == 429 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never refused (status {s})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut refused = 0;
+    for (path, body) in [
+        ("/v1/embeddings", json!({"input": "x"})),
+        ("/embed", json!({"inputs": "x"})),
+        ("/tokenize", json!({"inputs": "x"})),
+    ] {
+        let t = Instant::now();
+        let (s, b) = post(&format!("{base}{path}"), &body).await;
+        assert_eq!(s, 429, "{path}: {b}");
+        assert!(t.elapsed() < Duration::from_secs(5), "a 429 is immediate");
+        let message = if path.starts_with("/v1/") { &b["error"]["message"] } else { &b["error"] };
+        assert!(message.as_str().unwrap().contains("--max-concurrent-requests"), "{path}: {b}");
+        refused += 1;
+    }
+    for path in ["/health", "/info", "/metrics"] {
+        assert_eq!(client().get(format!("{base}{path}")).send().await.unwrap().status(), 200, "{path}");
+    }
+    for mut s in held {
+        s.write_all(rest.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 65536];
+        use tokio::io::AsyncReadExt;
+        while !String::from_utf8_lossy(&answer).contains("\"usage\"") {
+            let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..64]));
+    }
+    let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": "x"})).await;
+    assert_eq!(s, 200, "{b}");
+    // The probe requests that found the server full count too.
+    assert!(metric(&base, "te_request_rejected", "").await >= (refused + 1) as f64);
+    server.shutdown().await.unwrap();
+}

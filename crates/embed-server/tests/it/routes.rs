@@ -255,6 +255,8 @@ async fn tokenize_info_health_metrics() {
     assert_eq!(info["max_client_batch_size"], 16);
     assert_eq!(info["max_input_length"], 2048);
     assert_eq!(info["max_batch_tokens"], embed_server::DEFAULT_MAX_BATCH_TOKENS);
+    assert_eq!(info["max_concurrent_requests"], embed_server::DEFAULT_MAX_CONCURRENT_REQUESTS);
+    assert_eq!(info["max_concurrent_inputs"], embed_server::DEFAULT_MAX_CONCURRENT_INPUTS);
     assert_eq!(info["defaults"]["dimensions"], 768);
     assert_eq!(info["defaults"]["truncation"], "right");
     assert_eq!(info["auto_truncate"], true);
