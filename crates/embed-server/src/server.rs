@@ -1,9 +1,12 @@
 //! Binding, routing, the batcher thread's life, and shutdown.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -11,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use embed_runtime::{EmbedError, Embedder, Prompt, Truncation};
 use serde_json::json;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::api::{ApiError, Flavor, Kind};
 use crate::batcher::{self, Health, Queue};
@@ -298,11 +301,15 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 /// A request to an embedding or tokenizing route runs only with one of the
-/// `max_concurrent_requests` permits, held until its response is ready; without one it is
+/// `max_concurrent_requests` permits, held until its response has been sent (or the connection
+/// dropped), so a client that does not read its answer keeps counting; without one it is
 /// answered 429 at once, its body unread.
 async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     match Arc::clone(&state.requests).try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
+        Ok(permit) => {
+            let (parts, body) = next.run(request).await.into_parts();
+            Response::from_parts(parts, Body::new(Held { body, rest: Bytes::new(), _permit: permit }))
+        }
         Err(_) => {
             state.metrics.fail("overloaded");
             state.metrics.request_rejected.inc();
@@ -315,6 +322,60 @@ async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next)
             )
             .into_response(Flavor::of_path(request.uri().path()))
         }
+    }
+}
+
+/// A response body and the request permit it holds until it is dropped. The body is handed
+/// to hyper in slices of at most [`SLICE`] bytes: hyper asks for the next slice only once it
+/// has written the last, so the body, and with it the permit, lasts until the answer has
+/// (nearly) all gone out, where one frame of the whole body would be taken, and the permit
+/// freed, at once.
+struct Held {
+    body: Body,
+    rest: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Largest slice of a response body handed to hyper at a time.
+const SLICE: usize = 64 << 10;
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        loop {
+            if !self.rest.is_empty() {
+                let n = self.rest.len().min(SLICE);
+                let slice = self.rest.split_to(n);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(slice))));
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 

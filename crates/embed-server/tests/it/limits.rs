@@ -257,3 +257,42 @@ async fn requests_past_max_concurrent_requests_are_refused_before_their_bodies_a
     assert!(metric(&base, "te_request_rejected", "").await >= (refused + 1) as f64);
     server.shutdown().await.unwrap();
 }
+
+/// A request keeps its permit until its answer is sent, so clients that do not read their
+/// answers cannot pile up responses in the server's memory: with room for one request, a
+/// `/tokenize` answer of tens of MB left unread makes the next request a 429; once it has been
+/// read to the end, the next one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_answer_keeps_its_permit_until_it_is_sent() {
+    use tokio::io::AsyncReadExt;
+    let (server, base) = start(|b| b.max_concurrent_requests(1)).await;
+    // ~500,000 tokens of " a": about 30 MB of JSON, far more than the socket buffers hold.
+    let body = serde_json::to_string(&json!({"inputs": "a ".repeat(500_000)})).unwrap();
+    let request = format!(
+        "POST /tokenize HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut slow = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    slow.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    slow.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the answer has started");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, b) = post(&format!("{base}/embed"), &json!({"inputs": "x"})).await;
+    assert_eq!(s, 429, "the unread answer still holds the only permit: {b}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut rest)).await.expect("the answer ends").unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(rest.len() > 20 << 20 && text.trim_end().ends_with("]]"), "{} bytes", rest.len());
+    drop(slow);
+    let t = Instant::now();
+    loop {
+        let (s, b) = post(&format!("{base}/embed"), &json!({"inputs": "x"})).await;
+        if s == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the permit came back: {s} {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await.unwrap();
+}
