@@ -113,6 +113,11 @@ pub(crate) struct Entry {
 impl Entry {
     /// Dead entries (client gone, request timed out) are skipped and their permits freed.
     fn dead(&self, metrics: &Metrics) -> bool {
+        // A timed-out request was counted as such by its handler, whose answer then dropped
+        // the receiver: that is not a client going away.
+        if self.ticket.state.load(Ordering::Acquire) == EXPIRED {
+            return true;
+        }
         if self.ticket.abandoned() {
             metrics.input_dropped.inc();
             if !self.ticket.dropped.swap(true, Ordering::Relaxed) {
@@ -120,7 +125,7 @@ impl Entry {
             }
             return true;
         }
-        self.ticket.state.load(Ordering::Acquire) == EXPIRED
+        false
     }
 }
 

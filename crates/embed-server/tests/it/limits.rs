@@ -77,6 +77,14 @@ async fn queue_timeout_answers_503_and_never_computes() {
     assert_eq!(metric(&base, "te_request_queue_timeout", "").await, 1.0);
     // The long request's second input waited longer than the timeout too, behind its first:
     // a request that has started is not cut, however long it runs (it answered 200 above).
+    // Once the batcher has passed the expired inputs (a request after them was served), they
+    // count as timed out, once, not also as dropped by a client that went away.
+    let (s, _) = post(&format!("{base}/embed"), &json!({"inputs": "after"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(metric(&base, "te_embed_count", "").await, embedded + 3.0);
+    assert_eq!(metric(&base, "te_request_failure", "err=\"queue_timeout\"").await, 1.0);
+    assert_eq!(metric(&base, "te_request_failure", "err=\"dropped\"").await, 0.0);
+    assert_eq!(metric(&base, "te_input_dropped", "").await, 0.0);
     server.shutdown().await.unwrap();
 }
 
