@@ -209,36 +209,49 @@ fn a_text_the_model_cannot_embed_is_named_by_line_once_and_nothing_is_written() 
 
 // --- an input file larger than the memory the command may use ---
 
+/// Address space (`ulimit -v`, KiB) the memory-bound tests give the CLI: under their inputs.
+#[cfg(unix)]
+const CAP_KIB: usize = 48 * 1024;
+
+/// Runs `sh -c "ulimit -v CAP_KIB && SCRIPT"` with `$0` the binary and `$1`... `args`, and
+/// `TMPDIR` set to `tmp`.
+#[cfg(unix)]
+fn capped(script: &str, args: &[&str], tmp: &Path) -> Output {
+    Command::new("sh")
+        .args(["-c", &format!("ulimit -v {CAP_KIB} && {script}")])
+        .arg(env!("CARGO_BIN_EXE_ggufembed"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap()
+}
+
+/// Writes 64 MiB of `line` to `DIR/big.txt` and an invalid UTF-8 line after them; returns the
+/// path and the bad line's number.
+#[cfg(unix)]
+fn big_input_with_a_bad_last_line(dir: &Path, line: &[u8]) -> (PathBuf, usize) {
+    let n = (64 << 20) / line.len();
+    let input = dir.join("big.txt");
+    let mut body = line.repeat(n);
+    body.extend_from_slice(b"\xff\n");
+    std::fs::write(&input, &body).unwrap();
+    (input, n + 1)
+}
+
 /// A file is checked and then read again batch by batch, never held whole: with the address
 /// space capped (`ulimit -v`) under the file's size, a 64 MiB input whose last line is bad is
 /// still read to that line and named, in both modes (before, reading it ran out of memory).
 #[cfg(unix)]
 #[test]
 fn an_input_file_is_read_in_passes_not_held_in_memory() {
-    const CAP_KIB: usize = 48 * 1024;
     let dir = tempfile::tempdir().unwrap();
     for jsonl in [false, true] {
         let line: &[u8] = if jsonl { b"{\"text\": \"a line of text to embed, one of very many\"}\n" } else { b"a line of text to embed, one of very many\n" };
-        let n = (64 << 20) / line.len();
-        let input = dir.path().join("big.txt");
-        let mut body = line.repeat(n);
-        body.extend_from_slice(b"\xff\n");
-        std::fs::write(&input, &body).unwrap();
-        drop(body);
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("ulimit -v {CAP_KIB} && exec \"$0\" \"$@\"")])
-            .arg(env!("CARGO_BIN_EXE_ggufembed"))
-            .args(["embed", "--model", m(), "--input", input.to_str().unwrap()]);
-        if jsonl {
-            cmd.arg("--jsonl");
-        }
-        let o = cmd.output().unwrap();
+        let (input, bad) = big_input_with_a_bad_last_line(dir.path(), line);
+        let path = input.to_str().unwrap();
+        let o = capped("exec \"$0\" embed --model \"$1\" --input \"$2\" $3", &[m(), path, if jsonl { "--jsonl" } else { "" }], dir.path());
         let err = one_error_line(&o);
-        assert_eq!(
-            err.trim_end(),
-            format!("error: {}:{}: invalid UTF-8 at byte 0 of the line", input.display(), n + 1),
-            "jsonl: {jsonl}"
-        );
+        assert_eq!(err.trim_end(), format!("error: {path}:{bad}: invalid UTF-8 at byte 0 of the line"), "jsonl: {jsonl}");
     }
 }
 
@@ -249,26 +262,13 @@ fn an_input_file_is_read_in_passes_not_held_in_memory() {
 #[cfg(unix)]
 #[test]
 fn standard_input_is_copied_to_a_temporary_file_not_held_in_memory() {
-    const CAP_KIB: usize = 48 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    let line: &[u8] = b"a line of text to embed, one of very many\n";
-    let n = (64 << 20) / line.len();
-    let input = dir.path().join("big.txt");
-    let mut body = line.repeat(n);
-    body.extend_from_slice(b"\xff\n");
-    std::fs::write(&input, &body).unwrap();
-    drop(body);
-    let o = Command::new("sh")
-        .args(["-c", &format!("ulimit -v {CAP_KIB} && cat \"$1\" | \"$0\" embed --model \"$2\" --input -")])
-        .arg(env!("CARGO_BIN_EXE_ggufembed"))
-        .args([input.to_str().unwrap(), m()])
-        .env("TMPDIR", &tmp)
-        .output()
-        .unwrap();
+    let (input, bad) = big_input_with_a_bad_last_line(dir.path(), b"a line of text to embed, one of very many\n");
+    let o = capped("cat \"$2\" | \"$0\" embed --model \"$1\" --input -", &[m(), input.to_str().unwrap()], &tmp);
     let err = one_error_line(&o);
-    assert_eq!(err.trim_end(), format!("error: <stdin>:{}: invalid UTF-8 at byte 0 of the line", n + 1));
+    assert_eq!(err.trim_end(), format!("error: <stdin>:{bad}: invalid UTF-8 at byte 0 of the line"));
     assert!(names_in(&tmp).is_empty(), "the copy is an unnamed file: {:?}", names_in(&tmp));
 }
 
@@ -313,7 +313,6 @@ fn large_standard_input_reads_as_the_file_would_and_a_failed_copy_says_why() {
 #[cfg(unix)]
 #[test]
 fn a_line_longer_than_the_limit_is_refused_without_reading_it_whole() {
-    const CAP_KIB: usize = 48 * 1024;
     let dir = tempfile::tempdir().unwrap();
     for jsonl in [false, true] {
         let input = dir.path().join("long-line.txt");
@@ -321,17 +320,13 @@ fn a_line_longer_than_the_limit_is_refused_without_reading_it_whole() {
         body.extend(b"word ".repeat(8 << 20));
         std::fs::write(&input, &body).unwrap();
         drop(body);
+        let path = input.to_str().unwrap();
+        let mode = if jsonl { "--jsonl" } else { "" };
         for (sub, from) in [("tokenize", "file"), ("embed", "file"), ("embed", "stdin")] {
-            let source = if from == "file" { "--input \"$1\" < /dev/null" } else { "--input - < \"$1\"" };
-            let o = Command::new("sh")
-                .args(["-c", &format!("ulimit -v {CAP_KIB} && exec \"$0\" $3 --model \"$2\" $4 {source}")])
-                .arg(env!("CARGO_BIN_EXE_ggufembed"))
-                .args([input.to_str().unwrap(), m(), sub, if jsonl { "--jsonl" } else { "" }])
-                .env("TMPDIR", dir.path())
-                .output()
-                .unwrap();
+            let source = if from == "file" { "--input \"$2\" < /dev/null" } else { "--input - < \"$2\"" };
+            let o = capped(&format!("exec \"$0\" $3 --model \"$1\" $4 {source}"), &[m(), path, sub, mode], dir.path());
             let err = one_error_line(&o);
-            let name = if from == "file" { input.display().to_string() } else { "<stdin>".into() };
+            let name = if from == "file" { path } else { "<stdin>" };
             assert!(
                 err.starts_with(&format!("error: {name}:2: the line is longer than 16 MiB; ")),
                 "{sub} from {from}, jsonl {jsonl}: {err}"
