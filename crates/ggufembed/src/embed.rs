@@ -167,7 +167,8 @@ pub fn run(args: Args) -> Result<()> {
         out,
         format: args.format,
         bar: progress_bar(input.len()),
-        batch: Vec::with_capacity(args.batch_size as usize),
+        // Never more than the texts: `--batch-size 4294967295` means "one batch", not 170 GB.
+        batch: Vec::with_capacity((args.batch_size as usize).min(input.len())),
         first: 0,
         tokens: 0,
         line: String::new(),

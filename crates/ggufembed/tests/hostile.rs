@@ -416,6 +416,19 @@ fn bad_dims_and_threads_blame_the_option_before_anything_loads() {
     assert_eq!(jsonl_rows(&o.stdout)[0]["embedding"].as_array().unwrap().len(), 128);
 }
 
+/// The largest `--batch-size` clap accepts is one batch of everything, not an allocation of
+/// that many slots (before: `memory allocation of 171798691800 bytes failed`, an abort).
+#[test]
+fn the_largest_batch_size_is_one_batch_of_every_text() {
+    let o = run(&["embed", "--model", m(), "--batch-size", "4294967295", "one", "two"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = jsonl_rows(&o.stdout);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["index"], 1);
+    let o = run(&["embed", "--model", m(), "--batch-size", "4294967296", "one"]);
+    assert!(!o.status.success() && stderr(&o).contains("--batch-size"), "{}", stderr(&o));
+}
+
 // --- 12: a closed pipe ends the run quietly ---
 
 #[test]
