@@ -64,6 +64,12 @@ impl Default for EmbedderBuilder {
 /// token, so this keeps each worker near 50 MB.
 pub const DEFAULT_TOKEN_BUDGET: usize = 2048;
 
+/// The largest token budget [`EmbedderBuilder::token_budget`] accepts: 16 full-length texts
+/// per pass, about 0.8 GB of scratch per worker. Passes of more than a few hundred tokens are
+/// no faster (the matmuls are compute-bound well before), while an absurd budget would ask for
+/// its scratch up front and abort the process.
+pub const MAX_TOKEN_BUDGET: usize = 16 * DEFAULT_TOKEN_BUDGET;
+
 /// At most this many worker threads per available core. More threads than cores only add
 /// memory (each worker holds ~50 MB of scratch) and contention; an absurd count would spawn
 /// threads until the process is killed.
@@ -100,8 +106,9 @@ impl EmbedderBuilder {
         self
     }
 
-    /// Most tokens one forward pass holds (default [`DEFAULT_TOKEN_BUDGET`]); bounds the scratch
-    /// memory of each worker. A single longer text still runs, growing the scratch once.
+    /// Most tokens one forward pass holds (default [`DEFAULT_TOKEN_BUDGET`], at most
+    /// [`MAX_TOKEN_BUDGET`]); bounds the scratch memory of each worker. A single longer text
+    /// still runs, growing the scratch once.
     pub fn token_budget(mut self, tokens: usize) -> Self {
         self.token_budget = tokens;
         self
@@ -167,6 +174,12 @@ impl EmbedderBuilder {
             return Err(EmbedError::InvalidOption(
                 "token budget must be at least 1".into(),
             ));
+        }
+        if self.token_budget > MAX_TOKEN_BUDGET {
+            return Err(EmbedError::InvalidOption(format!(
+                "token budget {} is more than {MAX_TOKEN_BUDGET}: each worker's scratch takes about 24 KB per token of it, and longer passes are no faster",
+                self.token_budget
+            )));
         }
         let cores = available_cores();
         match self.threads {

@@ -55,7 +55,7 @@ mod tuner;
 mod vocab;
 
 pub use default_model::default_model_path;
-pub use embedder::{DEFAULT_TOKEN_BUDGET, Embedder, EmbedderBuilder, MAX_THREADS_PER_CORE};
+pub use embedder::{DEFAULT_TOKEN_BUDGET, Embedder, EmbedderBuilder, MAX_THREADS_PER_CORE, MAX_TOKEN_BUDGET};
 pub use embeddings::Embeddings;
 pub use error::{EmbedError, TextError};
 pub use options::{Dims, EmbedOptions, Input, MATRYOSHKA_DIMS, Prepared, Truncation};

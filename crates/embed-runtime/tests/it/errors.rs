@@ -38,6 +38,8 @@ fn options_out_of_range_are_rejected() {
         Embedder::builder().model(q8_0_model()).threads(usize::MAX),
         Embedder::builder().model(q8_0_model()).threads(99_999_999_999),
         Embedder::builder().model(q8_0_model()).token_budget(0),
+        Embedder::builder().model(q8_0_model()).token_budget(embed_runtime::MAX_TOKEN_BUDGET + 1),
+        Embedder::builder().model(q8_0_model()).token_budget(usize::MAX),
     ] {
         let err = build.build().unwrap_err();
         assert!(matches!(err, EmbedError::InvalidOption(_)), "{err}");
