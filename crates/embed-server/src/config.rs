@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_CONCURRENT_INPUTS: usize = 2048;
 /// Requests to `/v1/embeddings`, `/embed` and `/tokenize` being read, tokenized, queued or
 /// computed at once (TEI's default); past it a request is answered 429 before its body is read.
 /// Each may hold about twice `--payload-limit` bytes (its body, then its parsed texts), so
-/// this and the payload limit bound what a flood of large requests can take (2.4 GB peak for
+/// this and the payload limit bound what a flood of large requests can take (2437 MiB peak for
 /// 800 concurrent 1.35 MB requests at the defaults, `python/bench/flood_server.py`) instead of
 /// as much as clients send.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
