@@ -22,7 +22,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -99,7 +99,10 @@ impl Texts {
             Source::Texts(texts) => texts.iter().enumerate().try_for_each(|(i, t)| f(i, t)),
             Source::Bytes(bytes) => each_text(&bytes[..], name, self.jsonl, f).map(drop),
             Source::Spooled(file) => {
-                each_text(BufReader::with_capacity(1 << 16, FromStart { file, at: 0 }), name, self.jsonl, f).map(drop)
+                // Passes run one after another, each from the start of the copy.
+                let mut file = file;
+                file.rewind().with_context(|| format!("cannot read {name} again"))?;
+                each_text(BufReader::with_capacity(1 << 16, file), name, self.jsonl, f).map(drop)
             }
             Source::File { path, stamp } => {
                 let n = file_pass(path, name, stamp, self.jsonl, f)?;
@@ -232,24 +235,6 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Reads a file from its start at its own offset (positioned reads), so a pass never depends
-/// on where an earlier one left the file's cursor.
-struct FromStart<'a> {
-    file: &'a File,
-    at: u64,
-}
-
-impl Read for FromStart<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_read(self.file, buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
 /// The UTF-8 byte order mark some editors put at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -319,31 +304,15 @@ enum Line {
 
 /// Reads one line into `buf` (as `read_until(b'\n')` does) unless it holds more than
 /// `max_line` bytes before its `\n` (a `\r` before it counts), so a line of any length costs
-/// at most `max_line` bytes of memory.
+/// at most `max_line + 1` bytes of memory.
 fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max_line: usize) -> std::io::Result<Line> {
-    loop {
-        let chunk = match r.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(if buf.is_empty() { Line::End } else { Line::Read });
-        }
-        let (take, done) = match memchr::memchr(b'\n', chunk) {
-            Some(i) => (i + 1, true),
-            None => (chunk.len(), false),
-        };
-        let content = take - usize::from(done);
-        if buf.len() + content > max_line {
-            return Ok(Line::TooLong);
-        }
-        buf.extend_from_slice(&chunk[..take]);
-        r.consume(take);
-        if done {
-            return Ok(Line::Read);
-        }
+    // A line at the limit and its `\n` fit; a longer line shows as `max_line + 1` bytes of text.
+    let n = r.take(max_line as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Line::End);
     }
+    let content = n - usize::from(buf.last() == Some(&b'\n'));
+    Ok(if content > max_line { Line::TooLong } else { Line::Read })
 }
 
 fn parse_jsonl_arguments(args: &[String]) -> Result<Texts> {
