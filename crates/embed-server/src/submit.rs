@@ -17,14 +17,25 @@ use crate::server::AppState;
 const INLINE_BYTES: usize = 4096;
 const INLINE_INPUTS: usize = 8;
 
-/// A turn to tokenize a large request: one per core, moved into the blocking task so that it
-/// is held for exactly as long as the tokenizing runs (even when the client goes away), which
-/// bounds the tokenizers' memory to a few large requests whatever the number waiting.
-pub(crate) async fn tokenizing(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.tokenizing)
+/// Runs `work` (tokenizing a large request) on tokio's blocking pool, so it holds up no worker
+/// that serves sockets, and with a turn of the tokenizing gate (one per core). The turn moves
+/// into the blocking task, so it is held for exactly as long as the work runs, even when the
+/// client goes away: the tokenizers' memory stays a few large requests' whatever the number
+/// waiting.
+pub(crate) async fn tokenize_blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let turn = Arc::clone(&state.tokenizing)
         .acquire_owned()
         .await
-        .map_err(|_| ApiError::new(Kind::Unavailable, "the server is stopping"))
+        .map_err(|_| ApiError::new(Kind::Unavailable, "the server is stopping"))?;
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
 }
 
 /// The vectors of a request, in input order, and its token counts.
@@ -114,13 +125,7 @@ async fn run(
         prepare_all(&embedder, &inputs, &options, field)
     } else {
         let embedder = embedder.clone();
-        let gate = tokenizing(state).await?;
-        tokio::task::spawn_blocking(move || {
-            let _gate = gate;
-            prepare_all(&embedder, &inputs, &options, field)
-        })
-        .await
-            .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
+        tokenize_blocking(state, move || prepare_all(&embedder, &inputs, &options, field)).await
     }?;
     let tokenized = Instant::now();
     state

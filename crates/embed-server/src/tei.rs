@@ -148,16 +148,13 @@ async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) 
     }
     let embedder = state.embedder()?.clone();
     let add_special = req.add_special_tokens;
-    let gate = submit::tokenizing(state).await?;
     // Serialized under the gate too: the tokens as structs take several times their JSON.
-    let json = tokio::task::spawn_blocking(move || {
-        let _gate = gate;
+    let json = submit::tokenize_blocking(state, move || {
         let tokens = tokenize_all(&embedder, &inputs, &prefix, add_special)?;
         serde_json::to_vec(&tokens)
             .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("cannot write the tokens: {e}")))
     })
-    .await
-    .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("tokenization failed: {e}")))??;
+    .await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
