@@ -20,6 +20,7 @@ pub use prepacked::{F32PackBuf, F32Panels, gemm_f32_prepacked, pack_f32_nn_panel
 use crate::aligned::AlignedBuf;
 use crate::dispatch::Kernels;
 use crate::parallel::{ParallelFor, SyncPtr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::arena::WeightSlot;
 use crate::{KernelError, QuantType};
 use act::ActFormat;
@@ -422,11 +423,12 @@ impl PackedMatrix {
         }
         match &self.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(self.kernels, *act, lay, Src::Ready { a, k: self.k }, m, self.k, (&self.residual, &self.exact.idx), par);
+                let mut src = Src::Ready { a, k: self.k };
+                let stage = scratch.quant_stage(self.kernels, *act, lay, &mut src, m, self.k, (&self.residual, &self.exact.idx), par);
                 run_int8(
                     self.kernels,
                     &[Some(self.int8_job(lay, m, c, par.num_threads()))],
-                    scratch,
+                    (scratch, &Prologue::new(stage)),
                     m,
                     self.packed_k(),
                     par,
@@ -462,9 +464,9 @@ impl PackedMatrix {
     }
 
     /// [`PackedMatrix::matmul_many`] of the activations `rows` computes row by row (see
-    /// [`RowPrologue`]): the per-row work runs inside the quantization's parallel region, on
-    /// every thread, where a caller computing the rows first would run it on one thread between
-    /// two parallel regions. Outputs, and `rows.out` afterwards, are bit-identical to computing
+    /// [`RowPrologue`]): the per-row work runs inside the GEMM's parallel region, on every
+    /// thread, where a caller computing the rows first would run it on one thread between two
+    /// parallel regions. Outputs, and `rows.out` afterwards, are bit-identical to computing
     /// the rows first and calling [`PackedMatrix::matmul_many`] on them.
     pub fn matmul_many_with(
         mats: &[&PackedMatrix],
@@ -534,14 +536,15 @@ impl PackedMatrix {
         // Fixed-size job lists keep the call allocation-free.
         match &first.repr {
             Repr::Int8 { lay, act } => {
-                scratch.quantize(first.kernels, *act, lay, src, m, first.k, (&first.residual, &first.exact.idx), par);
+                let mut src = src;
+                let stage = scratch.quant_stage(first.kernels, *act, lay, &mut src, m, first.k, (&first.residual, &first.exact.idx), par);
                 let mut jobs: [Option<Int8Job<'_>>; MAX_FUSED] = [None, None, None, None];
                 for ((slot, w), c) in jobs.iter_mut().zip(mats).zip(outs.iter_mut()) {
                     if let Repr::Int8 { lay, .. } = &w.repr {
                         *slot = Some(w.int8_job(lay, m, c, threads));
                     }
                 }
-                run_int8(first.kernels, &jobs[..mats.len()], scratch, m, first.packed_k(), par);
+                run_int8(first.kernels, &jobs[..mats.len()], (scratch, &Prologue::new(stage)), m, first.packed_k(), par);
             }
             Repr::F32 => {
                 let a = src.materialize(m, par);
@@ -646,6 +649,8 @@ pub type RowFn<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
 /// of `state` (`m` rows of equal width, which it may update: a residual stream, say) and row
 /// `r` of `out` (`m × k`, holding whatever the caller left there), which it must overwrite with
 /// the activations. `out` then holds them all, as if the caller had computed them first.
+/// `f` must not itself run work on the call's [`ParallelFor`]: other tasks of the region wait
+/// for the rows it computes.
 pub struct RowPrologue<'a> {
     /// Per-row state the prologue reads and may update (`m` rows).
     pub state: &'a mut [f32],
@@ -822,38 +827,30 @@ impl GemmScratch {
         self.wpack.ensure(n.div_ceil(PANEL) * k * PANEL * 4);
     }
 
-    /// Quantizes `a` (`m × k`) for a matrix packed with `lay`; with residual blocks, each row is
-    /// widened to `k + 32·residual.len()` quantized values: the row, then for each residual
-    /// block `x − q·d` of that block's own quantization, quantized in turn. The quantizers work
-    /// block by block, so the row and its residual tail are quantized separately (no widened f32
-    /// copy of the row) with the same bits as one pass over the widened row. With exact
-    /// channels, a copy of the row with those channels zeroed is quantized instead, and their
-    /// values go to `xs`.
+    /// Prepares the quantization of `src` (`m × k`) for a matrix packed with `lay`, to be run
+    /// by [`Prologue::ready`] inside the GEMM's own parallel region; with residual blocks, each
+    /// row is widened to `k + 32·residual.len()` quantized values: the row, then for each
+    /// residual block `x − q·d` of that block's own quantization, quantized in turn. The
+    /// quantizers work block by block, so the row and its residual tail are quantized separately
+    /// (no widened f32 copy of the row) with the same bits as one pass over the widened row.
+    /// With exact channels, a copy of the row with those channels zeroed is quantized instead,
+    /// and their values go to `xs`.
     #[allow(clippy::too_many_arguments)]
-    fn quantize(
+    fn quant_stage<'s>(
         &mut self,
-        kernels: &Kernels,
+        kernels: &'s Kernels,
         fmt: ActFormat,
-        lay: &Int8Layout,
-        mut src: Src<'_>,
+        lay: &'s Int8Layout,
+        src: &'s mut Src<'_>,
         m: usize,
         k_in: usize,
-        (residual, exact): (&[u32], &[u32]),
+        (residual, exact): (&'s [u32], &'s [u32]),
         par: &dyn ParallelFor,
-    ) {
+    ) -> QuantStage<'s> {
         let k = k_in + 32 * residual.len();
-        // Logical blocks: the packed ones, then the residual ones.
-        let (nb_in, nb) = (k_in / lay.kb, k / lay.kb);
         // Room for whole row tiles: a kernel may read (and discard) rows up to MR - 1 past m.
-        self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, nb);
-        let wide = SyncPtr(self.wide.as_f32_mut().as_mut_ptr());
-        let xs = SyncPtr(self.xs.as_f32_mut().as_mut_ptr());
-        let s_n = exact.len();
-        let q = SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>());
-        let ad = SyncPtr(self.ad.as_f32_mut().as_mut_ptr());
-        let ac = SyncPtr(self.ac.as_i32_mut().as_mut_ptr());
-        let asum = SyncPtr(self.asum.as_f32_mut().as_mut_ptr());
-        // Below this many elements a parallel region costs more than the quantization it splits.
+        self.ensure_activations(m.next_multiple_of(kernels.int8_kernel().mr), k, k / lay.kb);
+        // Below this many elements splitting costs more than the quantization it splits.
         const SERIAL_QUANT_ELEMS: usize = 32 * 1024;
         // Rows computed here (norms, say) make even a small call worth spreading.
         let rows_per_task = if par.num_threads() <= 1 {
@@ -866,50 +863,162 @@ impl GemmScratch {
             par.items_per_task(m).max(8)
         }
         .max(m.div_ceil(MAX_QUANT_TASKS));
-        let n_tasks = m.div_ceil(rows_per_task);
-        let rows = src.rows();
-        par.run(n_tasks, &|t| {
-            let (r0, r1) = (t * rows_per_task, ((t + 1) * rows_per_task).min(m));
-            for r in r0..r1 {
-                // SAFETY: the buffers were sized for m rows above; tasks own disjoint row ranges,
-                // so these mutable views never alias.
-                let (qr, adr, acr, asr) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(q.ptr().add(r * k), k),
-                        std::slice::from_raw_parts_mut(ad.ptr().add(r * nb), nb),
-                        std::slice::from_raw_parts_mut(ac.ptr().add(r * nb), nb),
-                        std::slice::from_raw_parts_mut(asum.ptr().add(r * nb), nb),
-                    )
-                };
-                // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured
-                // above) and task t < MAX_QUANT_TASKS alone uses row t; `xs` holds s_n <= 2·nb
-                // values for each of the m rows, and this task alone owns row r.
-                let (zrow, res, xsr) = unsafe {
-                    let w = std::slice::from_raw_parts_mut(wide.ptr().add(t * k), k);
-                    let (z, res) = w.split_at_mut(k_in);
-                    (z, res, std::slice::from_raw_parts_mut(xs.ptr().add(r * s_n), s_n))
-                };
-                // SAFETY: r < m, and this task alone owns row r.
-                let mut x = unsafe { rows.row(r) };
-                if s_n > 0 {
-                    zrow.copy_from_slice(x);
-                    for (v, &c) in xsr.iter_mut().zip(exact) {
-                        *v = std::mem::take(&mut zrow[c as usize]);
-                    }
-                    x = zrow;
+        QuantStage {
+            kernels,
+            fmt,
+            lay,
+            residual,
+            exact,
+            m,
+            k_in,
+            rows_per_task,
+            n_tasks: m.div_ceil(rows_per_task),
+            wide: SyncPtr(self.wide.as_f32_mut().as_mut_ptr()),
+            xs: SyncPtr(self.xs.as_f32_mut().as_mut_ptr()),
+            q: SyncPtr(self.q.bytes_mut().as_mut_ptr().cast::<i8>()),
+            ad: SyncPtr(self.ad.as_f32_mut().as_mut_ptr()),
+            ac: SyncPtr(self.ac.as_i32_mut().as_mut_ptr()),
+            asum: SyncPtr(self.asum.as_f32_mut().as_mut_ptr()),
+            rows: src.rows(),
+        }
+    }
+}
+
+/// One activation quantization (and the per-row work that computes its rows), cut into tasks
+/// of whole rows; see [`GemmScratch::quant_stage`]. The pointers were sized for it there.
+struct QuantStage<'s> {
+    kernels: &'s Kernels,
+    fmt: ActFormat,
+    lay: &'s Int8Layout,
+    residual: &'s [u32],
+    exact: &'s [u32],
+    m: usize,
+    k_in: usize,
+    rows_per_task: usize,
+    n_tasks: usize,
+    wide: SyncPtr<f32>,
+    xs: SyncPtr<f32>,
+    q: SyncPtr<i8>,
+    ad: SyncPtr<f32>,
+    ac: SyncPtr<i32>,
+    asum: SyncPtr<f32>,
+    rows: RowSrc<'s>,
+}
+
+impl QuantStage<'_> {
+    /// Quantizes task `t`'s rows.
+    ///
+    /// # Safety
+    /// `t < n_tasks`, and each `t` is run at most once (tasks own disjoint rows and scratch).
+    unsafe fn run(&self, t: usize) {
+        let (kernels, fmt, lay, residual, exact) = (self.kernels, self.fmt, self.lay, self.residual, self.exact);
+        let k_in = self.k_in;
+        let k = k_in + 32 * residual.len();
+        let (nb_in, nb) = (k_in / lay.kb, k / lay.kb);
+        let s_n = exact.len();
+        let (r0, r1) = (t * self.rows_per_task, ((t + 1) * self.rows_per_task).min(self.m));
+        for r in r0..r1 {
+            // SAFETY: the buffers were sized for m rows by `quant_stage`; tasks own disjoint row
+            // ranges, so these mutable views never alias.
+            let (qr, adr, acr, asr) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(self.q.ptr().add(r * k), k),
+                    std::slice::from_raw_parts_mut(self.ad.ptr().add(r * nb), nb),
+                    std::slice::from_raw_parts_mut(self.ac.ptr().add(r * nb), nb),
+                    std::slice::from_raw_parts_mut(self.asum.ptr().add(r * nb), nb),
+                )
+            };
+            // SAFETY: `wide` holds MAX_QUANT_TASKS rows of k values (ensured by `quant_stage`)
+            // and task t < MAX_QUANT_TASKS alone uses row t; `xs` holds s_n <= 2·nb values for
+            // each of the m rows, and this task alone owns row r.
+            let (zrow, res, xsr) = unsafe {
+                let w = std::slice::from_raw_parts_mut(self.wide.ptr().add(t * k), k);
+                let (z, res) = w.split_at_mut(k_in);
+                (z, res, std::slice::from_raw_parts_mut(self.xs.ptr().add(r * s_n), s_n))
+            };
+            // SAFETY: r < m, and this task alone owns row r.
+            let mut x = unsafe { self.rows.row(r) };
+            if s_n > 0 {
+                zrow.copy_from_slice(x);
+                for (v, &c) in xsr.iter_mut().zip(exact) {
+                    *v = std::mem::take(&mut zrow[c as usize]);
                 }
-                let (q_in, q_res) = qr.split_at_mut(k_in);
-                let (ad_in, ad_res) = adr.split_at_mut(nb_in);
-                let (ac_in, ac_res) = acr.split_at_mut(nb_in);
-                let (as_in, as_res) = asr.split_at_mut(nb_in);
-                act::quantize_row(kernels, fmt, lay, x, q_in, ad_in, ac_in, as_in);
-                if residual.is_empty() {
-                    continue;
-                }
-                residual_tail(x, q_in, ad_in, residual, res);
-                act::quantize_row(kernels, fmt, lay, res, q_res, ad_res, ac_res, as_res);
+                x = zrow;
             }
-        });
+            let (q_in, q_res) = qr.split_at_mut(k_in);
+            let (ad_in, ad_res) = adr.split_at_mut(nb_in);
+            let (ac_in, ac_res) = acr.split_at_mut(nb_in);
+            let (as_in, as_res) = asr.split_at_mut(nb_in);
+            act::quantize_row(kernels, fmt, lay, x, q_in, ad_in, ac_in, as_in);
+            if residual.is_empty() {
+                continue;
+            }
+            residual_tail(x, q_in, ad_in, residual, res);
+            act::quantize_row(kernels, fmt, lay, res, q_res, ad_res, ac_res, as_res);
+        }
+    }
+}
+
+/// A [`QuantStage`] run by the tasks of the GEMM that reads it, in the same parallel region:
+/// each task first takes quantization tasks until none is left, then waits for the ones other
+/// threads took, and only then multiplies. One region per matmul instead of two (a
+/// quantization region, then the GEMM's) takes a barrier out of every matmul, most of the
+/// time it costs at batch 1, where a layer is a string of short regions. Waiting is safe: a
+/// quantization task is only ever waited for while the thread that took it is running it, and
+/// it runs to its end without waiting for anything (a [`RowPrologue`] runs no parallel work).
+struct Prologue<'s> {
+    stage: QuantStage<'s>,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl<'s> Prologue<'s> {
+    fn new(stage: QuantStage<'s>) -> Self {
+        Prologue {
+            stage,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs quantization tasks until none is left, then waits until every one has finished.
+    /// False if one panicked: the panic reaches the caller through the parallel-for, and the
+    /// GEMM task must not read the activations.
+    fn ready(&self) -> bool {
+        /// Counts a task as finished however it ends, so that no waiter spins forever.
+        struct Finish<'a>(&'a Prologue<'a>);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.failed.store(true, Ordering::Relaxed);
+                }
+                self.0.done.fetch_add(1, Ordering::Release);
+            }
+        }
+        let n = self.stage.n_tasks;
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= n {
+                break;
+            }
+            let _finish = Finish(self);
+            // SAFETY: the counter hands out each t < n_tasks once.
+            unsafe { self.stage.run(t) };
+        }
+        // The rest is at most one task's worth of rows on another thread.
+        let mut spins = 0u32;
+        while self.done.load(Ordering::Acquire) < n {
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                // Its thread was descheduled: give it the core.
+                std::thread::yield_now();
+            }
+        }
+        !self.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -985,7 +1094,7 @@ impl Plan {
 fn run_int8(
     kernels: &Kernels,
     jobs: &[Option<Int8Job<'_>>],
-    scratch: &GemmScratch,
+    (scratch, prologue): (&GemmScratch, &Prologue<'_>),
     m: usize,
     k: usize,
     par: &dyn ParallelFor,
@@ -1007,6 +1116,9 @@ fn run_int8(
     );
     let xsp = SyncPtr(scratch.xs.as_f32().as_ptr().cast_mut());
     par.run(n_tasks, &|t| {
+        if !prologue.ready() {
+            return;
+        }
         let (job, t) = locate(jobs, |j| &j.plan, t);
         let (lay, n) = (job.lay, job.n);
         // Logical blocks: the packed ones, then the residual ones (see `tile`), which are the
@@ -1271,7 +1383,11 @@ pub fn __int8_microkernel_loop(kernels: &'static Kernels, kblocks: usize, iters:
         .map(|i| ((i * 104729) % 251) as f32 - 125.0)
         .collect();
     let mut s = GemmScratch::new();
-    s.quantize(kernels, act, &lay, Src::Ready { a: &a, k }, m, k, (&[], &[]), &crate::Serial);
+    let mut src = Src::Ready { a: &a, k };
+    let stage = s.quant_stage(kernels, act, &lay, &mut src, m, k, (&[], &[]), &crate::Serial);
+    if !Prologue::new(stage).ready() {
+        return 0.0;
+    }
     let mut c = vec![0f32; m * n];
     let tile = Int8Tile {
         a: s.q.bytes().as_ptr().cast(),

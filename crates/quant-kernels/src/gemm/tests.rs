@@ -441,6 +441,39 @@ fn matmul_many_with_equals_rows_computed_first() {
     }
 }
 
+/// The GEMM's tasks wait for the rows a prologue computes on other threads: a prologue that
+/// panics on one row ends the call with that panic on every thread count, never a task waiting
+/// for a row that will not come, and the scratch serves the next call.
+#[test]
+fn a_panicking_prologue_ends_the_call_without_hanging() {
+    let mut r = rng(13);
+    let k = 128;
+    let kernels = Kernels::get();
+    let w = PackedMatrix::new(kernels, QuantType::Q8_0, 64, k, &random_weights(&mut r, QuantType::Q8_0, 64, k)).unwrap();
+    let mut scratch = GemmScratch::new();
+    for (m, threads) in [(1, 1), (2, 2), (40, 2), (150, 3)] {
+        for bad in [0, m / 2, m - 1] {
+            let (mut st, mut rows, mut c) = (vec![0.0; m], vec![0.0; m * k], vec![0.0; m * 64]);
+            let f = |i: usize, _: &mut [f32], o: &mut [f32]| {
+                assert!(i != bad, "row {i} fails");
+                o.fill(1.0);
+            };
+            let prologue = RowPrologue { state: &mut st, out: &mut rows, f: &f };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                PackedMatrix::matmul_many_with(&[&w], prologue, m, &mut [&mut c], &mut scratch, &Threads(threads))
+            }));
+            assert!(outcome.is_err(), "m={m} threads={threads} bad={bad}");
+        }
+        let (mut st, mut rows, mut c) = (vec![0.0; m], vec![0.0; m * k], vec![f32::NAN; m * 64]);
+        let f = |_: usize, _: &mut [f32], o: &mut [f32]| o.fill(1.0);
+        let prologue = RowPrologue { state: &mut st, out: &mut rows, f: &f };
+        PackedMatrix::matmul_many_with(&[&w], prologue, m, &mut [&mut c], &mut scratch, &Threads(threads)).unwrap();
+        let mut want = vec![0.0; m * 64];
+        w.matmul(&rows, m, &mut want, &mut GemmScratch::new(), &Serial).unwrap();
+        assert_eq!(c, want, "m={m} threads={threads}: after the failures");
+    }
+}
+
 /// Residual blocks: the product is the plain product plus the product of the chosen blocks'
 /// quantization residual, so on activations with outlier channels it lands far closer to the
 /// exact f32 product; rows stay independent of their batch; bad block lists are refused.
