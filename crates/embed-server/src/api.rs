@@ -29,6 +29,12 @@ pub(crate) enum Kind {
     Unavailable,
     /// No such route (404).
     NotFound,
+    /// A model this server does not serve (404).
+    ModelNotFound,
+    /// The route exists, not with this method (405).
+    MethodNotAllowed,
+    /// A compressed body (415): bodies are read as plain JSON.
+    UnsupportedEncoding,
     /// The model failed on valid input (500; a bug).
     Internal,
 }
@@ -43,7 +49,9 @@ impl Kind {
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Kind::QueueTimeout | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::NotFound | Kind::ModelNotFound => StatusCode::NOT_FOUND,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,14 +59,16 @@ impl Kind {
     /// TEI's `ErrorType` names (`Unauthorized` and `NotFound` are ours).
     fn tei_type(self) -> &'static str {
         match self {
-            Kind::Malformed | Kind::Validation | Kind::PayloadTooLarge | Kind::BodyTimeout => {
-                "Validation"
-            }
+            Kind::Malformed
+            | Kind::Validation
+            | Kind::PayloadTooLarge
+            | Kind::BodyTimeout
+            | Kind::UnsupportedEncoding => "Validation",
             Kind::Empty => "Empty",
             Kind::Unauthorized => "Unauthorized",
             Kind::Overloaded | Kind::QueueTimeout => "Overloaded",
             Kind::Unavailable => "Unhealthy",
-            Kind::NotFound => "NotFound",
+            Kind::NotFound | Kind::ModelNotFound | Kind::MethodNotAllowed => "NotFound",
             Kind::Internal => "Backend",
         }
     }
@@ -72,6 +82,9 @@ impl Kind {
             Kind::PayloadTooLarge => ("invalid_request_error", Some("payload_too_large")),
             Kind::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             Kind::NotFound => ("invalid_request_error", Some("unknown_url")),
+            Kind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
+            Kind::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            Kind::UnsupportedEncoding => ("invalid_request_error", Some("unsupported_encoding")),
             Kind::Overloaded => ("requests", Some("rate_limit_exceeded")),
             Kind::QueueTimeout => ("server_error", Some("queue_timeout")),
             Kind::Unavailable => ("server_error", Some("service_unavailable")),
@@ -110,6 +123,17 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.kind.status()
+    }
+
+    /// The `te_request_failure` reason of a request refused before its inputs were read.
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            Kind::PayloadTooLarge => "payload",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Overloaded => "overloaded",
+            Kind::Unavailable => "unavailable",
+            _ => "validation",
+        }
     }
 
     /// The answer in the shape the route's clients parse.

@@ -8,12 +8,20 @@ use serde::de::DeserializeOwned;
 use crate::api::{ApiError, Kind};
 
 /// The body as `T`: 413 past the payload limit, 408 if the client stalls, 400 if it is not JSON,
-/// 422 naming the field (`dimensions`, `encoding_format`, ...) if a field has the wrong type.
+/// 422 if it is not an object, 422 naming the field (`dimensions`, `encoding_format`, ...) if a field has the wrong type.
 pub(crate) fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     payload_limit: usize,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| rejection(e, payload_limit))?;
+    // serde reads a struct from an array too, its fields by position (`["hello", "m"]` would be
+    // `input` and `model`): both APIs define the body as an object with named fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(
+            Kind::Validation,
+            "the body must be a JSON object with named fields, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -10,7 +10,9 @@ use prometheus::{
 
 pub(crate) struct Metrics {
     registry: Registry,
-    /// `te_request_count{method="single"|"batch"}`: embedding requests received.
+    /// `te_request_count{method="single"|"batch"|"unknown"}`: embedding requests received;
+    /// `unknown` when one was answered before its inputs were read (a malformed body, a limit,
+    /// the API key, a server still loading), so that every failure is also a request.
     pub request_count: IntCounterVec,
     /// `te_request_success{method}`: embedding requests answered 200.
     pub request_success: IntCounterVec,
@@ -122,8 +124,15 @@ impl Metrics {
         }
     }
 
+    /// A failure of a request already counted in `te_request_count`.
     pub fn fail(&self, reason: &str) {
         self.request_failure.with_label_values(&[reason]).inc();
+    }
+
+    /// A request answered with an error before its inputs were read: counted, and failed.
+    pub fn reject(&self, reason: &str) {
+        self.request_count.with_label_values(&["unknown"]).inc();
+        self.fail(reason);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{ApiError, Flavor};
+use crate::api::{ApiError, Flavor, Kind};
 use crate::server::AppState;
 use crate::submit;
 
@@ -89,9 +89,9 @@ pub(crate) async fn embeddings(
 }
 
 async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.fail("unavailable"))?.options().clone();
+    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
     let req: EmbeddingsRequest =
-        crate::body::parse(body, state.config.payload_limit).inspect_err(|_| state.metrics.fail("validation"))?;
+        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.input, "input")?;
         let mut options = defaults;
@@ -103,7 +103,7 @@ async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
         }
         Ok::<_, ApiError>((inputs, options))
     })()
-    .inspect_err(|_| state.metrics.fail("validation"))?;
+    .inspect_err(|_| state.metrics.reject("validation"))?;
     let format = req.encoding_format.unwrap_or_default();
     let out = submit::embed(state, inputs, options, "input").await?;
     let data = out
@@ -144,14 +144,32 @@ fn base64_f32(v: &[f32]) -> String {
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({
         "object": "list",
-        "data": [{
-            "id": state.config.served_model_name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "ggufembed",
-        }],
+        "data": [model_object(&state)],
     }))
     .into_response()
+}
+
+/// `GET /v1/models/{id}` (the `openai` client's `models.retrieve`): the served model, or 404
+/// in OpenAI's shape.
+pub(crate) async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if id != state.config.served_model_name {
+        let mut e = ApiError::new(
+            Kind::ModelNotFound,
+            format!("the model `{id}` does not exist; this server serves `{}`", state.config.served_model_name),
+        );
+        e.param = Some("model".into());
+        return e.into_response(Flavor::OpenAi);
+    }
+    Json(model_object(&state)).into_response()
+}
+
+fn model_object(state: &AppState) -> serde_json::Value {
+    serde_json::json!({
+        "id": state.config.served_model_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "ggufembed",
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -290,10 +290,12 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(heavy)
         .route("/v1/models", get(crate::openai::models))
+        .route("/v1/models/{id}", get(crate::openai::model))
         .route("/info", get(info))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
@@ -305,13 +307,22 @@ fn router(state: Arc<AppState>) -> Router {
 /// dropped), so a client that does not read its answer keeps counting; without one it is
 /// answered 429 at once, its body unread.
 async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if let Err(e) = check_headers(request.headers(), state.config.payload_limit) {
+        if counts_as_embedding(path) {
+            state.metrics.reject(e.reason());
+        }
+        return e.into_response(Flavor::of_path(path));
+    }
     match Arc::clone(&state.requests).try_acquire_owned() {
         Ok(permit) => {
             let (parts, body) = next.run(request).await.into_parts();
             Response::from_parts(parts, Body::new(Held { body, rest: Bytes::new(), _permit: permit }))
         }
         Err(_) => {
-            state.metrics.fail("overloaded");
+            if counts_as_embedding(request.uri().path()) {
+                state.metrics.reject("overloaded");
+            }
             state.metrics.request_rejected.inc();
             ApiError::new(
                 Kind::Overloaded,
@@ -323,6 +334,34 @@ async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next)
             .into_response(Flavor::of_path(request.uri().path()))
         }
     }
+}
+
+/// What the headers alone decide, before a permit is taken or a byte of the body read: a
+/// declared length past the payload limit is 413 at once (a client sending `Expect:
+/// 100-continue` is not invited to upload it, one declaring a terabyte is not waited for), and
+/// a compressed body is 415 (bodies are read as plain JSON; a decompressed size would escape
+/// the payload limit).
+fn check_headers(headers: &HeaderMap, payload_limit: usize) -> Result<(), ApiError> {
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim());
+    if let Some(enc) = encoding.filter(|e| !e.eq_ignore_ascii_case("identity")) {
+        return Err(ApiError::new(
+            Kind::UnsupportedEncoding,
+            format!("the body is sent with `Content-Encoding: {enc}`; this server reads uncompressed JSON bodies only"),
+        ));
+    }
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if length.is_some_and(|n| n > payload_limit as u64) {
+        return Err(ApiError::new(
+            Kind::PayloadTooLarge,
+            format!("the body is larger than this server's payload limit of {payload_limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Routes whose requests `te_request_count` counts (TEI's: embedding requests, not `/tokenize`).
+fn counts_as_embedding(path: &str) -> bool {
+    matches!(path, "/v1/embeddings" | "/embed")
 }
 
 /// A response body and the request permit it holds until it is dropped. The body is handed
@@ -388,7 +427,9 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     if request.uri().path() == "/health" || authorized(request.headers(), key) {
         return next.run(request).await;
     }
-    state.metrics.fail("unauthorized");
+    if counts_as_embedding(request.uri().path()) {
+        state.metrics.reject("unauthorized");
+    }
     ApiError::new(
         Kind::Unauthorized,
         "missing or wrong API key: send `Authorization: Bearer <key>`",
@@ -414,6 +455,22 @@ async fn not_found(request: Request) -> Response {
     let path = request.uri().path().to_owned();
     ApiError::new(Kind::NotFound, format!("no route {} {path}", request.method()))
         .into_response(Flavor::of_path(&path))
+}
+
+/// A known route asked with another method: the error in the route's shape, and `Allow`.
+async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let allow = match path.as_str() {
+        "/v1/embeddings" | "/embed" | "/tokenize" => "POST",
+        _ => "GET, HEAD",
+    };
+    let mut response = ApiError::new(
+        Kind::MethodNotAllowed,
+        format!("{path} takes {allow}, not {}", request.method()),
+    )
+    .into_response(Flavor::of_path(&path));
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// 200 when a request would be served now; 503 while loading, when stopping, when the model
@@ -482,7 +539,10 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
             "prompt_name": prompt_name,
             "prompt": defaults.prompt().prefix(),
             "dimensions": defaults.dims().get(),
-            "normalize": defaults.normalize(),
+            // What a request that leaves it out gets: `/embed`'s `normalize` is true unless sent
+            // false (TEI's default), and `/v1/embeddings` scales every `dimensions` prefix
+            // back to unit length (OpenAI's); the full-size vector is unit length already.
+            "normalize": true,
             "truncation": truncation,
         },
         "prompts": prompts,

@@ -65,9 +65,9 @@ pub(crate) async fn embed(
 }
 
 async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.fail("unavailable"))?.options().clone();
+    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
     let req: EmbedRequest =
-        crate::body::parse(body, state.config.payload_limit).inspect_err(|_| state.metrics.fail("validation"))?;
+        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
         let auto_truncate = defaults.truncation() != Truncation::Error;
@@ -85,7 +85,7 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
         }
         Ok::<_, ApiError>((inputs, options))
     })()
-    .inspect_err(|_| state.metrics.fail("validation"))?;
+    .inspect_err(|_| state.metrics.reject("validation"))?;
     let out = submit::embed(state, inputs, options, "inputs").await?;
     let mut response = Json(out.vectors).into_response();
     // TEI's headers, which some clients log.

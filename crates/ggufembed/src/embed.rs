@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use embed_runtime::{
     EmbedError, Embedder, Input, MATRYOSHKA_DIMS, MAX_THREADS_PER_CORE, NumericPath, Parallelism, Prepared, Prompt,
     TextError, Truncation,
@@ -46,8 +46,8 @@ pub struct Args {
     #[arg(long, short, value_name = "PATH")]
     model: Option<PathBuf>,
     /// A prompt name from the model's configuration (query, document, STS, Clustering, ...).
-    #[arg(long, value_name = "NAME", conflicts_with = "prefix")]
-    prompt: Option<String>,
+    #[arg(long, value_name = "NAME", conflicts_with = "prefix", value_parser = parse_prompt)]
+    prompt: Option<Prompt>,
     /// A custom prefix put in front of every text.
     #[arg(long, value_name = "TEXT")]
     prefix: Option<String>,
@@ -78,6 +78,14 @@ pub struct Args {
     verbose: bool,
 }
 
+/// `--prompt`: a malformed option like any other (status 2), named before anything is read.
+fn parse_prompt(s: &str) -> Result<Prompt, String> {
+    Prompt::named(s).ok_or_else(|| {
+        let names: Vec<&str> = embed_runtime::NAMED_PROMPTS.iter().map(|(n, _)| *n).collect();
+        format!("the model's prompts are {}", names.join(", "))
+    })
+}
+
 /// `--dims`: checked before anything is read or loaded, so the message blames the option.
 fn parse_dims(s: &str) -> Result<usize, String> {
     let sizes = MATRYOSHKA_DIMS.map(|d| d.to_string()).join(", ");
@@ -106,10 +114,7 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 pub fn run(args: Args) -> Result<()> {
     let input = args.input.read()?;
     let prompt = match (&args.prompt, &args.prefix) {
-        (Some(name), _) => Prompt::named(name).with_context(|| {
-            let names: Vec<&str> = embed_runtime::NAMED_PROMPTS.iter().map(|(n, _)| *n).collect();
-            format!("unknown prompt {name:?}; the model's prompts are {}", names.join(", "))
-        })?,
+        (Some(named), _) => named.clone(),
         (None, Some(prefix)) => Prompt::Custom(prefix.clone()),
         (None, None) => Prompt::None,
     };

@@ -133,6 +133,19 @@ async fn payload_and_client_batch_limits() {
     );
     let answer = raw_http(server.local_addr(), &request).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A declared length past the limit is refused from the headers: a client that asks first
+    // (`Expect: 100-continue`) is not invited to send it, and one that declares a terabyte and
+    // sends nothing is answered at once, not after the body timeout.
+    for (length, expect) in [("3000", "expect: 100-continue\r\n"), ("1000000000000", "")] {
+        let request = format!(
+            "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n{expect}\r\n"
+        );
+        let start = std::time::Instant::now();
+        let answer = raw_http(server.local_addr(), &request).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+        assert!(start.elapsed() < Duration::from_secs(4), "answered from the headers");
+    }
 
     let (s, b) = post(&format!("{base}/v1/embeddings"), &json!({"input": ["a", "b", "c", "d", "e"]})).await;
     assert_eq!(s, 422, "{b}");

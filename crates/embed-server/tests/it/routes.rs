@@ -154,6 +154,33 @@ async fn openai_errors_name_the_field() {
     let r = client().get(format!("{base}/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["id"], "embeddinggemma-300m");
+    // `models.retrieve`: the served model, or OpenAI's model_not_found.
+    let r = client().get(format!("{base}/v1/models/embeddinggemma-300m")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["object"], "model");
+    let r = client().get(format!("{base}/v1/models/gpt-4")).send().await.unwrap();
+    let s = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    openai_error(s, &b, 404, Some("model"));
+    assert_eq!(b["error"]["code"], "model_not_found");
+    // A JSON array is not a request, though serde would read one by position (`input`,
+    // `model`, `encoding_format`, `dimensions`).
+    let r = client().post(&url).header("content-type", "application/json").body(r#"["hello", "m", "base64", 256]"#).send().await.unwrap();
+    let s = r.status().as_u16();
+    let m = openai_error(s, &r.json().await.unwrap(), 422, None);
+    assert!(m.contains("object"), "{m}");
+    // A route asked with the wrong method: 405 in the route's shape, with `Allow`.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = client().request(method, &url).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "POST");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], "method_not_allowed", "{b}");
+    }
+    let r = client().post(format!("{base}/info")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     server.shutdown().await.unwrap();
 }
 
@@ -207,6 +234,21 @@ async fn tei_embed_options() {
     let r = client().post(&url).header("content-type", "application/json").body("{").send().await.unwrap();
     let s = r.status().as_u16();
     tei_error(s, &r.json().await.unwrap(), 400, "Validation");
+    let r = client().post(&url).header("content-type", "application/json").body(r#" ["x", false]"#).send().await.unwrap();
+    let s = r.status().as_u16();
+    tei_error(s, &r.json().await.unwrap(), 422, "Validation");
+    // A compressed body is refused by name, not parsed as JSON that is not there.
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let m = tei_error(s, &r.json().await.unwrap(), 415, "Validation");
+    assert!(m.contains("gzip"), "{m}");
     server.shutdown().await.unwrap();
 }
 
@@ -259,6 +301,8 @@ async fn tokenize_info_health_metrics() {
     assert_eq!(info["max_concurrent_inputs"], embed_server::DEFAULT_MAX_CONCURRENT_INPUTS);
     assert_eq!(info["defaults"]["dimensions"], 768);
     assert_eq!(info["defaults"]["truncation"], "right");
+    // What a request that leaves `normalize` out gets (see `tei_embed_options`).
+    assert_eq!(info["defaults"]["normalize"], true);
     assert_eq!(info["auto_truncate"], true);
     assert_eq!(info["dimensions"], json!([768, 512, 256, 128]));
     assert_eq!(info["threads"], 2);
@@ -292,6 +336,26 @@ async fn tokenize_info_health_metrics() {
     }
     assert_eq!(metric(&base, "te_request_count", "method=\"batch\"").await, before + 1.0);
     assert!(metric(&base, "te_embed_count", "").await >= 2.0);
+    // Every failure is also a request: one refused before its inputs were read counts under
+    // method "unknown", so failure / count is an error rate. /tokenize is not counted.
+    let total = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let before = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for body in [r#"{"input": "#, r#"{"input": []}"#, r#"{"input": "x", "dimensions": 3}"#, r#"["x"]"#] {
+        let r = client().post(format!("{base}/v1/embeddings")).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{body}");
+    }
+    let (s, _) = post(&format!("{base}/embed"), &json!({"inputs": "ok"})).await;
+    assert_eq!(s, 200);
+    let (s, _) = post(&format!("{base}/tokenize"), &json!({"inputs": []})).await;
+    assert_eq!(s, 400);
+    let after = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let delta = |name: &str| total(&after, name) - total(&before, name);
+    assert_eq!((delta("te_request_count"), delta("te_request_failure"), delta("te_request_success")), (5.0, 4.0, 1.0));
     server.shutdown().await.unwrap();
 }
 
