@@ -133,9 +133,9 @@ async fn serve(args: Args, path: PathBuf) -> Result<()> {
         signals.next().await;
         eprintln!("shutting down: finishing requests in flight (a second signal exits at once)");
         handle.shutdown();
-        signals.next().await;
+        let status = signals.next().await;
         eprintln!("second signal: exiting now");
-        std::process::exit(130);
+        std::process::exit(status);
     });
     if let Err(e) = server.wait_ready().await {
         let _ = server.shutdown().await;
@@ -178,13 +178,18 @@ impl Signals {
         Ok(Signals {})
     }
 
-    async fn next(&mut self) {
+    /// Waits for the next one; returns the status a process killed by it reports (128 + its
+    /// number), which a second signal exits with.
+    async fn next(&mut self) -> i32 {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => 128 + 15,
+            _ = self.int.recv() => 128 + 2,
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            128 + 2
+        }
     }
 }

@@ -81,6 +81,27 @@ fn serves_and_stops_gracefully_on_sigterm() {
     assert!(TcpStream::connect(&addr).is_err(), "port closed");
 }
 
+/// A second signal while requests are still being finished exits at once, with the status of a
+/// process killed by that signal (143 for SIGTERM), as a supervisor that escalates expects.
+#[test]
+fn a_second_sigterm_exits_at_once_with_143() {
+    let (mut child, addr) = start(&[]);
+    let long = "A man is playing a flute. ".repeat(400);
+    let texts = vec![format!("\"{long}\""); 16].join(", ");
+    let body = format!(r#"{{"inputs": [{texts}]}}"#);
+    let in_flight = std::thread::spawn(move || http(&addr, "POST", "/embed", &body));
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(100));
+    sigterm(&child);
+    let t = Instant::now();
+    let exit = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "exited at once");
+    assert_eq!(exit.code(), Some(143), "{exit}");
+    // The connection was cut, not answered.
+    assert!(!matches!(in_flight.join().unwrap(), Ok((200, _))));
+}
+
 #[test]
 fn a_taken_port_and_bad_limits_fail_with_a_message() {
     let (mut child, addr) = start(&[]);
