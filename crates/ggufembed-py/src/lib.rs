@@ -275,6 +275,13 @@ fn default_model_path(py: Python<'_>) -> PyResult<PathBuf> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // rust-numpy looks NumPy's C API up on first use, which runs Python code. Left to the first
+    // `embed`, that is right after the GIL comes back from a long computation, where a pending
+    // Ctrl-C raises inside the lookup and rust-numpy turns it into a panic (a PanicException,
+    // not KeyboardInterrupt). Importing NumPy here makes a missing NumPy an ImportError, and
+    // the first array does the lookup at import time.
+    py.import("numpy")?;
+    drop(PyArray1::<f32>::zeros(py, [0], false));
     m.add_class::<NativeEmbedder>()?;
     m.add_function(wrap_pyfunction!(default_model_path, m)?)?;
     m.add("ModelError", py.get_type::<ModelError>())?;

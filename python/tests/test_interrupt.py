@@ -1,0 +1,35 @@
+"""Ctrl-C: an interrupt during an embedding call is a KeyboardInterrupt, even on the first call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def test_ctrl_c_during_the_first_call_is_a_keyboard_interrupt(model_path):
+    """The first call of a process is where NumPy's C API used to be looked up, right after the
+    GIL came back; a SIGINT that arrived during the computation then raised inside that lookup
+    and surfaced as a Rust panic (PanicException) instead of KeyboardInterrupt."""
+    code = f"""
+        import os, signal, threading
+        from ggufembed import Embedder
+        m = Embedder({str(model_path)!r}, threads=2)
+        texts = ["A man is playing a flute in the park with friends."] * 600
+        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            m.encode(texts, batch_size=1000)
+        except KeyboardInterrupt:
+            print("interrupted")
+        else:
+            print("finished before the interrupt")
+        print("next call:", m.encode(["still works"]).shape)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+        env={**os.environ},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "panicked" not in out.stderr, out.stderr
+    assert out.stdout.splitlines() == ["interrupted", "next call: (1, 768)"], out.stdout + out.stderr
