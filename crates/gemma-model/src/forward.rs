@@ -184,7 +184,7 @@ fn layer_forward<T: MaybeTrace>(
     let kernels = model.kernels();
 
     // Attention block. The per-row work between two matmuls runs in the second one's
-    // quantization pass, spread over the threads (a serial step otherwise).
+    // activation quantization, spread over the threads (a serial step otherwise).
     let attn_rows = |_: usize, xr: &mut [f32], hr: &mut [f32]| {
         kernels.vectorize(|| {
             if let Some(p) = prev {

@@ -32,7 +32,7 @@ impl Linear {
     }
 
     /// `outs[i] = rows · W_iᵀ` for matrices reading the same activations, which `rows` computes
-    /// row by row inside the quantization's parallel region (`rows.out` holds them afterwards);
+    /// row by row inside the matmul's parallel region (`rows.out` holds them afterwards);
     /// quantized once and run in one parallel region when the formats allow, bit-identical to
     /// separate [`Linear::forward`]s of the finished rows.
     pub(crate) fn forward_many_with<const N: usize>(
