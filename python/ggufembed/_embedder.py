@@ -8,11 +8,13 @@ this file only spells them the way sentence-transformers users expect.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, Union, overload
+from pathlib import Path
+from typing import Literal, TypedDict, Union
 
 import numpy as np
 
@@ -21,14 +23,25 @@ from ggufembed import _native
 __all__ = ["Embedder", "TruncationWarning"]
 
 Truncate = Union[bool, Literal["right", "left"]]
+_Truncation = Literal["right", "left", "error"]
 _PARALLELISM = ("auto", "coarse", "fine")
+
+
+class _Options(TypedDict):
+    """The keywords of one `NativeEmbedder.embed` call."""
+
+    prompt_name: str | None
+    prompt: str | None
+    dims: int | None
+    normalize: bool
+    truncation: _Truncation
 
 
 class TruncationWarning(UserWarning):
     """Some texts were longer than the model's context and were cut to fit it."""
 
 
-def _truncation(truncate: Truncate) -> str:
+def _truncation(truncate: Truncate) -> _Truncation:
     if truncate is True or truncate == "right":
         return "right"
     if truncate == "left":
@@ -39,11 +52,72 @@ def _truncation(truncate: Truncate) -> str:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    # operator.index takes what Python takes as an integer (NumPy's too, as sentence-transformers
+    # does) and refuses floats; a bool is an int to Python but never a count.
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
+    try:
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be at least 1, not {n}")
+    return n
+
+
+def _matryoshka_dim(name: str, value: object) -> int:
+    """``value`` if it is one of the model's Matryoshka sizes. Checked here, before anything is
+    allocated from it or it is converted to a machine integer, with the runtime's wording."""
+    n = _positive_int(name, value)
+    if n not in _native.MATRYOSHKA_DIMS:
+        raise ValueError(f"{name} {n} is not one of the model's Matryoshka sizes {_native.MATRYOSHKA_DIMS}")
+    return n
+
+
+def _text_error(index: int, reason: str) -> _native.TextError:
+    """A ``TextError`` as the runtime makes them: the message starts with "text INDEX: "."""
+    err = _native.TextError(f"text {index}: {reason}")
+    err.index = index
+    return err
+
+
+def _in_call(e: _native.TextError, offset: int) -> _native.TextError:
+    """``e``, raised by a runtime call on a batch that starts at ``offset`` of the caller's
+    input, with ``index`` (and the message's "text N") counted from the start of that input."""
+    if offset == 0:
+        return e
+    message = str(e)
+    prefix = f"text {e.index}: "
+    return _text_error(e.index + offset, message[len(prefix) :] if message.startswith(prefix) else message)
+
+
+def _lone_surrogate(value: str) -> str | None:
+    """Why the runtime cannot take ``value``, if it holds a lone surrogate (Python allows them,
+    UTF-8 does not); an ASCII string cannot hold one, and is not copied to find out."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"character {e.start} is a lone surrogate ({value[e.start]!r}), which is not valid Unicode"
+    return None
+
+
+def _check_utf8(name: str, value: str) -> None:
+    reason = _lone_surrogate(value)
+    if reason is not None:
+        raise ValueError(f"{name}: {reason}")
+
+
+def _check_texts(texts: Sequence[object], offset: int = 0) -> None:
+    """Every text is a ``str`` the runtime can take; ``offset`` is the position of ``texts[0]`` in
+    the caller's input, so that errors name the caller's index."""
+    for i, t in enumerate(texts, offset):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        reason = _lone_surrogate(t)
+        if reason is not None:
+            raise _text_error(i, reason)
 
 
 def _texts(sentences: object) -> list[str]:
@@ -52,9 +126,8 @@ def _texts(sentences: object) -> list[str]:
     if not isinstance(sentences, Iterable):
         raise TypeError(f"expected a str or a list of str, not {type(sentences).__name__}")
     texts = list(sentences)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+    # The whole input is checked before the first batch is computed.
+    _check_texts(texts)
     return texts
 
 
@@ -111,6 +184,10 @@ class Embedder:
     ) -> None:
         if threads is not None:
             threads = _positive_int("threads", threads)
+            # The runtime refuses more than a few threads per core with its own message; a count
+            # past a machine integer would fail converting, as OverflowError, before it got there.
+            if threads > sys.maxsize:
+                raise ValueError(f"{threads} threads is far more than this machine's cores")
         if parallelism not in _PARALLELISM:
             raise ValueError(f"parallelism must be one of {_PARALLELISM}, not {parallelism!r}")
         path = None if model is None else os.fspath(model)
@@ -149,7 +226,8 @@ class Embedder:
         return self._native.parallelism
 
     @property
-    def model_path(self) -> os.PathLike[str]:
+    def model_path(self) -> Path:
+        """The GGUF file this embedder loaded."""
         return self._native.model_path
 
     @property
@@ -158,11 +236,6 @@ class Embedder:
         return self._native.isa
 
     # --- embedding ---------------------------------------------------------------------------
-
-    @overload
-    def encode(self, sentences: str, **kwargs: object) -> np.ndarray: ...
-    @overload
-    def encode(self, sentences: Iterable[str], **kwargs: object) -> np.ndarray: ...
 
     def encode(
         self,
@@ -183,44 +256,52 @@ class Embedder:
         Matryoshka prefix (768, 512, 256 or 128 values); like sentence-transformers it is not
         rescaled unless ``normalize_embeddings`` is true. Texts longer than ``max_seq_length``
         tokens are cut (``truncate=True`` or ``"right"`` keeps the start, ``"left"`` the end) and a
-        ``TruncationWarning`` names them; ``truncate=False`` raises ``TextError`` instead.
+        ``TruncationWarning`` names them; ``truncate=False`` raises ``TextError`` instead. The
+        prompt counts as part of the text: ``"left"`` drops the prompt's tokens first (as TEI
+        does), so a text that long is embedded without its prompt.
+
+        Every text is checked (a ``str``, valid Unicode) before the first batch is computed. A
+        ``TextError``'s ``index`` is the text's position in ``sentences``; no vector of the call
+        is returned, though the batches before it have been computed.
         """
-        if not convert_to_numpy:
-            raise ValueError("only NumPy output is supported (convert_to_numpy=True)")
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else _texts(sentences)
-        batch_size = _positive_int("batch_size", batch_size)
-        kwargs = self._call_options(prompt_name, prompt, truncate_dim, normalize_embeddings, truncate)
-        dims = truncate_dim if truncate_dim is not None else self.dim
-        progress = _Progress(len(texts), bool(show_progress_bar))
-        truncated: list[int] = []
-        try:
-            if len(texts) <= batch_size:
-                # One runtime call: the array NumPy gets owns the runtime's buffer (no copy).
-                out, _, cut = self._native.embed(texts, **kwargs)
-                truncated.extend(i for i, c in enumerate(cut) if c)
-                progress.update(len(texts))
-            else:
-                out = np.empty((len(texts), dims), dtype=np.float32)
-                for start in range(0, len(texts), batch_size):
-                    batch = texts[start : start + batch_size]
-                    part, _, cut = self._native.embed(batch, **kwargs)
-                    out[start : start + len(batch)] = part
-                    truncated.extend(start + i for i, c in enumerate(cut) if c)
-                    progress.update(len(batch))
-        finally:
-            progress.close()
-        if truncated:
-            self._warn_truncated(truncated, len(texts))
-        return out[0] if single else out
+        return self._encode(
+            sentences, prompt_name, prompt, batch_size, show_progress_bar, convert_to_numpy,
+            normalize_embeddings, truncate_dim, truncate,
+        )
 
-    def encode_query(self, sentences: str | Iterable[str], **kwargs: object) -> np.ndarray:
+    def encode_query(
+        self,
+        sentences: str | Iterable[str],
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        truncate: Truncate = True,
+    ) -> np.ndarray:
         """``encode`` with the model's ``query`` prompt (retrieval queries)."""
-        return self.encode(sentences, prompt_name="query", **kwargs)  # type: ignore[arg-type]
+        return self._encode(
+            sentences, "query", None, batch_size, show_progress_bar, convert_to_numpy,
+            normalize_embeddings, truncate_dim, truncate,
+        )
 
-    def encode_document(self, sentences: str | Iterable[str], **kwargs: object) -> np.ndarray:
+    def encode_document(
+        self,
+        sentences: str | Iterable[str],
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        truncate: Truncate = True,
+    ) -> np.ndarray:
         """``encode`` with the model's ``document`` prompt (passages to retrieve)."""
-        return self.encode(sentences, prompt_name="document", **kwargs)  # type: ignore[arg-type]
+        return self._encode(
+            sentences, "document", None, batch_size, show_progress_bar, convert_to_numpy,
+            normalize_embeddings, truncate_dim, truncate,
+        )
 
     def embed(
         self,
@@ -236,24 +317,29 @@ class Embedder:
         """Streams one vector per text of any iterable (a generator, a file, a dataset column).
 
         Memory stays constant whatever the number of texts: ``batch_size`` texts are read,
-        embedded in one call, and their vectors yielded before the next batch is read.
+        embedded in one call, and their vectors yielded before the next batch is read. Texts are
+        taken as they are: a line read from a file keeps its ``"\\n"``, which is a token and
+        changes the vector, so strip line ends first.
+
+        Arguments are checked at the call, and a list or tuple of texts is checked whole before
+        the first batch; an iterator's texts are checked a batch at a time. A ``str`` is refused
+        (``TypeError``) rather than read character by character: ``encode`` takes one text.
+        A ``TextError``'s ``index`` is the text's position in ``texts``.
         """
+        if isinstance(texts, str):
+            raise TypeError("embed takes an iterable of texts, not a str; for one text use encode(text) or embed([text])")
+        if isinstance(texts, (bytes, bytearray)):
+            raise TypeError("texts must be str, not bytes; decode them first")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"embed takes an iterable of str, not {type(texts).__name__}")
         batch_size = _positive_int("batch_size", batch_size)
-        kwargs = self._call_options(prompt_name, prompt, truncate_dim, normalize_embeddings, truncate)
-        it = iter(texts)
-        seen = 0
-        while True:
-            batch = list(itertools.islice(it, batch_size))
-            if not batch:
-                return
-            for i, t in enumerate(batch):
-                if not isinstance(t, str):
-                    raise TypeError(f"text {seen + i} is {type(t).__name__}, not str")
-            out, _, cut = self._native.embed(batch, **kwargs)
-            if any(cut):
-                self._warn_truncated([seen + i for i, c in enumerate(cut) if c], None)
-            seen += len(batch)
-            yield from out
+        options = self._call_options(prompt_name, prompt, truncate_dim, normalize_embeddings, truncate)
+        checked = False
+        if isinstance(texts, (list, tuple)):
+            _check_texts(texts)
+            checked = True
+        # A generator of its own, so that the checks above run at the call, not at first next().
+        return self._stream(iter(texts), batch_size, options, checked)
 
     def tokenize(
         self,
@@ -263,11 +349,78 @@ class Embedder:
         truncate: Truncate = True,
     ) -> list[list[int]]:
         """The token ids each text goes into the model as: ``<bos>``, prompt, text, ``<eos>``,
-        after truncation to ``max_seq_length``."""
-        batch = [texts] if isinstance(texts, str) else _texts(texts)
-        return self._native.tokenize(batch, prompt_name=prompt_name, prompt=prompt, truncation=_truncation(truncate))
+        after truncation to ``max_seq_length`` (``truncate="left"`` cuts the prompt's tokens
+        first, as ``encode`` does)."""
+        batch = _texts([texts] if isinstance(texts, str) else texts)
+        options = self._call_options(prompt_name, prompt, None, False, truncate)
+        return self._native.tokenize(
+            batch, prompt_name=options["prompt_name"], prompt=options["prompt"], truncation=options["truncation"]
+        )
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _encode(
+        self,
+        sentences: str | Iterable[str],
+        prompt_name: str | None,
+        prompt: str | None,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        convert_to_numpy: bool,
+        normalize_embeddings: bool,
+        truncate_dim: int | None,
+        truncate: Truncate,
+    ) -> np.ndarray:
+        """``encode``'s body. ``encode``, ``encode_query`` and ``encode_document`` call it
+        directly, so a ``TruncationWarning`` is always the same number of frames from the caller."""
+        if not convert_to_numpy:
+            raise ValueError("only NumPy output is supported (convert_to_numpy=True)")
+        single = isinstance(sentences, str)
+        texts = _texts([sentences] if single else sentences)
+        batch_size = _positive_int("batch_size", batch_size)
+        options = self._call_options(prompt_name, prompt, truncate_dim, normalize_embeddings, truncate)
+        dims = options["dims"] or self.dim
+        progress = _Progress(len(texts), bool(show_progress_bar))
+        truncated: list[int] = []
+        try:
+            if len(texts) <= batch_size:
+                # One runtime call: the array NumPy gets owns the runtime's buffer (no copy).
+                out, _, cut = self._native.embed(texts, **options)
+                truncated.extend(i for i, c in enumerate(cut) if c)
+                progress.update(len(texts))
+            else:
+                out = np.empty((len(texts), dims), dtype=np.float32)
+                for start in range(0, len(texts), batch_size):
+                    batch = texts[start : start + batch_size]
+                    try:
+                        part, _, cut = self._native.embed(batch, **options)
+                    except _native.TextError as e:
+                        raise _in_call(e, start) from None
+                    out[start : start + len(batch)] = part
+                    truncated.extend(start + i for i, c in enumerate(cut) if c)
+                    progress.update(len(batch))
+        finally:
+            progress.close()
+        if truncated:
+            # warn <- _warn_truncated <- _encode <- encode (or encode_query ...) <- the caller
+            self._warn_truncated(truncated, len(texts), stacklevel=4)
+        return out[0] if single else out
+
+    def _stream(self, it: Iterator[str], batch_size: int, options: _Options, checked: bool) -> Iterator[np.ndarray]:
+        """``embed``'s generator: ``checked`` when the whole input was checked at the call."""
+        seen = 0
+        while batch := list(itertools.islice(it, batch_size)):
+            if not checked:
+                _check_texts(batch, seen)
+            try:
+                out, _, cut = self._native.embed(batch, **options)
+            except _native.TextError as e:
+                raise _in_call(e, seen) from None
+            if any(cut):
+                # warn <- _warn_truncated <- this generator <- the caller's next()
+                self._warn_truncated([seen + i for i, c in enumerate(cut) if c], None, stacklevel=3)
+            seen += len(batch)
+            yield from out
 
     def _call_options(
         self,
@@ -276,13 +429,23 @@ class Embedder:
         truncate_dim: int | None,
         normalize: bool,
         truncate: Truncate,
-    ) -> dict[str, object]:
+    ) -> _Options:
         if truncate_dim is not None:
-            truncate_dim = _positive_int("truncate_dim", truncate_dim)
-        if prompt_name is not None and not isinstance(prompt_name, str):
-            raise TypeError(f"prompt_name must be a str, not {type(prompt_name).__name__}")
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+            truncate_dim = _matryoshka_dim("truncate_dim", truncate_dim)
+        # The runtime checks the prompt too, but only at the first batch; `embed` is lazy, so
+        # these are checked here, at the call, with the runtime's wording.
+        if prompt_name is not None:
+            if not isinstance(prompt_name, str):
+                raise TypeError(f"prompt_name must be a str, not {type(prompt_name).__name__}")
+            names = [name for name, _ in _native.NAMED_PROMPTS]
+            if prompt_name not in names:
+                raise ValueError(f"unknown prompt_name {prompt_name!r}; the model's prompts are {names}")
+            if prompt is not None:
+                raise ValueError("give prompt_name or prompt, not both")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+            _check_utf8("prompt", prompt)
         return {
             "prompt_name": prompt_name,
             "prompt": prompt,
@@ -291,7 +454,7 @@ class Embedder:
             "truncation": _truncation(truncate),
         }
 
-    def _warn_truncated(self, indices: list[int], total: int | None) -> None:
+    def _warn_truncated(self, indices: list[int], total: int | None, stacklevel: int) -> None:
         shown = ", ".join(map(str, indices[:10])) + (", ..." if len(indices) > 10 else "")
         of = f" of {total}" if total is not None else ""
         warnings.warn(
@@ -299,5 +462,5 @@ class Embedder:
                 f"{len(indices)} text(s){of} longer than the model's context of {self.max_seq_length} tokens "
                 f"were truncated (indices {shown}); pass truncate=False to raise instead"
             ),
-            stacklevel=3,
+            stacklevel=stacklevel,
         )

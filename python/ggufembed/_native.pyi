@@ -1,12 +1,22 @@
 # Type stubs of the extension module (crates/ggufembed-py/src/lib.rs); kept by hand.
 from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import Literal, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "MATRYOSHKA_DIMS",
+    "NAMED_PROMPTS",
+    "ModelError",
+    "NativeEmbedder",
+    "TextError",
+    "__version__",
+    "default_model_path",
+]
+
 NAMED_PROMPTS: list[tuple[str, str]]
 MATRYOSHKA_DIMS: list[int]
 
@@ -14,20 +24,23 @@ class ModelError(Exception):
     """The model file cannot be read or loaded, or the default model cannot be fetched."""
 
 class TextError(ValueError):
-    """One input cannot be embedded; ``index`` is its position in the call."""
+    """One input cannot be embedded; ``index`` is its position in the caller's input. The call
+    returns no vector, though a long input's batches before it may have been computed."""
 
     index: int
 
 def default_model_path() -> Path: ...
 
+# PyO3 makes the class with `#[new]` (so `__new__`, no `__init__`) and without `subclass`.
+@final
 class NativeEmbedder:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: str | PathLike[str] | None = None,
         *,
         threads: int | None = None,
         parallelism: Literal["auto", "coarse", "fine"] = "auto",
-    ) -> None: ...
+    ) -> NativeEmbedder: ...
     def embed(
         self,
         texts: list[str],

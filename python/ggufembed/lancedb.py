@@ -91,7 +91,7 @@ def search(
     single = isinstance(queries, str)
     dims = _dims(table, vector_column)
     vectors = embedder.encode_query(
-        [queries] if single else list(queries),
+        [queries] if isinstance(queries, str) else list(queries),
         truncate_dim=None if dims == embedder.dim else dims,
         normalize_embeddings=dims != embedder.dim,
     )

@@ -16,7 +16,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "ggufembed.langchain needs langchain-core: pip install 'ggufembed[langchain]'"
     ) from e
 
-from ggufembed._embedder import Embedder
+from ggufembed._embedder import Embedder, _matryoshka_dim, _positive_int
 
 __all__ = ["GgufEmbeddings"]
 
@@ -40,21 +40,23 @@ class GgufEmbeddings(Embeddings):
     ) -> None:
         if embedder is not None and (model is not None or threads is not None):
             raise ValueError("give either embedder or model/threads, not both")
+        # Checked here, so that a bad value fails where it was written, not at the first embed.
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.dims = None if dims is None else _matryoshka_dim("dims", dims)
         self.embedder = embedder if embedder is not None else Embedder(model, threads=threads)
-        self.batch_size = batch_size
-        self.dims = dims
-
-    def _options(self) -> dict[str, object]:
-        return {
-            "batch_size": self.batch_size,
-            "truncate_dim": self.dims,
-            "normalize_embeddings": self.dims is not None,
-        }
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Vectors of passages to be searched (the model's ``document`` prompt)."""
-        return self.embedder.encode_document(list(texts), **self._options()).tolist()
+        if isinstance(texts, str):
+            raise TypeError("embed_documents takes a list of texts, not a str; embed_query takes one text")
+        return self.embedder.encode_document(
+            list(texts), batch_size=self.batch_size, truncate_dim=self.dims, normalize_embeddings=self.dims is not None
+        ).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of a search query (the model's ``query`` prompt)."""
-        return self.embedder.encode_query(text, **self._options()).tolist()
+        if not isinstance(text, str):
+            raise TypeError(f"embed_query takes one text (a str), not {type(text).__name__}; embed_documents takes a list")
+        return self.embedder.encode_query(
+            text, batch_size=self.batch_size, truncate_dim=self.dims, normalize_embeddings=self.dims is not None
+        ).tolist()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
+import subprocess
+import typing
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import ggufembed
+from ggufembed_test_support import CHECKOUT
 
 TEXTS = ["A man is playing a flute.", "Someone plays music.", "The stock market fell.", ""]
 
@@ -129,3 +138,78 @@ def test_progress_bar_without_tqdm(embedder, monkeypatch, capsys):
     out = embedder.encode(TEXTS * 3, batch_size=5, show_progress_bar=True)
     assert out.shape == (12, 768)
     assert "Embedding: 12/12 texts" in capsys.readouterr().err
+
+
+def test_the_readme_streaming_example_gives_the_cli_vectors(embedder, ggufembed_bin, model_path, tmp_path, monkeypatch):
+    readme = (CHECKOUT / "README.md").read_text(encoding="utf-8")
+    python = readme[readme.index("## Python") :]
+    block = python[python.index("```python") : python.index("```", python.index("```python") + 3)]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if "texts.txt" in line)
+    # The example's statement: its first line and the indented lines under it, with the loop's
+    # `...` body made to collect the vectors.
+    example = [lines[start]] + list(itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 :]))
+    code = "\n".join(example).replace(": ...", ": vectors.append(vec)")
+    assert "vectors.append" in code, code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts.txt").write_text("A man is playing a flute.\nA woman is slicing an onion.\n\nlast\n", encoding="utf-8")
+    scope = {"m": embedder, "vectors": []}
+    exec(code, scope)
+    subprocess.run(
+        [str(ggufembed_bin), "embed", "--model", str(model_path), "--input", "texts.txt", "--format", "npy",
+         "--output", "cli.npy", "--threads", "2"],
+        check=True,
+    )
+    assert np.array_equal(np.stack(scope["vectors"]), np.load(tmp_path / "cli.npy"))
+
+
+def test_truncation_warnings_point_at_the_callers_line(embedder):
+    long = "word " * 3000
+    for call in (
+        lambda: embedder.encode(long),
+        lambda: embedder.encode_query(long),
+        lambda: embedder.encode_document([long]),
+        lambda: list(embedder.embed([long])),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert [w.category for w in caught] == [ggufembed.TruncationWarning]
+        assert caught[0].filename == __file__, caught[0].filename
+
+
+def test_left_truncation_cuts_the_prompt_first(embedder):
+    # Documented (README, encode's docstring): the prompt counts as text, as in TEI.
+    # The prompt's first tokens ("task: search"; its last one merges with the text's first).
+    prompt_start = embedder.tokenize("", prompt_name="query")[0][1:4]
+    long = "word " * 3000 + "the end"
+    right = embedder.tokenize(long, prompt_name="query")[0]
+    left = embedder.tokenize(long, prompt_name="query", truncate="left")[0]
+    assert right[1:4] == prompt_start
+    assert prompt_start[0] not in left and left[-3:] == embedder.tokenize("x the end")[0][-3:]
+    assert "prompt" in ggufembed.Embedder.encode.__doc__.split("truncate=False")[1]
+
+
+def test_annotations_and_stubs_match_the_runtime(embedder):
+    from ggufembed import _native
+
+    assert isinstance(embedder.model_path, Path)
+    assert typing.get_type_hints(ggufembed.Embedder.model_path.fget)["return"] is Path
+    for f in (ggufembed.Embedder.encode, ggufembed.Embedder.encode_query, ggufembed.Embedder.encode_document):
+        kinds = [p.kind for p in inspect.signature(f).parameters.values()]
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, f"{f.__name__} names its keywords"
+    with pytest.raises(TypeError):
+        embedder.encode("a", bogus=1)
+    stub = ast.parse((CHECKOUT / "python" / "ggufembed" / "_native.pyi").read_text(encoding="utf-8"))
+    declared = next(
+        ast.literal_eval(node.value) for node in stub.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets)
+    )
+    assert set(declared) == {n for n in dir(_native) if not n.startswith("_")} | {"__version__"}
+    cls = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "NativeEmbedder")
+    methods = {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+    # PyO3's #[new] is __new__; the class cannot be subclassed, so the stub says @final.
+    assert "__new__" in methods and "__init__" not in methods
+    assert any(getattr(d, "id", None) == "final" for d in cls.decorator_list)
+    with pytest.raises(TypeError):
+        type("Sub", (_native.NativeEmbedder,), {})

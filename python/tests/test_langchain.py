@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
@@ -32,3 +33,16 @@ def test_a_langchain_vector_store_finds_the_right_passage(embedder):
     hits = store.similarity_search("What is France's capital city?", k=1)
     assert hits[0].page_content == DOCS[2]
     assert len(store.embeddings.embed_query("x")) == 256
+
+
+def test_wrong_shapes_and_bad_options_are_refused(embedder):
+    lc = GgufEmbeddings(embedder=embedder)
+    with pytest.raises(TypeError, match="not a str"):
+        lc.embed_documents("abc")
+    with pytest.raises(TypeError, match="one text"):
+        lc.embed_query(["a", "b"])
+    # At construction, not at the first embed call.
+    with pytest.raises(ValueError, match="Matryoshka"):
+        GgufEmbeddings(embedder=embedder, dims=100)
+    with pytest.raises(ValueError, match="batch_size"):
+        GgufEmbeddings(embedder=embedder, batch_size=0)

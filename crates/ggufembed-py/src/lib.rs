@@ -35,8 +35,9 @@ pyo3::create_exception!(
     ggufembed,
     TextError,
     PyValueError,
-    "One input cannot be embedded (too long with truncate=False, or a token the model has no \
-     embedding for); `index` is its position in the call. Nothing of the call was computed."
+    "One input cannot be embedded (too long with truncate=False, a token the model has no \
+     embedding for, or a lone surrogate); `index` is its position in the caller's input. The call \
+     returns no vector, though a long input's batches before it may have been computed."
 );
 
 /// Maps a runtime error to the Python exception a caller expects: bad arguments are
