@@ -10,6 +10,10 @@ a temporary name, renamed, and then a ``NAME.parquet.done`` marker records the r
 options. A rerun into the same output skips every input file whose marker is there, so an
 interrupted job resumes where it stopped (a file in progress is redone).
 
+Every input is checked before Ray starts: a text that is not a string (a number in a JSON line,
+a Parquet text column of another type) is refused, naming the file and line. A null or missing
+text, or one the model cannot embed, gets a null vector and a warning.
+
 All pending files go through one Ray Data pipeline (one actor pool, each actor loading the model
 once); rows come back in input order, tagged with their file, and this process streams them into
 the per-file outputs.
@@ -62,11 +66,45 @@ def _inputs(paths: Sequence[str]) -> list[Path]:
     return [f.resolve() for f in files]
 
 
-def _count_rows(path: Path) -> int:
+_JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
+
+
+def _count_rows(path: Path, text_column: str) -> int:
+    """The file's rows. A JSON Lines file is parsed whole to count them, and every row's text is
+    checked on the way: a number or an object where the text should be is refused here, by line,
+    before anything runs (Ray would take it in, and turn that column of every file it batches
+    with into pickled objects). A null or missing text is let through (it gets a null vector)."""
     if FORMATS[path.suffix] == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
+    rows = 0
     with path.open("rb") as f:
-        return sum(1 for line in f if line.strip())
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rows += 1
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise SystemExit(f"{path}:{number}: not JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise SystemExit(f"{path}:{number}: {_JSON_KINDS.get(type(row), 'a value')}, not a JSON object")
+            text = row.get(text_column)
+            if text is not None and not isinstance(text, str):
+                raise SystemExit(
+                    f"{path}:{number}: {text_column!r} is {_JSON_KINDS[type(text)]}, not a string "
+                    "(write texts as JSON strings)"
+                )
+    return rows
+
+
+def _check_text_type(path: Path, text_column: str) -> None:
+    """A Parquet file's text column holds strings (or only nulls); the schema says so."""
+    if FORMATS[path.suffix] != "parquet":
+        return  # checked row by row in _count_rows
+    schema = pq.ParquetFile(path).schema_arrow
+    t = schema.field(text_column).type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
+        raise SystemExit(f"{path}: column {text_column!r} is {t}, not strings")
 
 
 def _columns(path: Path) -> list[str]:
@@ -105,6 +143,26 @@ def _plain_strings(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields)).replace_schema_metadata(None)
 
 
+# Ray Data's type for a column it could not give one Arrow type.
+_PICKLED = "ray.data.arrow_pickled_object"
+
+
+def _own_types(table: pa.Table) -> pa.Table:
+    """``table`` (rows of one input file) with each column Ray stored as pickled Python objects
+    rebuilt as the Arrow type of its values. Ray unifies the schemas of the blocks it batches
+    together; where two files disagree on a column's type (``id`` numbers in one, strings in
+    another) it pickles that column for every file, so without this both outputs would hold
+    pickles instead of their input's types."""
+    for i, field in enumerate(table.schema):
+        if getattr(field.type, "extension_name", None) == _PICKLED:
+            try:
+                column = pa.array(table.column(i).to_pylist())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                continue  # the file mixes types in this column itself: Ray's objects are its type
+            table = table.set_column(i, field.with_type(column.type), column)
+    return table
+
+
 class _Writer:
     """Streams one input file's rows into its output, then renames it and leaves the marker."""
 
@@ -116,9 +174,13 @@ class _Writer:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
-        table = _plain_strings(table)
+        table = _plain_strings(_own_types(table))
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        elif table.schema != self.writer.schema:
+            # A slice rebuilt by _own_types can type a column differently from an earlier one
+            # (all nulls here, numbers there); the file has one schema, its first slice's.
+            table = table.cast(self.writer.schema)
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -198,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
                 )
             skipped += 1
             continue
-        job.rows = _count_rows(src)
+        job.rows = _count_rows(src, args.text_column)
         jobs.append(job)
     print(f"{len(jobs)} input file(s) to embed, {skipped} already done in {out_dir}", file=sys.stderr, flush=True)
     if not jobs:
@@ -210,6 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, int]:
             raise SystemExit(f"{job.source}: a column named {PATH_COLUMN!r} clashes with the file tag Ray Data adds")
         if job.rows and args.text_column not in cols:
             raise SystemExit(f"{job.source}: no column {args.text_column!r} (columns: {cols})")
+        if job.rows:
+            _check_text_type(job.source, args.text_column)
 
     if not ray.is_initialized():
         ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None)

@@ -17,6 +17,7 @@ Needs ``ray[data]`` and ``pyarrow`` (``pip install "ggufembed[ray]"``).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any
 
@@ -76,18 +77,50 @@ class EmbedBatch:
         # One bad row must not fail a job of millions (Ray does not retry application errors):
         # a null text, or one the model cannot embed, gets a null vector and a warning.
         bad = {i for i, t in enumerate(texts) if not isinstance(t, str)}
+        if bad:
+            rows = sorted(bad)
+            warnings.warn(
+                f"{len(rows)} row(s) of a batch have no text (null or not a str) and get no vector: "
+                f"rows {_shown(rows)} ({', '.join(sorted({type(texts[i]).__name__ for i in rows}))})",
+                stacklevel=1,
+            )
         while True:
             keep = [i for i in range(len(texts)) if i not in bad]
             try:
                 vectors = self.embedder.encode([texts[i] for i in keep], **self.options)
                 break
             except TextError as e:
-                bad.add(keep[e.index])
-                warnings.warn(f"row {keep[e.index]} of a batch gets no vector: {e}", stacklevel=1)
+                # `e.index` is the first text the model refuses, so the rows before it are fine.
+                # Tokenizing the rest (cheap next to embedding) finds any other refused text now,
+                # so a batch is embedded at most once more, not once per bad row.
+                for row, reason in [(keep[e.index], _reason(e)), *self._refused(texts, keep[e.index + 1 :])]:
+                    bad.add(row)
+                    warnings.warn(f"row {row} of a batch gets no vector: {reason}", stacklevel=1)
         column = vector_array(vectors)
         if bad:
             column = _with_nulls(column, keep, len(texts))
         return batch.append_column(self.vector_column, column)
+
+    def _refused(self, texts: list[Any], rows: list[int]) -> list[tuple[int, str]]:
+        """The rows among ``rows`` whose text the model refuses, each with the reason."""
+        found = []
+        while rows:
+            try:
+                self.embedder.tokenize([texts[i] for i in rows], prompt_name=self.options["prompt_name"])
+                break
+            except TextError as e:
+                found.append((rows[e.index], _reason(e)))
+                rows = rows[e.index + 1 :]
+        return found
+
+
+def _reason(e: TextError) -> str:
+    """``e``'s message without its leading "text N: " (N counts within the call that raised it)."""
+    return re.sub(r"^text \d+: ", "", str(e))
+
+
+def _shown(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
 
 
 def _with_nulls(column: pa.FixedSizeListArray, keep: list[int], n: int) -> pa.FixedSizeListArray:

@@ -160,3 +160,75 @@ def test_a_bad_row_gets_a_null_vector_not_a_failed_job(model_path, embedder):
     want = embedder.encode_document(["fine", "also fine"])
     assert np.array_equal(np.asarray(v[0].as_py(), dtype=np.float32), want[0])
     assert np.array_equal(np.asarray(v[3].as_py(), dtype=np.float32), want[1])
+
+
+def test_exactly_the_bad_rows_get_null_vectors_and_the_batch_is_embedded_at_most_twice(model_path, embedder):
+    from ggufembed.ray import EmbedBatch
+
+    fn = EmbedBatch(str(model_path), threads=2, batch_size=8)
+    texts = [f"sentence number {i}" for i in range(50)]
+    for bad in (40, 45):
+        texts[bad] = "look: <image_soft_token>"
+    embedded = []
+    encode = fn.embedder.encode
+
+    def counting_encode(batch, **kwargs):
+        embedded.append(len(batch))
+        return encode(batch, **kwargs)
+
+    fn.embedder.encode = counting_encode
+    with pytest.warns(UserWarning, match="row 40 of a batch gets no vector"):
+        out = fn(pa.table({"text": texts}))
+    v = out.column("vector")
+    assert [i for i in range(50) if v[i].as_py() is None] == [40, 45]
+    assert len(embedded) == 2 and embedded[-1] == 48, embedded
+    want = embedder.encode([t for i, t in enumerate(texts) if i not in (40, 45)])
+    got = np.asarray([v[i].as_py() for i in range(50) if i not in (40, 45)], dtype=np.float32)
+    assert np.array_equal(got, want)
+
+
+def test_rows_without_a_str_text_are_warned_about(model_path):
+    from ggufembed.ray import EmbedBatch
+
+    fn = EmbedBatch(str(model_path), threads=1)
+    with pytest.warns(UserWarning, match=r"3 row\(s\) of a batch have no text .*: rows 0, 1, 2 \(NoneType, int\)"):
+        out = fn(pa.table({"text": [1, None, 2]}))
+    assert out.column("vector").null_count == 3
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of a batch have no text .*: rows 1 \(NoneType\)"):
+        out = fn(pa.table({"text": ["fine", None]}))
+    assert out.column("vector").null_count == 1 and out.column("vector")[0].is_valid
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_a_text_that_is_not_a_string_is_refused_before_anything_runs(tmp_path, model_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write_jsonl(inp / "a.jsonl", [{"id": i, "text": f"text {i}"} for i in range(5)])
+    _write_jsonl(inp / "nums.jsonl", [{"id": 0, "text": "fine"}, {"id": 1, "text": 7}])
+    with pytest.raises(SystemExit, match=r"nums.jsonl:2: 'text' is a number, not a string"):
+        corpus.run(_args(inp, tmp_path / "out", model_path))
+    (inp / "nums.jsonl").unlink()
+    pq.write_table(pa.table({"id": [0], "text": [3]}), inp / "ints.parquet")
+    with pytest.raises(SystemExit, match=r"ints.parquet: column 'text' is int64, not strings"):
+        corpus.run(_args(inp, tmp_path / "out", model_path))
+    assert not list((tmp_path / "out").glob("*.parquet")), "nothing was written"
+
+
+def test_each_output_keeps_its_own_input_column_types(cluster, tmp_path, model_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    # Two files that disagree on the type of `id`: Ray Data batches them together as pickles.
+    _write_jsonl(inp / "a.jsonl", [{"id": i, "text": f"numbered text {i}"} for i in range(5)])
+    _write_jsonl(inp / "b.jsonl", [{"id": f"b-{i}", "text": f"named text {i}"} for i in range(4)])
+    out = tmp_path / "out"
+    assert corpus.run(_args(inp, out, model_path)) == {"done": 2, "skipped": 0}
+    a, b = pq.read_table(out / "a.parquet"), pq.read_table(out / "b.parquet")
+    assert a.schema.field("id").type == pa.int64() and a.column("id").to_pylist() == list(range(5))
+    assert a.schema.field("text").type == pa.string()
+    assert a.column("text").to_pylist() == [f"numbered text {i}" for i in range(5)]
+    assert b.schema.field("id").type == pa.string() and b.column("id").to_pylist() == [f"b-{i}" for i in range(4)]
+    assert b.schema.field("text").type == pa.string()
+    assert a.column("vector").null_count == 0 and b.column("vector").null_count == 0
