@@ -27,11 +27,14 @@ use act::ActFormat;
 use exact::{ExactChannels, ExactTile};
 use tile::{F32Tile, Int8Layout, Int8Tile, PANEL};
 
-/// Rows per cache block of the int8 kernels (rounded up to the kernel's MR): with the VNNI
-/// kernel's kc of 256 the activation block (24 × 256 bytes) and the weight tile stay in L1
-/// together, which keeps the kernel fast when another thread shares the core's caches (the AVX2
-/// kernel's kc of 768 overflows L1 slightly and still measured faster, its products being the
-/// bottleneck). Weights are then re-read from L2 every 24 rows, a few bytes per cycle.
+/// Rows per cache block of the int8 kernels (rounded up to the kernel's MR). Both x86 kernels
+/// take K in chunks of 768 (`Int8Kernel::kc`), so the model's K = 768 matmuls (and their
+/// residual tail) are one microkernel call per tile with no C round trips: the activation block
+/// (24 × 768 bytes) and the weight tile no longer share L1, and the weights are re-read from L2
+/// every 24 rows, a few bytes per cycle. On this Zen 4 class VM that measured faster end to end
+/// than the VNNI kernel's earlier kc of 256, tuned on a Sapphire Rapids guest with a 48 KiB L1
+/// (+5 % batch 32 coarse, +2 % fine, 18 paired rounds, 2026-12-01); 12 and 48 rows measured the
+/// same as 24.
 const MC_INT8: usize = 24;
 /// Packed weight bytes per column block of the int8 kernels, re-read by each row block. This
 /// VM's L2 is 1 MiB per core (lscpu's "2 MiB" counts both), yet 256 KiB, 512 KiB and 1 MiB

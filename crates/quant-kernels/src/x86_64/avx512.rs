@@ -14,7 +14,7 @@ use crate::gemm::tile::{F32Kernel, F32Tile, Int8Kernel, Int8Layout, Int8Tile, PA
 
 pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     isa: Isa::Avx512Vnni,
-    int8: Int8Kernel { mr: INT8_MR, nr: 32, kc: 256, signed_weights: false, tile: int8_tile_vnni },
+    int8: Int8Kernel { mr: INT8_MR, nr: 32, kc: 768, signed_weights: false, tile: int8_tile_vnni },
     f32k: F32Kernel { mr: F32_MR, nr: 32, tile: f32_tile },
     quant_q8_0: quant_act_q8_0,
     quant_q8k: quant_act_q8k,
