@@ -17,10 +17,11 @@ pub(crate) mod tile;
 
 pub use prepacked::{F32PackBuf, F32Panels, gemm_f32_prepacked, pack_f32_nn_panels, pack_f32_nt_rows};
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use crate::aligned::AlignedBuf;
 use crate::dispatch::Kernels;
 use crate::parallel::{ParallelFor, SyncPtr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::arena::WeightSlot;
 use crate::{KernelError, QuantType};
 use act::ActFormat;
