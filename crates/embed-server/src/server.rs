@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -457,20 +457,15 @@ async fn not_found(request: Request) -> Response {
         .into_response(Flavor::of_path(&path))
 }
 
-/// A known route asked with another method: the error in the route's shape, and `Allow`.
+/// A known route asked with another method: the error in the route's shape (axum adds `Allow`,
+/// from the methods the route was registered with).
 async fn method_not_allowed(request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let allow = match path.as_str() {
-        "/v1/embeddings" | "/embed" | "/tokenize" => "POST",
-        _ => "GET, HEAD",
-    };
-    let mut response = ApiError::new(
+    ApiError::new(
         Kind::MethodNotAllowed,
-        format!("{path} takes {allow}, not {}", request.method()),
+        format!("{path} does not take {}; its `Allow` header names the methods it takes", request.method()),
     )
-    .into_response(Flavor::of_path(&path));
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
+    .into_response(Flavor::of_path(&path))
 }
 
 /// 200 when a request would be served now; 503 while loading, when stopping, when the model

@@ -179,7 +179,7 @@ async fn openai_errors_name_the_field() {
     }
     let r = client().post(format!("{base}/info")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(r.headers()["allow"], "GET,HEAD");
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     server.shutdown().await.unwrap();
 }
