@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import ast
+import concurrent.futures
+import copy
 import inspect
 import itertools
+import multiprocessing
+import os
+import pickle
 import subprocess
 import typing
 import warnings
@@ -213,3 +218,25 @@ def test_annotations_and_stubs_match_the_runtime(embedder):
     assert any(getattr(d, "id", None) == "final" for d in cls.decorator_list)
     with pytest.raises(TypeError):
         type("Sub", (_native.NativeEmbedder,), {})
+
+
+def test_a_pickle_holds_how_to_build_the_embedder(embedder, model_path):
+    clone = pickle.loads(pickle.dumps(embedder))
+    assert clone is not embedder
+    assert clone.model_path == Path(os.path.abspath(embedder.model_path))
+    assert (clone.threads, clone.parallelism) == (2, "auto")
+    np.testing.assert_array_equal(clone.encode(TEXTS), embedder.encode(TEXTS))
+    # No thread count given: the receiving process uses its own cores, not this one's count.
+    default = ggufembed.Embedder(model_path, parallelism="fine")
+    assert pickle.loads(pickle.dumps(default))._args[1:] == (None, "fine")
+    # Copies share the model: an embedder never changes after it is built.
+    assert copy.copy(embedder) is embedder
+    assert copy.deepcopy({"m": embedder})["m"] is embedder
+
+
+def test_a_worker_process_embeds_with_the_embedder_it_was_passed(embedder):
+    # "spawn", the start method of macOS and Windows: a fresh interpreter loads the model itself.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        there = pool.submit(embedder.encode, TEXTS, prompt_name="query").result(timeout=300)
+    np.testing.assert_array_equal(there, embedder.encode(TEXTS, prompt_name="query"))
