@@ -7,6 +7,9 @@
 //!   rows are a few KB) and the time that takes at the measured bandwidth: the floor for one
 //!   short text, against which batch 1 (fine mode, what `Auto` runs for one text) is reported,
 //!   round by round, since the bandwidth of a shared VM moves from minute to minute;
+//! - the compute floor for the same text: the layers' int8 matmuls at its token count with the
+//!   weights in cache, on every thread (at ~9 tokens a text's int8 work takes about as long as
+//!   streaming the weights, so batch 1 is bound by both, not by bandwidth alone);
 //! - batch 32 on the best ISA and on AVX2 (what most AMD cloud machines run), interleaved;
 //! - peak RSS of an `Embedder` after a 32-text batch, beside the GGUF's size, measured by the
 //!   `peak_rss` example of embed-runtime in its own process.
@@ -20,6 +23,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use embed_runtime::{Embedder, Isa, Parallelism};
+use quant_kernels::{GemmScratch, Kernels, PackedMatrix, QuantType, Serial, quantize_q8_0};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{Machine, ModelInfo};
@@ -66,6 +71,8 @@ struct Report {
     /// Packed bytes at the median bandwidth.
     floor_s: f64,
     batch1_mean_tokens: f64,
+    /// The layers' int8 matmuls at the mean token count, weights in cache (see `compute_floor`).
+    compute_floor_s: f64,
     batch1_median_s: f64,
     /// Median over rounds of (floor at that round's bandwidth) / (that round's median call).
     batch1_floor_share: f64,
@@ -152,6 +159,19 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
         pct(share)
     );
 
+    // At the mean token count, between the two whole counts around it.
+    let (lo, hi) = (tokens.floor().max(1.0), tokens.ceil().max(1.0));
+    let at = |m: f64| compute_floor(best.isa(), threads, m as usize, 200);
+    let (c_lo, c_hi) = (at(lo)?, if hi > lo { at(hi)? } else { at(lo)? });
+    let compute = c_lo + (c_hi - c_lo) * (tokens - lo);
+    println!(
+        "compute floor (the layers' int8 matmuls at {tokens:.1} tokens, weights in cache): {:.2} ms = {} of a call; \
+         bandwidth floor / compute floor = {:.2}",
+        compute * 1e3,
+        pct(compute / median_s),
+        floor / compute
+    );
+
     // Batch 32 on the best ISA and on AVX2, interleaved so a slow stretch hits both.
     let avx2 = if best.isa() != Isa::Avx2 && Isa::Avx2.is_supported() {
         Some(Embedder::builder().model(model).threads(threads).isa(Isa::Avx2).build()?)
@@ -194,6 +214,7 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
         packed_weight_bytes: packed,
         floor_s: floor,
         batch1_mean_tokens: tokens,
+        compute_floor_s: compute,
         batch1_median_s: median_s,
         batch1_floor_share: share,
         rounds_triad_bytes_per_s: bws,
@@ -238,6 +259,19 @@ fn markdown(machine: &Machine, model: &ModelInfo, r: &Report) -> String {
         verdict(share >= FLOOR_SHARE_TARGET).to_string(),
     ]);
     t.row([
+        format!(
+            "compute floor for the same text (the layers' int8 matmuls at {} tokens, weights in cache, {} residual blocks per matrix)",
+            sig3(r.batch1_mean_tokens),
+            RESIDUAL_BLOCKS
+        ),
+        format!("{} ms", sig3(r.compute_floor_s * 1e3)),
+        format!(
+            "{} of a call; the bandwidth floor is {}× it",
+            pct(r.compute_floor_s / r.batch1_median_s),
+            sig3(r.floor_s / r.compute_floor_s)
+        ),
+    ]);
+    t.row([
         format!("batch 32, {}", r.batch32_best_isa),
         format!("{} texts/s", sig3(r.batch32_best_texts_per_s)),
     ]);
@@ -265,6 +299,11 @@ fn markdown(machine: &Machine, model: &ModelInfo, r: &Report) -> String {
          one call per ISA per round, interleaved; one untimed round first)\n\
          - **triad**: `a[i] = b[i] + 3·c[i]` over three 128 MiB f64 arrays, 24 bytes per element \
          as STREAM counts them; one thread: best of 5 passes\n\
+         - **compute floor**: random Q8_0 matrices of the model's layer shapes (Q/K/V and gate/up \
+         fused as the model calls them), each thread its share of every matrix's columns, all \
+         threads at once, best of 200 passes over one layer × the layer count, at the two whole \
+         token counts around the mean, interpolated; it leaves out norms, attention and the \
+         Dense head, so a call can never reach it\n\
          - **RSS**: `cargo run --release -p embed-runtime --example peak_rss -- MODEL TEXTS`, a \
          process that loads the model and embeds the file's first 32 texts, nothing else\n\n\
          Regenerate with `cargo xtask limits` (see `profiles/README.md`).\n\n{}",
@@ -309,6 +348,69 @@ impl Triad {
     }
 }
 
+/// EmbeddingGemma-300M's matmuls per layer, as the model runs them: Q, K and V in one call,
+/// the output projection, gate and up in one call, down. (K, [N...]) each.
+const LAYER_CALLS: [(usize, &[usize]); 4] = [(768, &[768, 256, 256]), (768, &[768]), (768, &[1152, 1152]), (1152, &[768])];
+const LAYERS: usize = 24;
+/// Residual K-blocks per matrix, as the model's table picks them on average (and as
+/// quant-kernels' `gemm_table` measures with `RESIDUAL=3`).
+const RESIDUAL_BLOCKS: usize = 3;
+
+/// The time the int8 work of one forward pass of `m` tokens takes with every weight already in
+/// cache: the layers' matmuls on random Q8_0 matrices of the model's shapes, each thread
+/// multiplying its share of every matrix's columns (as fine mode splits them), all threads at
+/// once, each thread's best of `reps` passes over one layer, times the layer count.
+///
+/// A lower bound for a batch-1 call besides the bandwidth floor: it leaves out everything
+/// but the layers' matmuls (norms, attention, the Dense head), and a pass that streamed its
+/// weights while computing at this rate would take max(bandwidth floor, this).
+fn compute_floor(isa: Isa, threads: usize, m: usize, reps: usize) -> anyhow::Result<f64> {
+    let kernels = Kernels::for_isa(isa).with_context(|| format!("{isa} kernels"))?;
+    let per_thread: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || -> anyhow::Result<f64> {
+                    let mut rng = StdRng::seed_from_u64(17 + t as u64);
+                    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+                    // This thread's columns of each matrix, in whole 32-column tiles.
+                    let share = |n: usize| (n.div_ceil(32).div_ceil(threads) * 32).min(n);
+                    let mut calls = Vec::new();
+                    for &(k, ns) in &LAYER_CALLS {
+                        let blocks: Vec<usize> = (0..RESIDUAL_BLOCKS).map(|i| (3 + 14 * i) % (k / 32)).collect();
+                        let mats = ns
+                            .iter()
+                            .map(|&n| {
+                                let n = share(n);
+                                let w = quantize_q8_0(&random(n * k))?;
+                                Ok(PackedMatrix::with_residual_blocks(kernels, QuantType::Q8_0, n, k, &w, &blocks)?)
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        let outs: Vec<Vec<f32>> = mats.iter().map(|p| vec![0f32; m * p.n()]).collect();
+                        calls.push((mats, random(m * k), outs));
+                    }
+                    let mut scratch = GemmScratch::new();
+                    let mut best = f64::INFINITY;
+                    // One untimed pass brings the weights into cache.
+                    for rep in 0..=reps {
+                        let start = Instant::now();
+                        for (mats, a, outs) in &mut calls {
+                            let refs: Vec<&PackedMatrix> = mats.iter().collect();
+                            let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+                            PackedMatrix::matmul_many(&refs, a, m, &mut outs, &mut scratch, &Serial)?;
+                        }
+                        if rep > 0 {
+                            best = best.min(start.elapsed().as_secs_f64());
+                        }
+                    }
+                    Ok(best)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a compute-floor thread panicked")))).collect::<anyhow::Result<_>>()
+    })?;
+    Ok(LAYERS as f64 * per_thread.iter().copied().fold(0f64, f64::max))
+}
+
 fn rss_in_child(model: &Path, texts: &Path) -> anyhow::Result<Rss> {
     // Not this process: xtask's counting allocator reallocates by copying, which raises the peak
     // by the largest buffer that grows (56 MB more than the runtime's own, measured).
@@ -341,6 +443,7 @@ mod tests {
             packed_weight_bytes: 119_400_000,
             floor_s: 0.004,
             batch1_mean_tokens: 9.0,
+            compute_floor_s: 0.0035,
             batch1_median_s: 0.004 / share,
             batch1_floor_share: share,
             rounds_triad_bytes_per_s: vec![30e9; 3],
