@@ -10,7 +10,8 @@
 //! - the compute floor for the same text: the layers' int8 matmuls at its token count with the
 //!   weights in cache, on every thread (at ~9 tokens a text's int8 work takes about as long as
 //!   streaming the weights, so batch 1 is bound by both, not by bandwidth alone);
-//! - batch 32 on the best ISA and on AVX2 (what most AMD cloud machines run), interleaved;
+//! - batch 32 on the best ISA and on AVX2 (what most AMD cloud machines run), interleaved, and
+//!   the ceiling the batch's matmuls alone set (the compute floor at its token rows);
 //! - peak RSS of an `Embedder` after a 32-text batch, beside the GGUF's size, measured by the
 //!   `peak_rss` example of embed-runtime in its own process.
 //!
@@ -81,6 +82,10 @@ struct Report {
     rounds_batch1_median_s: Vec<f64>,
     batch32_best_isa: String,
     batch32_best_texts_per_s: f64,
+    /// Token rows of a 32-text batch, on average.
+    batch32_rows: f64,
+    /// 32 texts over the compute floor at `batch32_rows` (see `compute_floor`).
+    batch32_matmul_ceiling_texts_per_s: f64,
     batch32_avx2_texts_per_s: Option<f64>,
     rss: Rss,
     gguf_bytes: u64,
@@ -180,9 +185,13 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
     };
     let engines: Vec<&Embedder> = std::iter::once(&best).chain(avx2.as_ref()).collect();
     let mut t32 = vec![0f64; engines.len()];
+    let mut rows32 = 0usize;
     for round in 0..=args.rounds {
         let start = (round * 32 * 7) % (texts.len() - 32);
         let chunk = &texts[start..start + 32];
+        if round > 0 {
+            rows32 += chunk.iter().map(|t| best.tokenizer().encode(t).len()).sum::<usize>();
+        }
         for (i, e) in engines.iter().enumerate() {
             let t = Instant::now();
             e.embed(chunk)?;
@@ -193,6 +202,12 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
         }
     }
     let tps: Vec<f64> = t32.iter().map(|s| (args.rounds * 32) as f64 / s).collect();
+    // What the batch's matmuls alone allow: the same int8 work at the batch's token count.
+    let rows32 = rows32 as f64 / args.rounds as f64;
+    let ceiling32 = 32.0 / compute_floor(best.isa(), threads, rows32.round() as usize, 30)?;
+    println!(
+        "batch 32 matmul ceiling (the layers' int8 matmuls at {rows32:.0} rows, weights in cache): {ceiling32:.1} texts/s"
+    );
     match tps.get(1) {
         Some(a) => println!("batch 32: {} {:.1} texts/s, avx2 {a:.1} texts/s ({})", best.isa(), tps[0], pct(a / tps[0])),
         None => println!("batch 32: {} {:.1} texts/s (no second ISA to compare)", best.isa(), tps[0]),
@@ -221,6 +236,8 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
         rounds_batch1_median_s: round_medians,
         batch32_best_isa: best.isa().name().to_string(),
         batch32_best_texts_per_s: tps[0],
+        batch32_rows: rows32,
+        batch32_matmul_ceiling_texts_per_s: ceiling32,
         batch32_avx2_texts_per_s: tps.get(1).copied(),
         rss,
         gguf_bytes: model_info.size,
@@ -274,6 +291,14 @@ fn markdown(machine: &Machine, model: &ModelInfo, r: &Report) -> String {
     t.row([
         format!("batch 32, {}", r.batch32_best_isa),
         format!("{} texts/s", sig3(r.batch32_best_texts_per_s)),
+        format!("{} of the matmul ceiling", pct(r.batch32_best_texts_per_s / r.batch32_matmul_ceiling_texts_per_s)),
+    ]);
+    t.row([
+        format!(
+            "batch 32 matmul ceiling (the layers' int8 matmuls at {} rows, the batch's tokens, weights in cache)",
+            sig3(r.batch32_rows)
+        ),
+        format!("{} texts/s", sig3(r.batch32_matmul_ceiling_texts_per_s)),
     ]);
     if let Some(a) = r.batch32_avx2_texts_per_s {
         let ratio = a / r.batch32_best_texts_per_s;
@@ -303,7 +328,8 @@ fn markdown(machine: &Machine, model: &ModelInfo, r: &Report) -> String {
          fused as the model calls them), each thread its share of every matrix's columns, all \
          threads at once, best of 200 passes over one layer × the layer count, at the two whole \
          token counts around the mean, interpolated; it leaves out norms, attention and the \
-         Dense head, so a call can never reach it\n\
+         Dense head, so a call can never reach it; the batch-32 matmul ceiling is the same \
+         measure at a 32-text batch's token rows (best of 30), as texts/s\n\
          - **RSS**: `cargo run --release -p embed-runtime --example peak_rss -- MODEL TEXTS`, a \
          process that loads the model and embeds the file's first 32 texts, nothing else\n\n\
          Regenerate with `cargo xtask limits` (see `profiles/README.md`).\n\n{}",
@@ -450,6 +476,8 @@ mod tests {
             rounds_batch1_median_s: vec![0.004 / share; 3],
             batch32_best_isa: "avx512vnni".into(),
             batch32_best_texts_per_s: 200.0,
+            batch32_rows: 310.0,
+            batch32_matmul_ceiling_texts_per_s: 240.0,
             batch32_avx2_texts_per_s: avx2,
             rss: Rss { after_load: 260_000_000, after_batch32: rss_after },
             gguf_bytes: 333_600_000,
