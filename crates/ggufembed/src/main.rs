@@ -67,9 +67,13 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.chain().any(|c| {
+        let kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind).or_else(|| {
+            // serde_json keeps a failed write's io::Error to itself (its `source()` skips it).
+            c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind)
+        });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes joined by ": ", each said once. Library errors often both show

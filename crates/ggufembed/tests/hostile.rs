@@ -457,6 +457,21 @@ fn a_closed_pipe_ends_the_run_quietly_and_successfully() {
         assert!(out.status.success(), "{sub}: {:?} {}", out.status, stderr(&out));
         assert!(!stderr(&out).contains("Broken pipe"), "{sub}: {}", stderr(&out));
     }
+    // `inspect --json` writes through serde_json, which wraps the write error its own way. With
+    // every array in full (the vocabulary's 262,144 pieces) the document is megabytes, far more
+    // than a pipe holds, so the write fails after the reader has gone.
+    let mut child = bin()
+        .args(["inspect", "--json", "--full-arrays", m()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "{");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "inspect --json: {:?} {}", out.status, stderr(&out));
+    assert!(!stderr(&out).contains("Broken pipe"), "inspect --json: {}", stderr(&out));
 }
 
 // --- 13: interrupted runs leave nothing; abandoned temporary files are cleaned ---
