@@ -105,9 +105,8 @@ async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
     })()
     .inspect_err(|_| state.metrics.reject("validation"))?;
     let format = req.encoding_format.unwrap_or_default();
-    let out = submit::embed(state, inputs, options, "input").await?;
-    let data = out
-        .vectors
+    let mut out = submit::embed(state, inputs, options, "input").await?;
+    let data = std::mem::take(&mut out.vectors)
         .into_iter()
         .enumerate()
         .map(|(index, v)| EmbeddingData {
@@ -119,7 +118,7 @@ async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
             },
         })
         .collect();
-    Ok(Json(EmbeddingsResponse {
+    let mut response = Json(EmbeddingsResponse {
         object: "list",
         data,
         model: state.config.served_model_name.clone(),
@@ -128,7 +127,9 @@ async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
             total_tokens: out.tokens,
         },
     })
-    .into_response())
+    .into_response();
+    out.timing_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// The vector as little-endian f32 bytes in standard base64 (numpy's `frombuffer(..., float32)`

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, HeaderValue};
 use embed_runtime::{EmbedOptions, Embedder, Prepared, TextError};
 
 use crate::api::{ApiError, Kind};
@@ -38,10 +39,36 @@ pub(crate) async fn tokenize_blocking<T: Send + 'static>(
     .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
 }
 
-/// The vectors of a request, in input order, and its token counts.
+/// The vectors of a request, in input order, its token counts and where its time went.
 pub(crate) struct Embedded {
     pub vectors: Vec<Vec<f32>>,
     pub tokens: usize,
+    /// Characters of its text inputs (token-id inputs count none).
+    pub characters: usize,
+    /// From arrival to the inputs tokenized and checked.
+    pub tokenization: Duration,
+    /// From then to the first pass that carried one of its inputs.
+    pub queue: Duration,
+    /// From that pass's start to the end of the last pass that carried one.
+    pub inference: Duration,
+    /// From arrival to the last vector.
+    pub total: Duration,
+}
+
+impl Embedded {
+    /// TEI's response headers (`x-compute-*`, `x-*-time` in whole milliseconds), which its
+    /// benchmark and some clients read.
+    pub fn timing_headers(&self, headers: &mut HeaderMap) {
+        let ms = |d: Duration| HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        headers.insert("x-compute-type", HeaderValue::from_static("cpu"));
+        headers.insert("x-compute-time", ms(self.total));
+        headers.insert("x-compute-characters", HeaderValue::from(self.characters));
+        headers.insert("x-compute-tokens", HeaderValue::from(self.tokens));
+        headers.insert("x-total-time", ms(self.total));
+        headers.insert("x-tokenization-time", ms(self.tokenization));
+        headers.insert("x-queue-time", ms(self.queue));
+        headers.insert("x-inference-time", ms(self.inference));
+    }
 }
 
 /// Embeds `inputs` with `options`, counting the request in the `te_*` metrics. `field` names
@@ -121,6 +148,14 @@ async fn run(
         }
     };
     let weight: usize = inputs.items.iter().map(RawInput::weight).sum();
+    let characters = inputs
+        .items
+        .iter()
+        .map(|i| match i {
+            RawInput::Text(t) => t.chars().count(),
+            RawInput::Ids(_) => 0,
+        })
+        .sum();
     let prepared = if weight <= INLINE_BYTES && n <= INLINE_INPUTS {
         prepare_all(&embedder, &inputs, &options, field)
     } else {
@@ -191,17 +226,20 @@ async fn run(
             }
         }
     }
-    if let (Some(first), Some(last)) = (first_start, last_finish) {
-        let queued = first.saturating_duration_since(tokenized);
-        state.metrics.request_queue_duration.observe(queued.as_secs_f64());
-        state
-            .metrics
-            .request_inference_duration
-            .observe(last.saturating_duration_since(first).as_secs_f64());
-    }
+    // n > 0 (an empty input list is refused while parsing), so some pass answered.
+    let (first, last) = (first_start.unwrap_or(tokenized), last_finish.unwrap_or(tokenized));
+    let queue = first.saturating_duration_since(tokenized);
+    let inference = last.saturating_duration_since(first);
+    state.metrics.request_queue_duration.observe(queue.as_secs_f64());
+    state.metrics.request_inference_duration.observe(inference.as_secs_f64());
     Ok(Embedded {
         vectors: vectors.into_iter().map(|v| v.expect("every index answered")).collect(),
         tokens,
+        characters,
+        tokenization: tokenized - start,
+        queue,
+        inference,
+        total: start.elapsed(),
     })
 }
 

@@ -86,12 +86,9 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
         Ok::<_, ApiError>((inputs, options))
     })()
     .inspect_err(|_| state.metrics.reject("validation"))?;
-    let out = submit::embed(state, inputs, options, "inputs").await?;
-    let mut response = Json(out.vectors).into_response();
-    // TEI's headers, which some clients log.
-    if let Ok(v) = out.tokens.to_string().parse() {
-        response.headers_mut().insert("x-compute-tokens", v);
-    }
+    let mut out = submit::embed(state, inputs, options, "inputs").await?;
+    let mut response = Json(std::mem::take(&mut out.vectors)).into_response();
+    out.timing_headers(response.headers_mut());
     Ok(response)
 }
 

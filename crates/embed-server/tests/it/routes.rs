@@ -252,6 +252,41 @@ async fn tei_embed_options() {
     server.shutdown().await.unwrap();
 }
 
+/// TEI's timing headers: where a request's time went, in whole milliseconds, on both routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_headers_account_for_the_request() {
+    let (server, base) = start(|b| b).await;
+    let long = long_text();
+    let texts = ["héllo wörld".to_owned(), long.clone()];
+    let tokens: usize = texts
+        .iter()
+        .map(|t| embedder().prepare(t.as_str().into(), &EmbedOptions::default()).unwrap().tokens())
+        .sum();
+    let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
+    for (route, body) in [("/embed", json!({"inputs": texts})), ("/v1/embeddings", json!({"input": texts}))] {
+        let r = client().post(format!("{base}{route}")).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{route}");
+        let h = |name: &str| -> u64 {
+            r.headers().get(name).unwrap_or_else(|| panic!("{route}: no {name}")).to_str().unwrap().parse().unwrap()
+        };
+        assert_eq!(r.headers()["x-compute-type"], "cpu", "{route}");
+        assert_eq!(h("x-compute-tokens"), tokens as u64, "{route}");
+        assert_eq!(h("x-compute-characters"), chars as u64, "{route}");
+        let (total, tok, queue, inference) =
+            (h("x-total-time"), h("x-tokenization-time"), h("x-queue-time"), h("x-inference-time"));
+        assert_eq!(h("x-compute-time"), total, "{route}");
+        // Three consecutive stretches of the request, each rounded down: never more than the whole.
+        assert!(tok + queue + inference <= total, "{route}: {tok} + {queue} + {inference} > {total}");
+        // A 2048-token pass takes far more than a millisecond on any CPU.
+        assert!(inference >= 1, "{route}: inference {inference} ms");
+        if route == "/v1/embeddings" {
+            let b: Value = r.json().await.unwrap();
+            assert_eq!(b["usage"]["prompt_tokens"], tokens, "{b}");
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenize_info_health_metrics() {
     let (server, base) = start(|b| b.max_client_batch(16).served_model_name("eg")).await;
