@@ -57,6 +57,8 @@ pub(crate) struct Config {
     pub body_timeout: Duration,
     pub api_key: Option<String>,
     pub served_model_name: String,
+    /// Origins whose browser requests get CORS headers (`*`: any); empty: none.
+    pub cors_allow_origin: Vec<String>,
 }
 
 /// Configures and starts a server; see [`Server::builder`](crate::Server::builder).
@@ -91,6 +93,7 @@ impl Default for ServerBuilder {
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 api_key: None,
                 served_model_name: DEFAULT_SERVED_MODEL_NAME.into(),
+                cors_allow_origin: Vec::new(),
             },
         }
     }
@@ -193,6 +196,15 @@ impl ServerBuilder {
         self.config.served_model_name = name.into();
         self
     }
+
+    /// Lets web pages from these origins call the server (`https://app.example`, as a browser
+    /// sends it in `Origin`, or `*` for any): every response to them carries CORS headers, and
+    /// a browser's preflight `OPTIONS` is answered before the API key is checked, since browsers
+    /// send no credentials on one. Default: none, so browsers refuse cross-origin calls.
+    pub fn cors_allow_origin<S: Into<String>>(mut self, origins: impl IntoIterator<Item = S>) -> Self {
+        self.config.cors_allow_origin = origins.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl Config {
@@ -225,6 +237,22 @@ impl Config {
         }
         if self.api_key.as_deref() == Some("") {
             return Err("the API key is empty".into());
+        }
+        let origins = &self.cors_allow_origin;
+        if origins.len() > 1 && origins.iter().any(|o| o == "*") {
+            return Err("a CORS origin of `*` allows every origin and cannot be listed with others".into());
+        }
+        for o in origins.iter().filter(|o| *o != "*") {
+            let Some(host) = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) else {
+                return Err(format!("CORS origin {o:?} is not `*` or scheme://host[:port], e.g. https://app.example"));
+            };
+            // A browser's `Origin` has no path, not even a trailing slash: such an entry would
+            // never match.
+            if host.is_empty() || host.contains('/') || axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(format!(
+                    "CORS origin {o:?} is not scheme://host[:port] as a browser sends it (no path, no trailing slash)"
+                ));
+            }
         }
         Ok(())
     }

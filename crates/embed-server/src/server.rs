@@ -287,7 +287,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/embed", post(crate::tei::embed))
         .route("/tokenize", post(crate::tei::tokenize))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit));
-    Router::new()
+    let routes = Router::new()
         .merge(heavy)
         .route("/v1/models", get(crate::openai::models))
         .route("/v1/models/{id}", get(crate::openai::model))
@@ -298,8 +298,37 @@ fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
-        .with_state(state)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout));
+    // Outermost: a preflight is answered before the API key is asked for, and refusals (401,
+    // 413, 429) carry the headers too, so a page can read why it was refused.
+    match cors(&state.config.cors_allow_origin) {
+        Some(layer) => routes.layer(layer).with_state(state),
+        None => routes.with_state(state),
+    }
+}
+
+/// The CORS layer for `origins` (checked by `Config::check`), or none when there are none.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let timing = ["x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time", "x-compute-tokens"];
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+            .expose_headers(timing.map(HeaderName::from_static))
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// A request to an embedding or tokenizing route runs only with one of the
@@ -526,6 +555,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
         "stall_timeout_ms": millis(c.stall_timeout),
         "auto_truncate": defaults.truncation() != Truncation::Error,
         "api_key_required": c.api_key.is_some(),
+        "cors_allow_origin": c.cors_allow_origin,
         "threads": embedder.threads(),
         "isa": format!("{:?}", embedder.isa()),
         "vocab_size": embedder.vocab_size(),

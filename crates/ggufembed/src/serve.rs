@@ -63,6 +63,11 @@ pub struct Args {
     /// The model name reported in /info and OpenAI responses.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVED_MODEL_NAME)]
     served_model_name: String,
+    /// Let web pages from ORIGIN (e.g. https://app.example) call the server: CORS headers on
+    /// its requests, preflights answered without the API key. Repeat or separate with commas;
+    /// `*` allows any origin. Default: none.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    cors_allow_origin: Vec<String>,
 }
 
 /// `--threads`: at least 1, at most [`MAX_THREADS_PER_CORE`] per available core.
@@ -107,7 +112,8 @@ async fn serve(args: Args, path: PathBuf) -> Result<()> {
         .payload_limit(args.payload_limit)
         .queue_timeout(Duration::from_millis(args.queue_timeout))
         .shutdown_deadline(Duration::from_secs(args.shutdown_deadline))
-        .served_model_name(args.served_model_name);
+        .served_model_name(args.served_model_name)
+        .cors_allow_origin(args.cors_allow_origin);
     if let Some(key) = args.api_key {
         builder = builder.api_key(key);
     }

@@ -200,6 +200,60 @@ async fn api_key_guards_every_route_but_health() {
     server.shutdown().await.unwrap();
 }
 
+/// A web page from an allowed origin can call the server, preflight and all, with the API key
+/// on; other origins get no CORS headers (their browsers refuse the answer), and a server
+/// without origins sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_allowed_origins_call_and_no_others() {
+    let app = "https://app.example";
+    let (server, base) = start(|b| b.api_key("s3cret").cors_allow_origin([app, "http://localhost:3000"])).await;
+    let url = format!("{base}/v1/embeddings");
+    let preflight = |origin: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    // Browsers send no credentials on a preflight: it is answered before the key is asked for.
+    let r = preflight(app).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], app);
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"), "{h:?}");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "{:?}", r.headers());
+    // The request itself: answered with the headers, and its refusals too, so a page can read why.
+    let body = json!({"input": "hello"});
+    let r = client().post(&url).header("origin", app).bearer_auth("s3cret").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], app);
+    assert!(r.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-inference-time"));
+    let r = client().post(&url).header("origin", app).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["access-control-allow-origin"], app);
+    let r = client().post(&url).header("origin", "https://evil.example").bearer_auth("s3cret").json(&body).send().await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let info: Value = client().get(format!("{base}/info")).bearer_auth("s3cret").send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["cors_allow_origin"], json!([app, "http://localhost:3000"]));
+    server.shutdown().await.unwrap();
+
+    let (server, base) = start(|b| b).await;
+    let r = client().post(format!("{base}/embed")).header("origin", app).json(&json!({"inputs": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    server.shutdown().await.unwrap();
+    // An origin a browser never sends is refused before the socket is bound.
+    for bad in ["app.example", "https://app.example/", "https://", "*,https://app.example"] {
+        let origins: Vec<&str> = bad.split(',').collect();
+        let e = Server::builder().embedder(embedder()).cors_allow_origin(origins).bind("127.0.0.1:0").await.unwrap_err();
+        assert!(e.to_string().contains("CORS origin") || e.to_string().contains("`*`"), "{bad}: {e}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_its_body_gets_408() {
     let (server, _) = start(|b| b.body_timeout(Duration::from_millis(200))).await;
