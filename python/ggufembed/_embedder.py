@@ -376,6 +376,24 @@ class Embedder:
             batch, prompt_name=options["prompt_name"], prompt=options["prompt"], truncation=options["truncation"]
         )
 
+    @staticmethod
+    def similarity(a: object, b: object) -> np.ndarray:
+        """Cosine similarity of every vector of ``a`` with every vector of ``b``: the model's
+        similarity function, as sentence-transformers' ``model.similarity``. Each argument is one
+        vector (1-D) or a matrix of vectors (2-D); the result is ``(len(a), len(b))`` float32, a
+        1-D argument counting as one row. A zero vector has similarity 0 with everything, and
+        vectors of different lengths (say 768 and a 256-dimension prefix) are a ValueError."""
+        x, y = _matrix("a", a), _matrix("b", b)
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(f"a has vectors of length {x.shape[1]} and b of length {y.shape[1]}")
+
+        def unit(m: np.ndarray) -> np.ndarray:
+            # sentence-transformers' normalisation: an epsilon keeps a zero vector at zero.
+            n = np.linalg.norm(m, axis=1, keepdims=True)
+            return m / np.maximum(n, np.float32(1e-12))
+
+        return np.asarray(unit(x) @ unit(y).T, dtype=np.float32)
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _encode(
@@ -483,6 +501,19 @@ class Embedder:
             ),
             stacklevel=stacklevel,
         )
+
+
+def _matrix(name: str, value: object) -> np.ndarray:
+    """``value`` as a 2-D float32 array of vectors (a 1-D vector becomes one row)."""
+    try:
+        m = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a vector or a matrix of vectors: {e}") from None
+    if m.ndim == 1:
+        m = m[np.newaxis, :]
+    if m.ndim != 2 or m.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty vector or a matrix of vectors, not shape {m.shape}")
+    return m
 
 
 def _rebuild(model: str | None, threads: int | None, parallelism: Literal["auto", "coarse", "fine"]) -> Embedder:

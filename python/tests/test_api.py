@@ -240,3 +240,24 @@ def test_a_worker_process_embeds_with_the_embedder_it_was_passed(embedder):
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
         there = pool.submit(embedder.encode, TEXTS, prompt_name="query").result(timeout=300)
     np.testing.assert_array_equal(there, embedder.encode(TEXTS, prompt_name="query"))
+
+
+def test_similarity_is_the_models_cosine(embedder):
+    q = embedder.encode_query("who plays the flute?")
+    d = embedder.encode_document(["A man is playing a flute.", "The stock market fell."])
+    s = embedder.similarity(q, d)
+    assert s.shape == (1, 2) and s.dtype == np.float32
+    assert s[0, 0] > s[0, 1], s  # the passage that answers ranks first
+    want = (d / np.linalg.norm(d, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    np.testing.assert_allclose(s[0], want, rtol=1e-6)
+    # Raw Matryoshka prefixes are not unit length; cosine does not care.
+    p = embedder.encode(["a flute", "a market"], truncate_dim=128)
+    assert abs(np.linalg.norm(p[0]) - 1) > 1e-3
+    np.testing.assert_allclose(np.diag(ggufembed.Embedder.similarity(p, p)), 1, rtol=1e-6)
+    assert embedder.similarity(np.zeros(768), q)[0, 0] == 0
+    with pytest.raises(ValueError, match="length 768 and b of length 128"):
+        embedder.similarity(q, p)
+    with pytest.raises(ValueError):
+        embedder.similarity(np.zeros((2, 2, 2)), q)
+    with pytest.raises(TypeError):
+        embedder.similarity("not a vector", q)
