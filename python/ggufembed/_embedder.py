@@ -171,8 +171,9 @@ class Embedder:
     ``"coarse"`` (texts in parallel) or ``"fine"`` (each matmul split over the threads).
 
     Every call releases the GIL for its whole computation, so Python threads keep running and
-    several threads may call one embedder at once. An embedder belongs to the process that made
-    it: after ``os.fork()`` the child builds its own.
+    several threads may call one embedder at once. Worker threads belong to the process that
+    started them: after ``os.fork()`` the child's first call builds the child's own from the
+    same file and settings, and a pickle carries that recipe to another process.
     """
 
     def __init__(
@@ -190,19 +191,35 @@ class Embedder:
                 raise ValueError(f"{threads} threads is far more than this machine's cores")
         if parallelism not in _PARALLELISM:
             raise ValueError(f"parallelism must be one of {_PARALLELISM}, not {parallelism!r}")
-        path = None if model is None else os.fspath(model)
+        # Absolute, so that `model_path`, a pickle and a forked child all name the same file
+        # whatever the working directory becomes.
+        path = None if model is None else os.path.abspath(os.fspath(model))
+        # How to build this embedder again, as the caller asked for it (no path: the default
+        # model; no thread count: the process's own cores): what a pickle carries, and what a
+        # forked child rebuilds from.
+        self._args = (path, threads, parallelism)
+        self._pid = os.getpid()
         self._native = _native.NativeEmbedder(path, threads=threads, parallelism=parallelism)
-        # What a pickle carries: how to build this embedder again, as the caller asked for it
-        # (no path: the other process's default model; no thread count: its own cores).
-        self._args = (None if path is None else os.path.abspath(path), threads, parallelism)
 
     def __reduce__(self) -> tuple[object, ...]:
         # A loaded model and a thread pool cannot cross a process boundary, so a pickle holds the
         # recipe and the receiving process loads the file itself (a memory map, ~0.1 s with a warm
         # page cache): `multiprocessing`, `concurrent.futures` and Ray can pass an embedder to
         # their workers. Its vectors there are bit-identical to this one's.
-        model, threads, parallelism = self._args
-        return (_rebuild, (model, threads, parallelism))
+        return (_rebuild, (type(self), *self._args))
+
+    def _here(self) -> _native.NativeEmbedder:
+        """The native embedder of this process. After ``fork()`` the child has the parent's
+        object but not its worker threads: the first call there builds the child's own from the
+        recipe, so a global embedder or a fork pool's ``initargs`` just work."""
+        if self._pid != os.getpid():
+            # Never dropped in the child: its pool's locks may have been held by parent threads
+            # at the fork, and dropping it could wait on them.
+            _INHERITED.append(self._native)
+            model, threads, parallelism = self._args
+            self._native = _native.NativeEmbedder(model, threads=threads, parallelism=parallelism)
+            self._pid = os.getpid()
+        return self._native
 
     def __copy__(self) -> Embedder:
         # Nothing about an embedder changes after it is built and calls may share it, so a copy
@@ -372,7 +389,7 @@ class Embedder:
         first, as ``encode`` does)."""
         batch = _texts([texts] if isinstance(texts, str) else texts)
         options = self._call_options(prompt_name, prompt, None, False, truncate)
-        return self._native.tokenize(
+        return self._here().tokenize(
             batch, prompt_name=options["prompt_name"], prompt=options["prompt"], truncation=options["truncation"]
         )
 
@@ -389,10 +406,13 @@ class Embedder:
 
         def unit(m: np.ndarray) -> np.ndarray:
             # sentence-transformers' normalisation: an epsilon keeps a zero vector at zero.
+            # Scaled by the largest magnitude first, so that no square overflows or vanishes.
+            big = np.max(np.abs(m), axis=1, keepdims=True)
+            m = m / np.where(big > 0, big, 1.0)
             n = np.linalg.norm(m, axis=1, keepdims=True)
-            return m / np.maximum(n, np.float32(1e-12))
+            return m / np.maximum(n, 1e-12)
 
-        return np.asarray(unit(x) @ unit(y).T, dtype=np.float32)
+        return (unit(x) @ unit(y).T).astype(np.float32)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -422,7 +442,7 @@ class Embedder:
         try:
             if len(texts) <= batch_size:
                 # One runtime call: the array NumPy gets owns the runtime's buffer (no copy).
-                out, _, cut = self._native.embed(texts, **options)
+                out, _, cut = self._here().embed(texts, **options)
                 truncated.extend(i for i, c in enumerate(cut) if c)
                 progress.update(len(texts))
             else:
@@ -430,7 +450,7 @@ class Embedder:
                 for start in range(0, len(texts), batch_size):
                     batch = texts[start : start + batch_size]
                     try:
-                        part, _, cut = self._native.embed(batch, **options)
+                        part, _, cut = self._here().embed(batch, **options)
                     except _native.TextError as e:
                         raise _in_call(e, start) from None
                     out[start : start + len(batch)] = part
@@ -450,7 +470,7 @@ class Embedder:
             if not checked:
                 _check_texts(batch, seen)
             try:
-                out, _, cut = self._native.embed(batch, **options)
+                out, _, cut = self._here().embed(batch, **options)
             except _native.TextError as e:
                 raise _in_call(e, seen) from None
             if any(cut):
@@ -504,11 +524,17 @@ class Embedder:
 
 
 def _matrix(name: str, value: object) -> np.ndarray:
-    """``value`` as a 2-D float32 array of vectors (a 1-D vector becomes one row)."""
+    """``value`` as a 2-D float64 array of vectors (a 1-D vector becomes one row)."""
     try:
-        m = np.asarray(value, dtype=np.float32)
+        m = np.asarray(value)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be a vector or a matrix of vectors: {e}") from None
+    # Numbers only: strings of digits and complex values are refused, not converted.
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, not {m.dtype}")
+    m = m.astype(np.float64)
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"{name} holds a value that is not finite")
     if m.ndim == 1:
         m = m[np.newaxis, :]
     if m.ndim != 2 or m.shape[1] == 0:
@@ -516,6 +542,12 @@ def _matrix(name: str, value: object) -> np.ndarray:
     return m
 
 
-def _rebuild(model: str | None, threads: int | None, parallelism: Literal["auto", "coarse", "fine"]) -> Embedder:
+def _rebuild(
+    cls: type[Embedder], model: str | None, threads: int | None, parallelism: Literal["auto", "coarse", "fine"]
+) -> Embedder:
     """Unpickles an `Embedder` (see `Embedder.__reduce__`)."""
-    return Embedder(model, threads=threads, parallelism=parallelism)
+    return cls(model, threads=threads, parallelism=parallelism)
+
+
+# Native embedders a forked child inherited and replaced (see `Embedder._here`).
+_INHERITED: list[_native.NativeEmbedder] = []

@@ -232,6 +232,20 @@ def test_a_pickle_holds_how_to_build_the_embedder(embedder, model_path):
     # Copies share the model: an embedder never changes after it is built.
     assert copy.copy(embedder) is embedder
     assert copy.deepcopy({"m": embedder})["m"] is embedder
+    # A subclass comes back as itself.
+    assert type(pickle.loads(pickle.dumps(MyEmbedder(model_path, threads=1)))) is MyEmbedder
+
+
+class MyEmbedder(ggufembed.Embedder):
+    """A user's subclass (module level, as pickle needs)."""
+
+
+def test_a_relative_model_path_is_kept_absolute(model_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(model_path.parent)
+    m = ggufembed.Embedder(model_path.name, threads=1)
+    assert m.model_path == Path(os.path.abspath(model_path)) and m.model_path.is_absolute()
+    monkeypatch.chdir(tmp_path)
+    assert m.model_path.is_file() and pickle.loads(pickle.dumps(m)).model_path == m.model_path
 
 
 def test_a_worker_process_embeds_with_the_embedder_it_was_passed(embedder):
@@ -261,3 +275,13 @@ def test_similarity_is_the_models_cosine(embedder):
         embedder.similarity(np.zeros((2, 2, 2)), q)
     with pytest.raises(TypeError):
         embedder.similarity("not a vector", q)
+    # Numbers only, as sentence-transformers' tensors: no digit strings, no complex values.
+    with pytest.raises(TypeError):
+        embedder.similarity(["1", "2"], [1, 2])
+    with pytest.raises(TypeError):
+        embedder.similarity([1 + 1j, 2], [1, 2])
+    with pytest.raises(ValueError):
+        embedder.similarity([np.nan, 1], [1, 2])
+    # Any magnitude: no square overflows (1e20² is past float32, 1e200² past float64).
+    for big in (1e20, 1e200, 1e-30):
+        np.testing.assert_allclose(embedder.similarity([big, big], [[big, big], [big, -big]]), [[1, 0]], atol=1e-6)

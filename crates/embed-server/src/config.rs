@@ -243,17 +243,103 @@ impl Config {
             return Err("a CORS origin of `*` allows every origin and cannot be listed with others".into());
         }
         for o in origins.iter().filter(|o| *o != "*") {
-            let Some(host) = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) else {
-                return Err(format!("CORS origin {o:?} is not `*` or scheme://host[:port], e.g. https://app.example"));
-            };
-            // A browser's `Origin` has no path, not even a trailing slash: such an entry would
-            // never match.
-            if host.is_empty() || host.contains('/') || axum::http::HeaderValue::from_str(o).is_err() {
-                return Err(format!(
-                    "CORS origin {o:?} is not scheme://host[:port] as a browser sends it (no path, no trailing slash)"
-                ));
-            }
+            check_origin(o).map_err(|why| format!("CORS origin {o:?} {why}"))?;
         }
         Ok(())
+    }
+}
+
+/// An origin as a browser serializes it in `Origin` (the only form that can ever match it):
+/// `scheme://host[:port]` in lower case, an internationalized name in its `xn--` form, no
+/// default port, no path, query, fragment or user.
+fn check_origin(o: &str) -> Result<(), String> {
+    const FORM: &str = "is not an origin as a browser sends it: scheme://host[:port], e.g. https://app.example";
+    let (scheme, rest) = o.split_once("://").ok_or(FORM)?;
+    let scheme_ok = scheme.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && scheme.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if !scheme_ok {
+        return Err(FORM.into());
+    }
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err("has more than scheme://host[:port] (a path, query, fragment or user, or a trailing slash), which a browser never sends".into());
+    }
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 literal: [hex and colons], then an optional :port.
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or(FORM)?;
+            if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+                return Err(FORM.into());
+            }
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or(FORM)?),
+            };
+            (addr, port)
+        }
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(FORM.into());
+    }
+    if !rest.starts_with('[') {
+        if host.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err("has capital letters; browsers send the host in lower case".into());
+        }
+        if !host.is_ascii() {
+            return Err("has a non-ASCII host; browsers send its xn-- (punycode) form".into());
+        }
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            return Err(FORM.into());
+        }
+    }
+    if let Some(p) = port {
+        let n: u16 = p.parse().ok().filter(|&n| n > 0 && !p.starts_with('0')).ok_or("has a port that is not a number from 1 to 65535")?;
+        if (scheme, n) == ("https", 443) || (scheme, n) == ("http", 80) {
+            return Err(format!("names {scheme}'s default port {n}, which browsers leave out"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_origin;
+
+    #[test]
+    fn origins_are_taken_only_in_the_form_browsers_send() {
+        for ok in [
+            "https://app.example",
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "http://[::1]:5173",
+            "https://xn--caf-dma.example",
+            "chrome-extension://abcdefghijklmnop",
+        ] {
+            assert_eq!(check_origin(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("app.example", "scheme://host"),
+            ("https://app.example/", "trailing slash"),
+            ("https://app.example/path", "path"),
+            ("https://app.example?q", "query"),
+            ("https://user@app.example", "user"),
+            ("https://", "scheme://host"),
+            ("https://App.Example", "lower case"),
+            ("https://café.example", "punycode"),
+            ("https://app.example:443", "default port"),
+            ("http://app.example:80", "default port"),
+            ("https://app.example:99999", "1 to 65535"),
+            ("https://app.example:0", "1 to 65535"),
+            ("https://app example", "scheme://host"),
+            ("https://app.example\u{200b}", "punycode"),
+            ("HTTPS://app.example", "scheme://host"),
+            ("http://[::1", "scheme://host"),
+        ] {
+            let e = check_origin(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

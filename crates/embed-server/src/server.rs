@@ -309,9 +309,8 @@ fn router(state: Arc<AppState>) -> Router {
 
 /// The CORS layer for `origins` (checked by `Config::check`), or none when there are none.
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
-    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
     use axum::http::{HeaderName, HeaderValue, Method};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
     if origins.is_empty() {
         return None;
     }
@@ -320,13 +319,17 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let timing = ["x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time", "x-compute-tokens"];
     Some(
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([AUTHORIZATION, CONTENT_TYPE])
-            .expose_headers(timing.map(HeaderName::from_static))
+            // Whatever headers the page's client sends (the official OpenAI JavaScript client
+            // adds its own `x-stainless-*`): the origin is what is vetted, not the headers.
+            .allow_headers(AllowHeaders::mirror_request())
+            // Chrome asks before a public page may call a server on a private address such as
+            // 127.0.0.1; an origin listed here is one the operator let in.
+            .allow_private_network(true)
+            .expose_headers(crate::submit::TIMING_HEADERS.map(HeaderName::from_static))
             .max_age(std::time::Duration::from_secs(3600)),
     )
 }

@@ -55,19 +55,37 @@ pub(crate) struct Embedded {
     pub total: Duration,
 }
 
+/// TEI's response headers on an embedding, in the order [`Embedded::timing_headers`] writes
+/// them (a CORS layer exposes the same list to pages).
+pub(crate) const TIMING_HEADERS: [&str; 8] = [
+    "x-compute-type",
+    "x-compute-time",
+    "x-compute-characters",
+    "x-compute-tokens",
+    "x-total-time",
+    "x-tokenization-time",
+    "x-queue-time",
+    "x-inference-time",
+];
+
 impl Embedded {
-    /// TEI's response headers (`x-compute-*`, `x-*-time` in whole milliseconds), which its
-    /// benchmark and some clients read.
+    /// TEI's response headers (times in whole milliseconds), which its benchmark and some
+    /// clients read.
     pub fn timing_headers(&self, headers: &mut HeaderMap) {
         let ms = |d: Duration| HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        headers.insert("x-compute-type", HeaderValue::from_static("cpu"));
-        headers.insert("x-compute-time", ms(self.total));
-        headers.insert("x-compute-characters", HeaderValue::from(self.characters));
-        headers.insert("x-compute-tokens", HeaderValue::from(self.tokens));
-        headers.insert("x-total-time", ms(self.total));
-        headers.insert("x-tokenization-time", ms(self.tokenization));
-        headers.insert("x-queue-time", ms(self.queue));
-        headers.insert("x-inference-time", ms(self.inference));
+        let values = [
+            HeaderValue::from_static("cpu"),
+            ms(self.total),
+            HeaderValue::from(self.characters),
+            HeaderValue::from(self.tokens),
+            ms(self.total),
+            ms(self.tokenization),
+            ms(self.queue),
+            ms(self.inference),
+        ];
+        for (name, value) in TIMING_HEADERS.into_iter().zip(values) {
+            headers.insert(name, value);
+        }
     }
 }
 

@@ -113,7 +113,8 @@ async fn serve(args: Args, path: PathBuf) -> Result<()> {
         .queue_timeout(Duration::from_millis(args.queue_timeout))
         .shutdown_deadline(Duration::from_secs(args.shutdown_deadline))
         .served_model_name(args.served_model_name)
-        .cors_allow_origin(args.cors_allow_origin);
+        // `a, b` as well as `a,b`.
+        .cors_allow_origin(args.cors_allow_origin.iter().map(|o| o.trim().to_owned()));
     if let Some(key) = args.api_key {
         builder = builder.api_key(key);
     }

@@ -213,7 +213,10 @@ async fn cors_lets_allowed_origins_call_and_no_others() {
             .request(reqwest::Method::OPTIONS, &url)
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type")
+            // The official OpenAI JavaScript client sends headers of its own.
+            .header("access-control-request-headers", "authorization, content-type, x-stainless-os")
+            // Chrome's question before a public page calls a private address.
+            .header("access-control-request-private-network", "true")
             .send()
     };
     // Browsers send no credentials on a preflight: it is answered before the key is asked for.
@@ -223,7 +226,8 @@ async fn cors_lets_allowed_origins_call_and_no_others() {
     assert_eq!(h["access-control-allow-origin"], app);
     assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"), "{h:?}");
     let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
-    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    assert!(["authorization", "content-type", "x-stainless-os"].iter().all(|x| allowed.contains(x)), "{allowed}");
+    assert_eq!(h["access-control-allow-private-network"], "true");
     let r = preflight("https://evil.example").await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none(), "{:?}", r.headers());
     // The request itself: answered with the headers, and its refusals too, so a page can read why.
@@ -231,7 +235,10 @@ async fn cors_lets_allowed_origins_call_and_no_others() {
     let r = client().post(&url).header("origin", app).bearer_auth("s3cret").json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], app);
-    assert!(r.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-inference-time"));
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    for name in ["x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time", "x-compute-time", "x-compute-tokens", "x-compute-characters", "x-compute-type"] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
     let r = client().post(&url).header("origin", app).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["access-control-allow-origin"], app);
@@ -247,7 +254,7 @@ async fn cors_lets_allowed_origins_call_and_no_others() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
     server.shutdown().await.unwrap();
     // An origin a browser never sends is refused before the socket is bound.
-    for bad in ["app.example", "https://app.example/", "https://", "*,https://app.example"] {
+    for bad in ["app.example", "https://app.example/", "https://App.Example", "https://app.example:443", "*,https://app.example"] {
         let origins: Vec<&str> = bad.split(',').collect();
         let e = Server::builder().embedder(embedder()).cors_allow_origin(origins).bind("127.0.0.1:0").await.unwrap_err();
         assert!(e.to_string().contains("CORS origin") || e.to_string().contains("`*`"), "{bad}: {e}");
