@@ -198,8 +198,13 @@ class Embedder:
         # model; no thread count: the process's own cores): what a pickle carries, and what a
         # forked child rebuilds from.
         self._args = (path, threads, parallelism)
+        self._build()
+
+    def _build(self) -> None:
+        """Loads the model and starts this process's worker threads, from the recipe."""
+        model, threads, parallelism = self._args
+        self._native = _native.NativeEmbedder(model, threads=threads, parallelism=parallelism)
         self._pid = os.getpid()
-        self._native = _native.NativeEmbedder(path, threads=threads, parallelism=parallelism)
 
     def __reduce__(self) -> tuple[object, ...]:
         # A loaded model and a thread pool cannot cross a process boundary, so a pickle holds the
@@ -216,9 +221,7 @@ class Embedder:
             # Never dropped in the child: its pool's locks may have been held by parent threads
             # at the fork, and dropping it could wait on them.
             _INHERITED.append(self._native)
-            model, threads, parallelism = self._args
-            self._native = _native.NativeEmbedder(model, threads=threads, parallelism=parallelism)
-            self._pid = os.getpid()
+            self._build()
         return self._native
 
     def __copy__(self) -> Embedder:

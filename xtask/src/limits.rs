@@ -126,10 +126,10 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
         for (j, c) in calls.iter_mut().enumerate() {
             let text = &texts[(round * 3 + j) % texts.len()];
             let t = Instant::now();
-            best.embed_with(&[text], Parallelism::Fine)?;
+            let out = best.embed_with(&[text], Parallelism::Fine)?;
             *c = t.elapsed().as_secs_f64();
             if round > 0 {
-                tokens += best.tokenizer().encode(text).len();
+                tokens += out.token_counts().iter().sum::<usize>();
             }
         }
         if round > 0 {
@@ -167,7 +167,8 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
     // At the mean token count, between the two whole counts around it.
     let (lo, hi) = (tokens.floor().max(1.0), tokens.ceil().max(1.0));
     let at = |m: f64| compute_floor(best.isa(), threads, m as usize, 200);
-    let (c_lo, c_hi) = (at(lo)?, if hi > lo { at(hi)? } else { at(lo)? });
+    let c_lo = at(lo)?;
+    let c_hi = if hi > lo { at(hi)? } else { c_lo };
     let compute = c_lo + (c_hi - c_lo) * (tokens - lo);
     println!(
         "compute floor (the layers' int8 matmuls at {tokens:.1} tokens, weights in cache): {:.2} ms = {} of a call; \
@@ -189,15 +190,15 @@ pub fn run(args: &LimitsArgs, model: &Path) -> anyhow::Result<()> {
     for round in 0..=args.rounds {
         let start = (round * 32 * 7) % (texts.len() - 32);
         let chunk = &texts[start..start + 32];
-        if round > 0 {
-            rows32 += chunk.iter().map(|t| best.tokenizer().encode(t).len()).sum::<usize>();
-        }
         for (i, e) in engines.iter().enumerate() {
             let t = Instant::now();
-            e.embed(chunk)?;
+            let out = e.embed(chunk)?;
             // Round 0 warms each engine up.
             if round > 0 {
                 t32[i] += t.elapsed().as_secs_f64();
+                if i == 0 {
+                    rows32 += out.token_counts().iter().sum::<usize>();
+                }
             }
         }
     }
@@ -400,10 +401,10 @@ fn compute_floor(isa: Isa, threads: usize, m: usize, reps: usize) -> anyhow::Res
                     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
                     // This thread's columns of each matrix, in whole 32-column tiles.
                     let share = |n: usize| (n.div_ceil(32).div_ceil(threads) * 32).min(n);
-                    let mut calls = Vec::new();
+                    let (mut mats, mut inputs, mut outs) = (Vec::new(), Vec::new(), Vec::new());
                     for &(k, ns) in &LAYER_CALLS {
                         let blocks: Vec<usize> = (0..RESIDUAL_BLOCKS).map(|i| (3 + 14 * i) % (k / 32)).collect();
-                        let mats = ns
+                        let call = ns
                             .iter()
                             .map(|&n| {
                                 let n = share(n);
@@ -411,18 +412,21 @@ fn compute_floor(isa: Isa, threads: usize, m: usize, reps: usize) -> anyhow::Res
                                 Ok(PackedMatrix::with_residual_blocks(kernels, QuantType::Q8_0, n, k, &w, &blocks)?)
                             })
                             .collect::<anyhow::Result<Vec<_>>>()?;
-                        let outs: Vec<Vec<f32>> = mats.iter().map(|p| vec![0f32; m * p.n()]).collect();
-                        calls.push((mats, random(m * k), outs));
+                        outs.push(call.iter().map(|p| vec![0f32; m * p.n()]).collect::<Vec<_>>());
+                        inputs.push(random(m * k));
+                        mats.push(call);
                     }
+                    // The borrows each call takes, made once so the timed loop only multiplies.
+                    let refs: Vec<Vec<&PackedMatrix>> = mats.iter().map(|c| c.iter().collect()).collect();
+                    let mut slices: Vec<Vec<&mut [f32]>> =
+                        outs.iter_mut().map(|c| c.iter_mut().map(Vec::as_mut_slice).collect()).collect();
                     let mut scratch = GemmScratch::new();
                     let mut best = f64::INFINITY;
                     // One untimed pass brings the weights into cache.
                     for rep in 0..=reps {
                         let start = Instant::now();
-                        for (mats, a, outs) in &mut calls {
-                            let refs: Vec<&PackedMatrix> = mats.iter().collect();
-                            let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-                            PackedMatrix::matmul_many(&refs, a, m, &mut outs, &mut scratch, &Serial)?;
+                        for ((refs, a), outs) in refs.iter().zip(&inputs).zip(&mut slices) {
+                            PackedMatrix::matmul_many(refs, a, m, outs, &mut scratch, &Serial)?;
                         }
                         if rep > 0 {
                             best = best.min(start.elapsed().as_secs_f64());

@@ -29,6 +29,14 @@ impl RawInput {
             RawInput::Ids(ids) => ids.len(),
         }
     }
+
+    /// Characters of text (token ids have none).
+    pub fn characters(&self) -> usize {
+        match self {
+            RawInput::Text(s) => s.chars().count(),
+            RawInput::Ids(_) => 0,
+        }
+    }
 }
 
 /// The inputs of a request, and whether it was a single input (TEI's `method="single"`).

@@ -166,15 +166,7 @@ async fn run(
         }
     };
     let weight: usize = inputs.items.iter().map(RawInput::weight).sum();
-    let characters = inputs
-        .items
-        .iter()
-        .map(|i| match i {
-            RawInput::Text(t) => t.chars().count(),
-            RawInput::Ids(_) => 0,
-        })
-        .sum();
-    let prepared = if weight <= INLINE_BYTES && n <= INLINE_INPUTS {
+    let (prepared, characters) = if weight <= INLINE_BYTES && n <= INLINE_INPUTS {
         prepare_all(&embedder, &inputs, &options, field)
     } else {
         let embedder = embedder.clone();
@@ -261,13 +253,15 @@ async fn run(
     })
 }
 
+/// Every input tokenized and checked, and the characters of its texts (for
+/// `x-compute-characters`, counted here so a large request is counted off tokio's threads too).
 fn prepare_all(
     embedder: &Embedder,
     inputs: &Inputs,
     options: &EmbedOptions,
     field: &str,
-) -> Result<Vec<Prepared>, ApiError> {
-    inputs
+) -> Result<(Vec<Prepared>, usize), ApiError> {
+    let prepared = inputs
         .items
         .iter()
         .enumerate()
@@ -276,7 +270,8 @@ fn prepare_all(
                 .prepare(item.as_input(), options)
                 .map_err(|e| text_error(e, &inputs.param(field, i)))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((prepared, inputs.items.iter().map(RawInput::characters).sum()))
 }
 
 /// A 422 naming the input (or `prompt_name`) at fault.
