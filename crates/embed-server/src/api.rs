@@ -172,7 +172,7 @@ pub(crate) enum Flavor {
 impl Flavor {
     /// OpenAI's shape under `/v1/`, TEI's elsewhere.
     pub fn of_path(path: &str) -> Flavor {
-        if path.starts_with("/v1/") {
+        if path.starts_with("/v1/") || path == "/embeddings" {
             Flavor::OpenAi
         } else {
             Flavor::Tei

@@ -10,8 +10,9 @@ use embed_runtime::{EmbedError, Embedder};
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 2048;
 /// Inputs queued or in flight at once; past it a request is answered 429 at once.
 pub const DEFAULT_MAX_CONCURRENT_INPUTS: usize = 2048;
-/// Requests to `/v1/embeddings`, `/embed` and `/tokenize` being read, tokenized, queued or
-/// computed at once (TEI's default); past it a request is answered 429 before its body is read.
+/// Requests to the routes that read a body (`/v1/embeddings`, `/embed`, `/tokenize`, ...) being
+/// read, tokenized, queued or computed at once (TEI's default); past it a request is answered
+/// 429 before its body is read.
 /// Each may hold about twice `--payload-limit` bytes (its body, then its parsed texts), so
 /// this and the payload limit bound what a flood of large requests can take (2437 MiB peak for
 /// 800 concurrent 1.35 MB requests at the defaults, `python/bench/flood_server.py`) instead of

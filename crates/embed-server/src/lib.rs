@@ -1,6 +1,7 @@
 //! An HTTP embedding server for EmbeddingGemma: OpenAI's `POST /v1/embeddings` and
-//! text-embeddings-inference's `POST /embed`, `/tokenize`, `/info`, `/health` and `/metrics`,
-//! with dynamic batching over one [`embed_runtime::Embedder`].
+//! text-embeddings-inference's `POST /embed`, `/similarity`, `/tokenize`, `/decode` and `/`,
+//! `GET /info`, `/health` and `/metrics`, with dynamic batching over one
+//! [`embed_runtime::Embedder`].
 //!
 //! The shape is TEI's router, for the same reasons:
 //!

@@ -284,8 +284,15 @@ fn router(state: Arc<AppState>) -> Router {
     // memory a flood can take is bounded before any body is read.
     let heavy = Router::new()
         .route("/v1/embeddings", post(crate::openai::embeddings))
+        // OpenAI's path without the version, as TEI also serves it.
+        .route("/embeddings", post(crate::openai::embeddings))
         .route("/embed", post(crate::tei::embed))
+        .route("/similarity", post(crate::tei::similarity))
         .route("/tokenize", post(crate::tei::tokenize))
+        .route("/decode", post(crate::tei::decode))
+        // TEI's default route for an embedding model, and SageMaker's name for it.
+        .route("/", post(crate::tei::root))
+        .route("/invocations", post(crate::tei::root))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit));
     let routes = Router::new()
         .merge(heavy)
@@ -293,6 +300,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(crate::openai::model))
         .route("/info", get(info))
         .route("/health", get(health))
+        // TEI's other health paths: the Inference API's `GET /` and SageMaker's `/ping`.
+        .route("/", get(health))
+        .route("/ping", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -393,7 +403,7 @@ fn check_headers(headers: &HeaderMap, payload_limit: usize) -> Result<(), ApiErr
 
 /// Routes whose requests `te_request_count` counts (TEI's: embedding requests, not `/tokenize`).
 fn counts_as_embedding(path: &str) -> bool {
-    matches!(path, "/v1/embeddings" | "/embed")
+    matches!(path, "/v1/embeddings" | "/embeddings" | "/embed" | "/similarity" | "/" | "/invocations")
 }
 
 /// A response body and the request permit it holds until it is dropped. The body is handed
@@ -456,7 +466,7 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     let Some(key) = state.config.api_key.as_deref() else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" || authorized(request.headers(), key) {
+    if is_health(&request) || authorized(request.headers(), key) {
         return next.run(request).await;
     }
     if counts_as_embedding(request.uri().path()) {
@@ -467,6 +477,15 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
         "missing or wrong API key: send `Authorization: Bearer <key>`",
     )
     .into_response(Flavor::of_path(request.uri().path()))
+}
+
+/// The health probes, which answer without the API key (a load balancer has none).
+fn is_health(request: &Request) -> bool {
+    match request.uri().path() {
+        "/health" | "/ping" => true,
+        "/" => request.method() == axum::http::Method::GET,
+        _ => false,
+    }
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {

@@ -1,5 +1,5 @@
-//! text-embeddings-inference's `POST /embed` and `POST /tokenize`, with TEI's field names and
-//! defaults.
+//! text-embeddings-inference's routes for an embedding model (`POST /embed`, `/similarity`,
+//! `/tokenize`, `/decode`, and `/` as TEI routes it), with TEI's field names and defaults.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
+use bpe_tokenizer::TokenType;
 use embed_runtime::{Embedder, Truncation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,12 +71,7 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
         crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
-        let auto_truncate = defaults.truncation() != Truncation::Error;
-        let truncation = match (req.truncate.unwrap_or(auto_truncate), req.truncation_direction) {
-            (false, _) => Truncation::Error,
-            (true, Direction::Left) => Truncation::Left,
-            (true, Direction::Right) => Truncation::Right,
-        };
+        let truncation = truncation(&defaults, req.truncate, req.truncation_direction);
         let mut options = defaults.with_truncation(truncation).with_normalize(req.normalize);
         if let Some(name) = &req.prompt_name {
             options = options.with_prompt(submit::named_prompt(name)?);
@@ -90,6 +86,215 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
     let mut response = Json(std::mem::take(&mut out.vectors)).into_response();
     out.timing_headers(response.headers_mut());
     Ok(response)
+}
+
+/// TEI's `truncate` and `truncation_direction` as the runtime's policy; `truncate` unset is the
+/// server's own (`auto_truncate` in `/info`).
+fn truncation(defaults: &embed_runtime::EmbedOptions, truncate: Option<bool>, direction: Direction) -> Truncation {
+    let auto_truncate = defaults.truncation() != Truncation::Error;
+    match (truncate.unwrap_or(auto_truncate), direction) {
+        (false, _) => Truncation::Error,
+        (true, Direction::Left) => Truncation::Left,
+        (true, Direction::Right) => Truncation::Right,
+    }
+}
+
+/// `POST /` (and SageMaker's `POST /invocations`): TEI's default route. For an embedding model
+/// TEI answers it as `/embed`; a body whose `inputs` is an object (`source_sentence` and
+/// `sentences`, what `huggingface_hub`'s `sentence_similarity` sends) is answered as
+/// `/similarity`, which TEI does only when started with `TASK=sentence-similarity`. Either way a
+/// client pointed at the server's bare URL gets what it asked for.
+pub(crate) async fn root(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let similarity = body.as_ref().is_ok_and(|b| inputs_is_object(b));
+    if similarity { self::similarity(State(state), body).await } else { embed(State(state), body).await }
+}
+
+/// Whether the body is a JSON object whose `inputs` is an object, read without building it (a
+/// body that is not such JSON is `/embed`'s to answer).
+fn inputs_is_object(body: &[u8]) -> bool {
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    struct IsObject(bool);
+    impl<'de> Deserialize<'de> for IsObject {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = IsObject;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsObject, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(true))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<IsObject, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(false))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_unit<E>(self) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        inputs: Option<IsObject>,
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Probe::deserialize(&mut de).is_ok_and(|p| p.inputs.is_some_and(|i| i.0))
+}
+
+/// TEI's `SimilarityRequest`: the cosine similarity of `source_sentence` to each of `sentences`.
+#[derive(Debug, Deserialize)]
+struct SimilarityRequest {
+    inputs: SimilarityInputs,
+    #[serde(default)]
+    parameters: Option<SimilarityParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SimilarityInputs {
+    source_sentence: String,
+    sentences: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SimilarityParameters {
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Direction,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+pub(crate) async fn similarity(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_similarity(&state, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(Flavor::Tei),
+    }
+}
+
+async fn handle_similarity(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
+    let req: SimilarityRequest =
+        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    let (inputs, options) = (|| {
+        if req.inputs.sentences.is_empty() {
+            return Err(ApiError {
+                kind: crate::api::Kind::Empty,
+                message: "`inputs.sentences` is an empty array; give at least one sentence".into(),
+                param: Some("inputs.sentences".into()),
+            });
+        }
+        let params = req.parameters.unwrap_or_default();
+        let truncation = truncation(&defaults, params.truncate, params.truncation_direction);
+        let mut options = defaults.with_truncation(truncation).with_normalize(true);
+        if let Some(name) = &params.prompt_name {
+            options = options.with_prompt(submit::named_prompt(name)?);
+        }
+        let mut items = Vec::with_capacity(req.inputs.sentences.len() + 1);
+        items.push(RawInput::Text(req.inputs.source_sentence));
+        items.extend(req.inputs.sentences.into_iter().map(RawInput::Text));
+        Ok((Inputs { items, single: false }, options))
+    })()
+    .inspect_err(|_| state.metrics.reject("validation"))?;
+    let out = submit::embed(state, inputs, options, "inputs").await?;
+    let (source, rest) = out.vectors.split_first().expect("the source sentence was embedded");
+    let scores: Vec<f32> = rest.iter().map(|v| cosine(source, v)).collect();
+    let mut response = Json(scores).into_response();
+    out.timing_headers(response.headers_mut());
+    Ok(response)
+}
+
+/// Cosine similarity, accumulated in f64 (the vectors are unit length already; dividing by
+/// the norms keeps the result inside [-1, 1] whatever rounding left).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let denom = (aa * bb).sqrt();
+    if denom == 0.0 { 0.0 } else { (ab / denom).clamp(-1.0, 1.0) as f32 }
+}
+
+/// TEI's `DecodeRequest`.
+#[derive(Debug, Deserialize)]
+struct DecodeRequest {
+    /// An array of token ids, or an array of such arrays.
+    #[serde(default)]
+    ids: Value,
+    /// Leave out control tokens (`<bos>`, `<eos>`, `<pad>`, `<start_of_turn>`, ...) and
+    /// `<unk>`. Default true, as TEI.
+    #[serde(default = "yes")]
+    skip_special_tokens: bool,
+}
+
+pub(crate) async fn decode(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match handle_decode(&state, body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(Flavor::Tei),
+    }
+}
+
+fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: DecodeRequest = crate::body::parse(body, state.config.payload_limit)?;
+    let inputs = crate::inputs::parse(req.ids, "ids")?;
+    if inputs.items.len() > state.config.max_client_batch {
+        return Err(ApiError::field(
+            "ids",
+            format!(
+                "{} id arrays, more than this server's limit of {} per request (--max-client-batch)",
+                inputs.items.len(),
+                state.config.max_client_batch
+            ),
+        ));
+    }
+    let embedder = state.embedder()?;
+    let tok = embedder.tokenizer();
+    let texts = inputs
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let RawInput::Ids(ids) = item else {
+                return Err(ApiError::field(inputs.param("ids", i), "`/decode` takes token ids, not text"));
+            };
+            let kept: Vec<u32> = if req.skip_special_tokens {
+                ids.iter()
+                    .copied()
+                    .filter(|&id| !matches!(tok.token_type(id), Some(TokenType::Control | TokenType::Unknown)))
+                    .collect()
+            } else {
+                ids.clone()
+            };
+            tok.decode(&kept).map_err(|e| ApiError::field(inputs.param("ids", i), e.to_string()))
+        })
+        .collect::<Result<Vec<String>, ApiError>>()?;
+    Ok(Json(texts).into_response())
 }
 
 /// TEI's `TokenizeRequest`.

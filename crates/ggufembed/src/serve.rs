@@ -17,7 +17,8 @@ use embed_server::{
 };
 
 /// Serve embeddings over HTTP: OpenAI's POST /v1/embeddings and text-embeddings-inference's
-/// POST /embed, /tokenize, GET /info, /health, /metrics, with requests batched together.
+/// POST /embed, /similarity, /tokenize, /decode, /, GET /info, /health, /metrics, with requests
+/// batched together.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A GGUF model (default: EmbeddingGemma-300M Q8_0, fetched into the cache on first use).

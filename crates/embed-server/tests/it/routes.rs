@@ -252,6 +252,108 @@ async fn tei_embed_options() {
     server.shutdown().await.unwrap();
 }
 
+/// TEI's other routes for an embedding model: `/` and `/invocations` (as `/embed`, or as
+/// `/similarity` when `inputs` is an object), `/similarity`, `/decode`, `/embeddings`, and the
+/// health probes `GET /` and `/ping`, which need no API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_default_routes_similarity_and_decode() {
+    let (server, base) = start(|b| b.api_key("k3y").max_client_batch(4)).await;
+    let texts = sts(3);
+    let defaults = EmbedOptions::default();
+    let want: Vec<Vec<f32>> = texts.iter().map(|t| library(t, &defaults)).collect();
+    let authed = |path: &str, body: Value| {
+        let url = format!("{base}{path}");
+        async move {
+            let r = client().post(url).bearer_auth("k3y").json(&body).send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // `/` and `/invocations` answer as `/embed`, bit for bit; `/embeddings` as `/v1/embeddings`.
+    for path in ["/", "/invocations"] {
+        let (s, b) = authed(path, json!({"inputs": texts})).await;
+        assert_eq!(s, 200, "{path}: {b}");
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(bits(&floats(&b[i])), bits(w), "{path} input {i}");
+        }
+        let (s, b) = authed(path, json!({"inputs": texts[0], "dimensions": 128})).await;
+        assert_eq!(s, 200, "{path}: {b}");
+        assert_eq!(floats(&b[0]).len(), 128);
+        let (s, b) = authed(path, json!({"inputs": []})).await;
+        tei_error(s, &b, 400, "Empty");
+    }
+    let (s, b) = authed("/embeddings", json!({"input": texts[2], "model": "m"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(bits(&floats(&b["data"][0]["embedding"])), bits(&want[2]));
+    let (s, b) = authed("/embeddings", json!({"input": []})).await;
+    openai_error(s, &b, 400, Some("input"));
+
+    // Similarity: the cosine of the source to each sentence, on `/similarity` and on `/`.
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum::<f64>();
+    let body = json!({"inputs": {"source_sentence": texts[0], "sentences": [texts[1], texts[2], texts[0]]}});
+    for path in ["/similarity", "/", "/invocations"] {
+        let (s, b) = authed(path, body.clone()).await;
+        assert_eq!(s, 200, "{path}: {b}");
+        let got = floats(&b);
+        assert_eq!(got.len(), 3, "{path}: {b}");
+        for (g, w) in got.iter().zip([&want[1], &want[2], &want[0]]) {
+            assert!((f64::from(*g) - dot(&want[0], w)).abs() < 1e-6, "{path}: {g} vs {}", dot(&want[0], w));
+        }
+        assert!((got[2] - 1.0).abs() < 1e-6, "a sentence is itself: {}", got[2]);
+    }
+    // With a prompt: the prompted vectors' cosine.
+    let q = EmbedOptions::default().with_prompt(Prompt::named("query").unwrap());
+    let (s, b) = authed(
+        "/similarity",
+        json!({"inputs": {"source_sentence": texts[0], "sentences": [texts[1]]}, "parameters": {"prompt_name": "query"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let w = dot(&library(&texts[0], &q), &library(&texts[1], &q));
+    assert!((f64::from(floats(&b)[0]) - w).abs() < 1e-6, "{b} vs {w}");
+    let (s, b) = authed("/similarity", json!({"inputs": {"source_sentence": "a", "sentences": []}})).await;
+    let m = tei_error(s, &b, 400, "Empty");
+    assert!(m.contains("inputs.sentences"), "{m}");
+    let (s, b) = authed("/similarity", json!({"inputs": {"sentences": ["a"]}})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("source_sentence"), "{m}");
+    // The source counts against the client batch limit: 1 + 4 > 4.
+    let (s, b) = authed("/similarity", json!({"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d", "e"]}})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("max-client-batch"), "{m}");
+
+    // Decode: ids back to text, without `<bos>`/`<eos>` unless asked for.
+    let e = embedder();
+    let tok = e.tokenizer();
+    let ids = tok.encode(&texts[1]);
+    assert_eq!(tok.token_type(ids[0]), Some(bpe_tokenizer::TokenType::Control));
+    let (s, b) = authed("/decode", json!({"ids": ids})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([texts[1]]));
+    let (s, b) = authed("/decode", json!({"ids": [ids, tok.encode("héllo wörld")], "skip_special_tokens": false})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([format!("<bos>{}<eos>", texts[1]), "<bos>héllo wörld<eos>"]));
+    let (s, b) = authed("/decode", json!({"ids": [[2, 9], [2, 4_000_000]]})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("ids[1]"), "{m}");
+    let (s, b) = authed("/decode", json!({"ids": "text"})).await;
+    tei_error(s, &b, 422, "Validation");
+    let (s, b) = authed("/decode", json!({"ids": []})).await;
+    tei_error(s, &b, 400, "Empty");
+
+    // Health probes answer without the key; the embedding routes do not.
+    for path in ["/", "/ping", "/health"] {
+        let r = client().get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {path}");
+    }
+    for path in ["/", "/similarity", "/decode", "/embeddings"] {
+        let r = client().post(format!("{base}{path}")).json(&json!({"inputs": "x"})).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "POST {path}");
+    }
+    server.shutdown().await.unwrap();
+}
+
 /// TEI's timing headers: where a request's time went, in whole milliseconds, on both routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timing_headers_account_for_the_request() {

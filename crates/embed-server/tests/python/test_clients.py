@@ -1,4 +1,6 @@
-"""`ggufembed serve` driven by the official `openai` Python package, as users run it.
+"""`ggufembed serve` driven by the clients users call it with: the official `openai` Python
+package, and `huggingface_hub`'s `InferenceClient` (the client of text-embeddings-inference,
+which LangChain's `HuggingFaceEndpointEmbeddings` uses), pointed at the server's bare URL.
 
 Needs GGUFEMBED_BIN (the built ggufembed binary) and GGUFEMBED_MODEL (the Q8_0 GGUF);
 `cargo xtask test` sets both. The server is started once for the module on a free port, read
@@ -16,6 +18,8 @@ import urllib.request
 import numpy as np
 import openai
 import pytest
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import HfHubHTTPError
 
 TEXTS = [
     "A man is playing a flute.",
@@ -141,3 +145,40 @@ def test_errors_raise_the_clients_exceptions(client):
     assert "768, 512, 256, 128" in str(e.value)
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="m", input=[])
+
+
+@pytest.fixture(scope="module")
+def hf(server):
+    return InferenceClient(base_url=server)
+
+
+def test_inference_client_feature_extraction_matches_openai(client, hf):
+    # `feature_extraction` posts TEI's body to the bare URL, which answers it as `/embed`.
+    want, _ = _floats(client, input=TEXTS)
+    got = hf.feature_extraction(TEXTS[0])
+    assert got.dtype == np.float32 and got.shape == (1, 768)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(hf.feature_extraction(TEXTS), want)
+    # TEI's options: a prompt and a Matryoshka size, the same vectors as the OpenAI route's.
+    query, _ = _floats(client, input=TEXTS, dimensions=256, extra_body={"prompt_name": "query"})
+    got = hf.feature_extraction(TEXTS, prompt_name="query", dimensions=256, truncate=True, truncation_direction="left")
+    np.testing.assert_array_equal(got, query)
+
+
+def test_inference_client_sentence_similarity(client, hf):
+    # `sentence_similarity` posts `{"inputs": {"source_sentence", "sentences"}}` to the bare URL.
+    v, _ = _floats(client, input=TEXTS)
+    scores = hf.sentence_similarity(TEXTS[0], TEXTS)
+    np.testing.assert_allclose(scores, v @ v[0], atol=1e-6)
+    assert scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert scores[1] > scores[2], "the related sentence scores higher than the unrelated one"
+
+
+def test_inference_client_errors_carry_the_servers_message(hf):
+    with pytest.raises(HfHubHTTPError) as e:
+        hf.feature_extraction("x", dimensions=100)
+    assert e.value.response.status_code == 422
+    assert "768, 512, 256, 128" in str(e.value)
+    with pytest.raises(HfHubHTTPError) as e:
+        hf.sentence_similarity("x", [])
+    assert e.value.response.status_code == 400
