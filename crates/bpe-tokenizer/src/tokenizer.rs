@@ -128,6 +128,20 @@ impl Tokenizer {
         self.types.get(id as usize).copied()
     }
 
+    /// Whether `id` is one of the tokens HF tokenizers marks `special` and leaves out of a
+    /// decode with `skip_special_tokens`: Gemma's control tokens (`<pad>`, `<eos>`, `<bos>`,
+    /// `<unk>`, `<start_of_turn>`, `<end_of_image>`, `<image_soft_token>`, ...) but not
+    /// `<mask>` or the `<unusedN>` reserve, which Gemma's `tokenizer.json` adds as ordinary
+    /// (non-special) tokens though SentencePiece types them as control.
+    pub fn is_special(&self, id: u32) -> bool {
+        matches!(self.token_type(id), Some(TokenType::Control | TokenType::Unknown))
+            && self.piece(id).is_some_and(|p| {
+                p != "<mask>" && !p.strip_prefix("<unused").and_then(|r| r.strip_suffix('>')).is_some_and(|n| {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+    }
+
     /// `<bos>` id, if given.
     pub fn bos_id(&self) -> Option<u32> {
         self.bos

@@ -121,6 +121,16 @@ impl ApiError {
         }
     }
 
+    /// The same error about field `from` told as about `to` (a route that hands its fields on
+    /// under other names).
+    pub fn renamed(mut self, from: &str, to: &str) -> Self {
+        if self.param.as_deref() == Some(from) {
+            self.message = self.message.replacen(&format!("`{from}`"), &format!("`{to}`"), 1);
+            self.param = Some(to.to_owned());
+        }
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         self.kind.status()
     }

@@ -185,7 +185,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Requires `Authorization: Bearer KEY` on every route but `/health`.
+    /// Requires `Authorization: Bearer KEY` on every route but the health probes (`/health`,
+    /// `/ping`, `GET /`).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.config.api_key = Some(key.into());
         self

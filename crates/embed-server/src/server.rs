@@ -351,7 +351,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if let Err(e) = check_headers(request.headers(), state.config.payload_limit) {
-        if counts_as_embedding(path) {
+        if counts_as_embedding(&request) {
             state.metrics.reject(e.reason());
         }
         return e.into_response(Flavor::of_path(path));
@@ -362,7 +362,7 @@ async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next)
             Response::from_parts(parts, Body::new(Held { body, rest: Bytes::new(), _permit: permit }))
         }
         Err(_) => {
-            if counts_as_embedding(request.uri().path()) {
+            if counts_as_embedding(&request) {
                 state.metrics.reject("overloaded");
             }
             state.metrics.request_rejected.inc();
@@ -401,9 +401,14 @@ fn check_headers(headers: &HeaderMap, payload_limit: usize) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Routes whose requests `te_request_count` counts (TEI's: embedding requests, not `/tokenize`).
-fn counts_as_embedding(path: &str) -> bool {
-    matches!(path, "/v1/embeddings" | "/embeddings" | "/embed" | "/similarity" | "/" | "/invocations")
+/// Requests `te_request_count` counts (TEI's: embedding requests, not `/tokenize` or a probe
+/// of `/` with another method).
+fn counts_as_embedding(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST
+        && matches!(
+            request.uri().path(),
+            "/v1/embeddings" | "/embeddings" | "/embed" | "/similarity" | "/" | "/invocations"
+        )
 }
 
 /// A response body and the request permit it holds until it is dropped. The body is handed
@@ -460,8 +465,8 @@ impl http_body::Body for Held {
     }
 }
 
-/// `Authorization: Bearer KEY` on every route but `/health` (load balancers probe without
-/// credentials), compared in constant time.
+/// `Authorization: Bearer KEY` on every route but the health probes (`/health`, `/ping`,
+/// `GET /`: load balancers probe without credentials), compared in constant time.
 async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(key) = state.config.api_key.as_deref() else {
         return next.run(request).await;
@@ -469,7 +474,7 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     if is_health(&request) || authorized(request.headers(), key) {
         return next.run(request).await;
     }
-    if counts_as_embedding(request.uri().path()) {
+    if counts_as_embedding(&request) {
         state.metrics.reject("unauthorized");
     }
     ApiError::new(
@@ -483,7 +488,7 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
 fn is_health(request: &Request) -> bool {
     match request.uri().path() {
         "/health" | "/ping" => true,
-        "/" => request.method() == axum::http::Method::GET,
+        "/" => matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD),
         _ => false,
     }
 }

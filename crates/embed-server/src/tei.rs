@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
-use bpe_tokenizer::TokenType;
 use embed_runtime::{Embedder, Truncation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,6 +23,7 @@ fn yes() -> bool {
 
 /// TEI's `EmbedRequest`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with `inputs` and TEI's options")]
 struct EmbedRequest {
     /// A string or an array of strings (token-id arrays are accepted too).
     #[serde(default)]
@@ -35,9 +35,10 @@ struct EmbedRequest {
     /// server's truncation (`auto_truncate` in `/info`).
     #[serde(default)]
     truncate: Option<bool>,
-    /// Which end a truncated text keeps: `Right` (default) keeps the start, `Left` the end.
+    /// Which end a truncated text keeps: `Right` (default, also for `null`) keeps the start,
+    /// `Left` the end.
     #[serde(default)]
-    truncation_direction: Direction,
+    truncation_direction: Option<Direction>,
     /// One of the model's named prompts (`query`, `document`, `STS`, ...).
     #[serde(default)]
     prompt_name: Option<String>,
@@ -71,7 +72,7 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
         crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
-        let truncation = truncation(&defaults, req.truncate, req.truncation_direction);
+        let truncation = truncation(&defaults, req.truncate, req.truncation_direction.unwrap_or_default());
         let mut options = defaults.with_truncation(truncation).with_normalize(req.normalize);
         if let Some(name) = &req.prompt_name {
             options = options.with_prompt(submit::named_prompt(name)?);
@@ -163,6 +164,7 @@ fn inputs_is_object(body: &[u8]) -> bool {
 
 /// TEI's `SimilarityRequest`: the cosine similarity of `source_sentence` to each of `sentences`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with `inputs` and optional `parameters`")]
 struct SimilarityRequest {
     inputs: SimilarityInputs,
     #[serde(default)]
@@ -170,17 +172,19 @@ struct SimilarityRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with `source_sentence` and `sentences`")]
 struct SimilarityInputs {
     source_sentence: String,
     sentences: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "an object with `truncate`, `truncation_direction` or `prompt_name`")]
 struct SimilarityParameters {
     #[serde(default)]
     truncate: Option<bool>,
     #[serde(default)]
-    truncation_direction: Direction,
+    truncation_direction: Option<Direction>,
     #[serde(default)]
     prompt_name: Option<String>,
 }
@@ -208,10 +212,10 @@ async fn handle_similarity(state: &AppState, body: Result<Bytes, BytesRejection>
             });
         }
         let params = req.parameters.unwrap_or_default();
-        let truncation = truncation(&defaults, params.truncate, params.truncation_direction);
+        let truncation = truncation(&defaults, params.truncate, params.truncation_direction.unwrap_or_default());
         let mut options = defaults.with_truncation(truncation).with_normalize(true);
         if let Some(name) = &params.prompt_name {
-            options = options.with_prompt(submit::named_prompt(name)?);
+            options = options.with_prompt(submit::named_prompt(name).map_err(|e| e.renamed("prompt_name", "parameters.prompt_name"))?);
         }
         let mut items = Vec::with_capacity(req.inputs.sentences.len() + 1);
         items.push(RawInput::Text(req.inputs.source_sentence));
@@ -219,7 +223,18 @@ async fn handle_similarity(state: &AppState, body: Result<Bytes, BytesRejection>
         Ok((Inputs { items, single: false }, options))
     })()
     .inspect_err(|_| state.metrics.reject("validation"))?;
-    let out = submit::embed(state, inputs, options, "inputs").await?;
+    // Errors about one input name it as the client wrote it: the source, or `sentences[i]`.
+    let out = submit::embed(state, inputs, options, "inputs").await.map_err(|e| {
+        let Some(i) = e.param.as_deref().and_then(|p| p.strip_prefix("inputs[")?.strip_suffix(']')?.parse::<usize>().ok())
+        else {
+            return e;
+        };
+        let to = match i {
+            0 => "inputs.source_sentence".to_owned(),
+            _ => format!("inputs.sentences[{}]", i - 1),
+        };
+        e.renamed(&format!("inputs[{i}]"), &to)
+    })?;
     let (source, rest) = out.vectors.split_first().expect("the source sentence was embedded");
     let scores: Vec<f32> = rest.iter().map(|v| cosine(source, v)).collect();
     let mut response = Json(scores).into_response();
@@ -243,12 +258,13 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// TEI's `DecodeRequest`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with `ids` and optional `skip_special_tokens`")]
 struct DecodeRequest {
     /// An array of token ids, or an array of such arrays.
     #[serde(default)]
     ids: Value,
-    /// Leave out control tokens (`<bos>`, `<eos>`, `<pad>`, `<start_of_turn>`, ...) and
-    /// `<unk>`. Default true, as TEI.
+    /// Leave out the tokens HF marks special (`<bos>`, `<eos>`, `<pad>`, `<unk>`,
+    /// `<start_of_turn>`, ...; not `<mask>` or `<unusedN>`). Default true, as TEI.
     #[serde(default = "yes")]
     skip_special_tokens: bool,
 }
@@ -262,6 +278,9 @@ pub(crate) async fn decode(State(state): State<Arc<AppState>>, body: Result<Byte
 
 fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: DecodeRequest = crate::body::parse(body, state.config.payload_limit)?;
+    if !req.ids.is_array() {
+        return Err(ApiError::field("ids", "expected an array of token ids or an array of arrays of token ids"));
+    }
     let inputs = crate::inputs::parse(req.ids, "ids")?;
     if inputs.items.len() > state.config.max_client_batch {
         return Err(ApiError::field(
@@ -284,10 +303,7 @@ fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Resul
                 return Err(ApiError::field(inputs.param("ids", i), "`/decode` takes token ids, not text"));
             };
             let kept: Vec<u32> = if req.skip_special_tokens {
-                ids.iter()
-                    .copied()
-                    .filter(|&id| !matches!(tok.token_type(id), Some(TokenType::Control | TokenType::Unknown)))
-                    .collect()
+                ids.iter().copied().filter(|&id| !tok.is_special(id)).collect()
             } else {
                 ids.clone()
             };
@@ -299,6 +315,7 @@ fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Resul
 
 /// TEI's `TokenizeRequest`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with `inputs`, `add_special_tokens` or `prompt_name`")]
 struct TokenizeRequest {
     #[serde(default)]
     inputs: Value,

@@ -41,7 +41,8 @@ enum Command {
     Fetch(fetch::Args),
     /// Convert a sentence-transformers EmbeddingGemma folder to GGUF.
     Convert(convert::Args),
-    /// Serve embeddings over HTTP (OpenAI and text-embeddings-inference APIs).
+    /// Serve embeddings over HTTP (OpenAI's /v1/embeddings and text-embeddings-inference's /embed,
+    /// /similarity, /tokenize, /decode, ...), requests batched together.
     Serve(serve::Args),
 }
 

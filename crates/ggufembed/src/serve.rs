@@ -57,8 +57,9 @@ pub struct Args {
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SHUTDOWN_DEADLINE.as_secs())]
     shutdown_deadline: u64,
-    /// Require `Authorization: Bearer KEY` on every route but /health (default: no key; the
-    /// GGUFEMBED_API_KEY environment variable also sets it, keeping it out of `ps`).
+    /// Require `Authorization: Bearer KEY` on every route but the health probes (/health, /ping,
+    /// GET /) (default: no key; the GGUFEMBED_API_KEY environment variable also sets it, keeping
+    /// it out of `ps`).
     #[arg(long, value_name = "KEY", env = "GGUFEMBED_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// The model name reported in /info and OpenAI responses.

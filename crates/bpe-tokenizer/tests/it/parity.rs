@@ -125,3 +125,26 @@ proptest! {
         prop_assert_eq!(support::full_tokenizer().decode(&ids).expect("known ids"), theirs);
     }
 }
+
+/// `is_special` is HF's `special` flag, id for id over the whole vocabulary, so a decode that
+/// skips special tokens leaves out what HF's does (and keeps `<mask>` and `<unusedN>`).
+#[test]
+fn special_tokens_are_hfs() {
+    // As the runtime builds it: the GGUF's arrays and types, plus `<image_soft_token>`.
+    let (tokens, scores, types) = support::gguf_arrays();
+    let tok = &support::builder_from(&tokens, &scores, &types)
+        .added_token("<image_soft_token>", tokens.len() as u32)
+        .build()
+        .expect("build");
+    let hf = support::hf_tokenizer();
+    let theirs: std::collections::BTreeSet<u32> =
+        hf.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+    let ours: std::collections::BTreeSet<u32> =
+        (0..tok.vocab_size() as u32).filter(|&id| tok.is_special(id)).collect();
+    assert_eq!(ours, theirs);
+    assert!(theirs.len() >= 4, "{theirs:?}");
+    // And the decode itself: HF's with skip_special_tokens against ours without those ids.
+    let ids = tok.encode("a <mask> b <unused0><start_of_turn>user\nhi<end_of_turn>");
+    let kept: Vec<u32> = ids.iter().copied().filter(|&id| !tok.is_special(id)).collect();
+    assert_eq!(tok.decode(&kept).unwrap(), hf.decode(&ids, true).expect("hf decode"));
+}

@@ -315,6 +315,23 @@ async fn tei_default_routes_similarity_and_decode() {
     let (s, b) = authed("/similarity", json!({"inputs": {"source_sentence": "a", "sentences": []}})).await;
     let m = tei_error(s, &b, 400, "Empty");
     assert!(m.contains("inputs.sentences"), "{m}");
+    // Errors name the field as the client wrote it, not as the route hands it on.
+    let long = long_text();
+    let body = json!({"inputs": {"source_sentence": "a", "sentences": ["b", long]}, "parameters": {"truncate": false}});
+    let (s, b) = authed("/similarity", body).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.starts_with("`inputs.sentences[1]`"), "{m}");
+    let (s, b) = authed("/similarity", json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"prompt_name": "nope"}})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.starts_with("`parameters.prompt_name`"), "{m}");
+    let (s, b) = authed("/similarity", json!({"inputs": "a"})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("source_sentence") && !m.contains("struct"), "{m}");
+    // `null` is the default, as for any optional field.
+    let (s, b) = authed("/similarity", json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"truncation_direction": null}})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = authed("/embed", json!({"inputs": "a", "truncation_direction": null})).await;
+    assert_eq!(s, 200, "{b}");
     let (s, b) = authed("/similarity", json!({"inputs": {"sentences": ["a"]}})).await;
     let m = tei_error(s, &b, 422, "Validation");
     assert!(m.contains("source_sentence"), "{m}");
@@ -341,16 +358,40 @@ async fn tei_default_routes_similarity_and_decode() {
     tei_error(s, &b, 422, "Validation");
     let (s, b) = authed("/decode", json!({"ids": []})).await;
     tei_error(s, &b, 400, "Empty");
+    let (s, b) = authed("/decode", json!({})).await;
+    let m = tei_error(s, &b, 422, "Validation");
+    assert!(m.contains("array of token ids") && !m.contains("string"), "{m}");
+    // HF's special tokens only: `<mask>` and `<unusedN>` are ordinary added tokens there.
+    let (s, b) = authed("/decode", json!({"ids": tok.encode("a <mask> b <unused0><start_of_turn>user")})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!(["a <mask> b <unused0>user"]));
 
-    // Health probes answer without the key; the embedding routes do not.
+    // Health probes answer without the key (GET or HEAD); the embedding routes do not, and only
+    // refused embedding requests count as such in the metrics.
     for path in ["/", "/ping", "/health"] {
         let r = client().get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "GET {path}");
+        let r = client().head(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "HEAD {path}");
     }
+    let unauthorized = || async {
+        let r = client().get(format!("{base}/metrics")).bearer_auth("k3y").send().await.unwrap().text().await.unwrap();
+        r.lines()
+            .filter(|l| l.starts_with("te_request_failure{") && l.contains(r#"err="unauthorized""#))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    let before = unauthorized().await;
     for path in ["/", "/similarity", "/decode", "/embeddings"] {
         let r = client().post(format!("{base}{path}")).json(&json!({"inputs": "x"})).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401, "POST {path}");
     }
+    for method in [reqwest::Method::PUT, reqwest::Method::OPTIONS] {
+        let r = client().request(method.clone(), format!("{base}/")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} /");
+    }
+    // `/`, `/similarity` and `/embeddings` are embedding requests; `/decode` and the rest are not.
+    assert_eq!(unauthorized().await - before, 3.0);
     server.shutdown().await.unwrap();
 }
 
