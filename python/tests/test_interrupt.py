@@ -12,12 +12,16 @@ def test_ctrl_c_during_the_first_call_is_a_keyboard_interrupt(model_path):
     """The first call of a process is where NumPy's C API used to be looked up, right after the
     GIL came back; a SIGINT that arrived during the computation then raised inside that lookup
     and surfaced as a Rust panic (PanicException) instead of KeyboardInterrupt."""
+    # The SIGINT comes from another process, 0.5 s into a call of several seconds: a timer
+    # thread of the same process needs the GIL to send it, and once (in a CI run) sent it only
+    # after the call had returned.
     code = f"""
-        import os, signal, threading
+        import os, subprocess, sys
         from ggufembed import Embedder
         m = Embedder({str(model_path)!r}, threads=2)
         texts = ["A man is playing a flute in the park with friends."] * 600
-        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        subprocess.Popen([sys.executable, "-c",
+                          "import os, signal, time; time.sleep(0.5); os.kill(%d, signal.SIGINT)" % os.getpid()])
         try:
             m.encode(texts, batch_size=1000)
         except KeyboardInterrupt:

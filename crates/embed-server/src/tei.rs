@@ -56,20 +56,23 @@ enum Direction {
     Right,
 }
 
-pub(crate) async fn embed(
-    State(state): State<Arc<AppState>>,
+pub(crate) async fn embed(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    tei(handle_embed(&state, body).await)
+}
+
+/// An embedding request's body as `T`, and the server's default options; a refusal counts in
+/// `te_request_failure` (the request never reaches `submit::embed`, which counts the rest).
+fn read_embedding_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match handle_embed(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(Flavor::Tei),
-    }
+) -> Result<(embed_runtime::EmbedOptions, T), ApiError> {
+    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
+    let req = crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    Ok((defaults, req))
 }
 
 async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
-    let req: EmbedRequest =
-        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    let (defaults, req): (_, EmbedRequest) = read_embedding_request(state, body)?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
         let truncation = truncation(&defaults, req.truncate, req.truncation_direction.unwrap_or_default());
@@ -87,6 +90,11 @@ async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
     let mut response = Json(std::mem::take(&mut out.vectors)).into_response();
     out.timing_headers(response.headers_mut());
     Ok(response)
+}
+
+/// A handler's answer, an error in TEI's shape.
+fn tei(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.into_response(Flavor::Tei))
 }
 
 /// TEI's `truncate` and `truncation_direction` as the runtime's policy; `truncate` unset is the
@@ -110,56 +118,15 @@ pub(crate) async fn root(State(state): State<Arc<AppState>>, body: Result<Bytes,
     if similarity { self::similarity(State(state), body).await } else { embed(State(state), body).await }
 }
 
-/// Whether the body is a JSON object whose `inputs` is an object, read without building it (a
-/// body that is not such JSON is `/embed`'s to answer).
+/// Whether the body is a JSON object whose `inputs` is an object, looked at without building
+/// it (a body that is not such JSON is `/embed`'s to answer).
 fn inputs_is_object(body: &[u8]) -> bool {
-    use serde::de::{IgnoredAny, MapAccess, Visitor};
-    struct IsObject(bool);
-    impl<'de> Deserialize<'de> for IsObject {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = IsObject;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsObject, A::Error> {
-                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                    Ok(IsObject(true))
-                }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<IsObject, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    Ok(IsObject(false))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_unit<E>(self) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
     #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        inputs: Option<IsObject>,
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        inputs: Option<&'a serde_json::value::RawValue>,
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    Probe::deserialize(&mut de).is_ok_and(|p| p.inputs.is_some_and(|i| i.0))
+    serde_json::from_slice::<Probe<'_>>(body).is_ok_and(|p| p.inputs.is_some_and(|raw| raw.get().starts_with('{')))
 }
 
 /// TEI's `SimilarityRequest`: the cosine similarity of `source_sentence` to each of `sentences`.
@@ -189,20 +156,12 @@ struct SimilarityParameters {
     prompt_name: Option<String>,
 }
 
-pub(crate) async fn similarity(
-    State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match handle_similarity(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(Flavor::Tei),
-    }
+pub(crate) async fn similarity(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    tei(handle_similarity(&state, body).await)
 }
 
 async fn handle_similarity(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
-    let req: SimilarityRequest =
-        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    let (defaults, req): (_, SimilarityRequest) = read_embedding_request(state, body)?;
     let (inputs, options) = (|| {
         if req.inputs.sentences.is_empty() {
             return Err(ApiError {
@@ -270,31 +229,52 @@ struct DecodeRequest {
 }
 
 pub(crate) async fn decode(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    match handle_decode(&state, body) {
-        Ok(r) => r,
-        Err(e) => e.into_response(Flavor::Tei),
-    }
+    tei(handle_decode(&state, body).await)
 }
 
-fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: DecodeRequest = crate::body::parse(body, state.config.payload_limit)?;
     if !req.ids.is_array() {
         return Err(ApiError::field("ids", "expected an array of token ids or an array of arrays of token ids"));
     }
     let inputs = crate::inputs::parse(req.ids, "ids")?;
-    if inputs.items.len() > state.config.max_client_batch {
+    within_client_batch(state, inputs.items.len(), "ids", "id arrays")?;
+    let embedder = state.embedder()?.clone();
+    let skip_special = req.skip_special_tokens;
+    // A payload's worth of ids takes tens of milliseconds: off tokio's threads, like `/tokenize`.
+    blocking_json(state, move || decode_all(&embedder, &inputs, skip_special)).await
+}
+
+/// `n` items in one request, within `--max-client-batch`, else a 422 naming `field`.
+fn within_client_batch(state: &AppState, n: usize, field: &str, what: &str) -> Result<(), ApiError> {
+    let limit = state.config.max_client_batch;
+    if n > limit {
         return Err(ApiError::field(
-            "ids",
-            format!(
-                "{} id arrays, more than this server's limit of {} per request (--max-client-batch)",
-                inputs.items.len(),
-                state.config.max_client_batch
-            ),
+            field,
+            format!("{n} {what}, more than this server's limit of {limit} per request (--max-client-batch)"),
         ));
     }
-    let embedder = state.embedder()?;
+    Ok(())
+}
+
+/// `work`'s answer as JSON, made on the blocking pool under the tokenizing gate
+/// ([`submit::tokenize_blocking`]): tokenizer work on a whole payload, and its output, which
+/// can be several times the payload before it is JSON.
+async fn blocking_json<T: Serialize>(
+    state: &AppState,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let json = submit::tokenize_blocking(state, move || {
+        serde_json::to_vec(&work()?)
+            .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("cannot write the answer: {e}")))
+    })
+    .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+fn decode_all(embedder: &Embedder, inputs: &Inputs, skip_special: bool) -> Result<Vec<String>, ApiError> {
     let tok = embedder.tokenizer();
-    let texts = inputs
+    inputs
         .items
         .iter()
         .enumerate()
@@ -302,15 +282,11 @@ fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Resul
             let RawInput::Ids(ids) = item else {
                 return Err(ApiError::field(inputs.param("ids", i), "`/decode` takes token ids, not text"));
             };
-            let kept: Vec<u32> = if req.skip_special_tokens {
-                ids.iter().copied().filter(|&id| !tok.is_special(id)).collect()
-            } else {
-                ids.clone()
-            };
+            let kept: Vec<u32> =
+                if skip_special { ids.iter().copied().filter(|&id| !tok.is_special(id)).collect() } else { ids.clone() };
             tok.decode(&kept).map_err(|e| ApiError::field(inputs.param("ids", i), e.to_string()))
         })
-        .collect::<Result<Vec<String>, ApiError>>()?;
-    Ok(Json(texts).into_response())
+        .collect()
 }
 
 /// TEI's `TokenizeRequest`.
@@ -338,14 +314,8 @@ struct SimpleToken {
     stop: Option<usize>,
 }
 
-pub(crate) async fn tokenize(
-    State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match handle_tokenize(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(Flavor::Tei),
-    }
+pub(crate) async fn tokenize(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    tei(handle_tokenize(&state, body).await)
 }
 
 async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -355,26 +325,10 @@ async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) 
         Some(name) => submit::named_prompt(name)?.prefix().into_owned(),
         None => state.embedder()?.options().prompt().prefix().into_owned(),
     };
-    if inputs.items.len() > state.config.max_client_batch {
-        return Err(ApiError::field(
-            "inputs",
-            format!(
-                "{} inputs, more than this server's limit of {} per request (--max-client-batch)",
-                inputs.items.len(),
-                state.config.max_client_batch
-            ),
-        ));
-    }
+    within_client_batch(state, inputs.items.len(), "inputs", "inputs")?;
     let embedder = state.embedder()?.clone();
     let add_special = req.add_special_tokens;
-    // Serialized under the gate too: the tokens as structs take several times their JSON.
-    let json = submit::tokenize_blocking(state, move || {
-        let tokens = tokenize_all(&embedder, &inputs, &prefix, add_special)?;
-        serde_json::to_vec(&tokens)
-            .map_err(|e| ApiError::new(crate::api::Kind::Internal, format!("cannot write the tokens: {e}")))
-    })
-    .await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response())
+    blocking_json(state, move || tokenize_all(&embedder, &inputs, &prefix, add_special)).await
 }
 
 fn tokenize_all(
