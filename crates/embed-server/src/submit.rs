@@ -39,6 +39,18 @@ pub(crate) async fn tokenize_blocking<T: Send + 'static>(
     .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
 }
 
+/// `n` items (`what`) in one request, within `--max-client-batch`, else a 422 naming `field`.
+pub(crate) fn within_client_batch(state: &AppState, n: usize, field: &str, what: &str) -> Result<(), ApiError> {
+    let limit = state.config.max_client_batch;
+    if n > limit {
+        return Err(ApiError::field(
+            field,
+            format!("{n} {what}, more than this server's limit of {limit} per request (--max-client-batch)"),
+        ));
+    }
+    Ok(())
+}
+
 /// The vectors of a request, in input order, its token counts and where its time went.
 pub(crate) struct Embedded {
     pub vectors: Vec<Vec<f32>>,
@@ -138,15 +150,7 @@ async fn run(
     let embedder = state.embedder()?.clone();
     let config = &state.config;
     let n = inputs.items.len();
-    if n > config.max_client_batch {
-        return Err(ApiError::field(
-            field,
-            format!(
-                "{n} inputs, more than this server's limit of {} per request (--max-client-batch)",
-                config.max_client_batch
-            ),
-        ));
-    }
+    within_client_batch(state, n, field, "inputs")?;
     // Permits first: a refused request costs no tokenization.
     let permits = match InputPermit::try_acquire(&state.permits, n) {
         Some(p) => p,

@@ -238,23 +238,11 @@ async fn handle_decode(state: &AppState, body: Result<Bytes, BytesRejection>) ->
         return Err(ApiError::field("ids", "expected an array of token ids or an array of arrays of token ids"));
     }
     let inputs = crate::inputs::parse(req.ids, "ids")?;
-    within_client_batch(state, inputs.items.len(), "ids", "id arrays")?;
+    submit::within_client_batch(state, inputs.items.len(), "ids", "id arrays")?;
     let embedder = state.embedder()?.clone();
     let skip_special = req.skip_special_tokens;
     // A payload's worth of ids takes tens of milliseconds: off tokio's threads, like `/tokenize`.
     blocking_json(state, move || decode_all(&embedder, &inputs, skip_special)).await
-}
-
-/// `n` items in one request, within `--max-client-batch`, else a 422 naming `field`.
-fn within_client_batch(state: &AppState, n: usize, field: &str, what: &str) -> Result<(), ApiError> {
-    let limit = state.config.max_client_batch;
-    if n > limit {
-        return Err(ApiError::field(
-            field,
-            format!("{n} {what}, more than this server's limit of {limit} per request (--max-client-batch)"),
-        ));
-    }
-    Ok(())
 }
 
 /// `work`'s answer as JSON, made on the blocking pool under the tokenizing gate
@@ -282,9 +270,12 @@ fn decode_all(embedder: &Embedder, inputs: &Inputs, skip_special: bool) -> Resul
             let RawInput::Ids(ids) = item else {
                 return Err(ApiError::field(inputs.param("ids", i), "`/decode` takes token ids, not text"));
             };
-            let kept: Vec<u32> =
-                if skip_special { ids.iter().copied().filter(|&id| !tok.is_special(id)).collect() } else { ids.clone() };
-            tok.decode(&kept).map_err(|e| ApiError::field(inputs.param("ids", i), e.to_string()))
+            let decoded = if skip_special {
+                tok.decode(&ids.iter().copied().filter(|&id| !tok.is_special(id)).collect::<Vec<_>>())
+            } else {
+                tok.decode(ids)
+            };
+            decoded.map_err(|e| ApiError::field(inputs.param("ids", i), e.to_string()))
         })
         .collect()
 }
@@ -325,7 +316,7 @@ async fn handle_tokenize(state: &AppState, body: Result<Bytes, BytesRejection>) 
         Some(name) => submit::named_prompt(name)?.prefix().into_owned(),
         None => state.embedder()?.options().prompt().prefix().into_owned(),
     };
-    within_client_batch(state, inputs.items.len(), "inputs", "inputs")?;
+    submit::within_client_batch(state, inputs.items.len(), "inputs", "inputs")?;
     let embedder = state.embedder()?.clone();
     let add_special = req.add_special_tokens;
     blocking_json(state, move || tokenize_all(&embedder, &inputs, &prefix, add_special)).await
