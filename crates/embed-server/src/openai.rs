@@ -89,9 +89,7 @@ pub(crate) async fn embeddings(
 }
 
 async fn handle(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
-    let req: EmbeddingsRequest =
-        crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    let (defaults, req): (_, EmbeddingsRequest) = submit::read_embedding_request(state, body)?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.input, "input")?;
         let mut options = defaults;

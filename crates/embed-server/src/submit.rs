@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue};
 use embed_runtime::{EmbedOptions, Embedder, Prepared, TextError};
 
@@ -37,6 +39,17 @@ pub(crate) async fn tokenize_blocking<T: Send + 'static>(
     })
     .await
     .map_err(|e| ApiError::new(Kind::Internal, format!("tokenization failed: {e}")))?
+}
+
+/// An embedding request's body as `T`, and the server's default options; a refusal counts in
+/// `te_request_failure` (the request never reaches `submit::embed`, which counts the rest).
+pub(crate) fn read_embedding_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(EmbedOptions, T), ApiError> {
+    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
+    let req = crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
+    Ok((defaults, req))
 }
 
 /// `n` items (`what`) in one request, within `--max-client-batch`, else a 422 naming `field`.

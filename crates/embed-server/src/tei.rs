@@ -60,19 +60,8 @@ pub(crate) async fn embed(State(state): State<Arc<AppState>>, body: Result<Bytes
     tei(handle_embed(&state, body).await)
 }
 
-/// An embedding request's body as `T`, and the server's default options; a refusal counts in
-/// `te_request_failure` (the request never reaches `submit::embed`, which counts the rest).
-fn read_embedding_request<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(embed_runtime::EmbedOptions, T), ApiError> {
-    let defaults = state.embedder().inspect_err(|_| state.metrics.reject("unavailable"))?.options().clone();
-    let req = crate::body::parse(body, state.config.payload_limit).inspect_err(|e| state.metrics.reject(e.reason()))?;
-    Ok((defaults, req))
-}
-
 async fn handle_embed(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let (defaults, req): (_, EmbedRequest) = read_embedding_request(state, body)?;
+    let (defaults, req): (_, EmbedRequest) = submit::read_embedding_request(state, body)?;
     let (inputs, options) = (|| {
         let inputs = crate::inputs::parse(req.inputs, "inputs")?;
         let truncation = truncation(&defaults, req.truncate, req.truncation_direction.unwrap_or_default());
@@ -161,7 +150,7 @@ pub(crate) async fn similarity(State(state): State<Arc<AppState>>, body: Result<
 }
 
 async fn handle_similarity(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let (defaults, req): (_, SimilarityRequest) = read_embedding_request(state, body)?;
+    let (defaults, req): (_, SimilarityRequest) = submit::read_embedding_request(state, body)?;
     let (inputs, options) = (|| {
         if req.inputs.sentences.is_empty() {
             return Err(ApiError {
