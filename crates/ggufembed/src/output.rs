@@ -6,9 +6,14 @@
 //!   is removed, so a failed run never leaves a truncated file that looks finished). A new file
 //!   gets `0666 & !umask`, as the shell's `>` would give it; a replaced file keeps its mode.
 //! - a symbolic link is followed: its target is written (or created), the link stays.
-//! - a character device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written in
+//! - a character device or a FIFO (`/dev/null`, a terminal, a named pipe) is written in
 //!   place: renaming over it would replace the node with a regular file (as root, turning
 //!   `/dev/null` into a file for every other program).
+//! - a path to one of the process's open descriptors (`/dev/stdout`, `/dev/stderr`,
+//!   `/dev/fd/N`, `/proc/self/fd/N`) is written in place, appending, whatever the descriptor
+//!   holds: with standard output redirected to a file (`>> log`), the kernel shows `/dev/stdout`
+//!   as that very file, and replacing it would throw away what the file held (and what other
+//!   commands of the same redirection wrote before this one).
 //! - a directory, a block device or a socket is refused.
 //!
 //! Write errors name the path (or standard output), so a full disk says where.
@@ -35,8 +40,8 @@ enum Sink {
     Stdout(BufWriter<io::Stdout>),
     /// Written under a temporary name, renamed over `path` on commit.
     Replace { tmp: PartialFile, out: BufWriter<File>, path: PathBuf },
-    /// A character device or FIFO, written in place.
-    InPlace(BufWriter<File>),
+    /// A character device, a FIFO or an open descriptor, written in place at `path`.
+    InPlace { out: BufWriter<File>, path: PathBuf },
 }
 
 /// What is at an output path once symbolic links are followed.
@@ -48,12 +53,15 @@ pub enum Target {
     Regular(PathBuf),
     /// A character device or FIFO, written in place.
     Stream(PathBuf),
+    /// One of this process's open descriptors (`/dev/stdout`, `/dev/fd/N`), whatever it holds:
+    /// written in place, appending.
+    Descriptor(PathBuf),
 }
 
 impl Target {
     pub fn path(&self) -> &Path {
         match self {
-            Target::New(p) | Target::Regular(p) | Target::Stream(p) => p,
+            Target::New(p) | Target::Regular(p) | Target::Stream(p) | Target::Descriptor(p) => p,
         }
     }
 }
@@ -65,6 +73,16 @@ impl Target {
 /// through `/proc`, says what standard output really is); only a dangling link is followed by
 /// hand, to the file it names.
 pub fn resolve(path: &Path) -> Result<Target> {
+    if names_open_descriptor(path) {
+        return match path.metadata() {
+            Ok(m) if m.is_dir() => bail!("cannot write {}: it is a directory", path.display()),
+            Ok(_) => Ok(Target::Descriptor(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                bail!("cannot write {}: no such open file descriptor", path.display())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+        };
+    }
     let meta = match path.metadata() {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return new_file(path),
@@ -92,6 +110,38 @@ pub fn resolve(path: &Path) -> Result<Target> {
         }
     }
     bail!("cannot write {}: not a regular file", path.display())
+}
+
+/// Whether `path`, or a symbolic link on the way from it, is an entry of a process's descriptor
+/// table (`/proc/PID/fd/N`, `/proc/PID/task/TID/fd/N`): `/dev/stdout` links to
+/// `/proc/self/fd/1`, `/dev/fd` to `/proc/self/fd`. Those entries are links too, to whatever
+/// the descriptor holds, so following them would find a regular file to replace.
+fn names_open_descriptor(path: &Path) -> bool {
+    let mut current = path.to_owned();
+    for _ in 0..MAX_SYMLINKS {
+        if current.parent().and_then(|d| d.canonicalize().ok()).is_some_and(|d| is_fd_table(&d)) {
+            return true;
+        }
+        match current.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => match current.read_link() {
+                Ok(link) => current = if link.is_absolute() { link } else { parent_dir(&current).join(link) },
+                Err(_) => return false,
+            },
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `/proc/PID/fd` or `/proc/PID/task/TID/fd` (a canonical path).
+fn is_fd_table(dir: &Path) -> bool {
+    let parts: Vec<_> = dir.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match parts.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["/", "proc", pid, "fd"] => number(pid),
+        ["/", "proc", pid, "task", tid, "fd"] => number(pid) && number(tid),
+        _ => false,
+    }
 }
 
 /// Where a path that does not exist yet will be created: itself, or the end of the chain of
@@ -153,7 +203,16 @@ impl Output {
                     .write(true)
                     .open(&target)
                     .with_context(|| format!("cannot open {name}"))?;
-                Sink::InPlace(BufWriter::new(file))
+                Sink::InPlace { out: BufWriter::new(file), path: target }
+            }
+            Target::Descriptor(target) => {
+                // Appending: a file behind the descriptor keeps what it holds, as `>>` would,
+                // and what earlier writers to a shared `>` wrote stays before this output.
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&target)
+                    .with_context(|| format!("cannot open {name}"))?;
+                Sink::InPlace { out: BufWriter::new(file), path: target }
             }
             target @ (Target::New(_) | Target::Regular(_)) => {
                 let path = target.path().to_owned();
@@ -172,10 +231,10 @@ impl Output {
         Ok(Output { sink, name })
     }
 
-    /// Fails if this output would replace the file at `other` (the model the run reads: it is
-    /// memory-mapped, so the run would even succeed, and the model would be gone).
+    /// Fails if this output would replace or write into the file at `other` (the model the run
+    /// reads: it is memory-mapped, so the run would even succeed, and the model would be gone).
     pub fn refuse_to_replace(&self, other: &Path, what: &str) -> Result<()> {
-        if let Sink::Replace { path, .. } = &self.sink
+        if let Sink::Replace { path, .. } | Sink::InPlace { path, .. } = &self.sink
             && same_file(path, other)
         {
             bail!("refusing to write the output over the {what} {}", other.display());
@@ -188,7 +247,7 @@ impl Output {
         let name = self.name;
         match self.sink {
             Sink::Stdout(mut w) => w.flush().with_context(|| format!("cannot write to {name}")),
-            Sink::InPlace(mut w) => w.flush().with_context(|| format!("cannot write {name}")),
+            Sink::InPlace { mut out, .. } => out.flush().with_context(|| format!("cannot write {name}")),
             Sink::Replace { tmp, mut out, path } => {
                 out.flush().with_context(|| format!("cannot write {name}"))?;
                 tmp.as_file().sync_all().with_context(|| format!("cannot write {name}"))?;
@@ -213,7 +272,7 @@ impl Write for Output {
         let r = match &mut self.sink {
             Sink::Stdout(w) => w.write(buf),
             Sink::Replace { out, .. } => out.write(buf),
-            Sink::InPlace(w) => w.write(buf),
+            Sink::InPlace { out, .. } => out.write(buf),
         };
         r.map_err(|e| self.context(e))
     }
@@ -221,7 +280,7 @@ impl Write for Output {
         let r = match &mut self.sink {
             Sink::Stdout(w) => w.flush(),
             Sink::Replace { out, .. } => out.flush(),
-            Sink::InPlace(w) => w.flush(),
+            Sink::InPlace { out, .. } => out.flush(),
         };
         r.map_err(|e| self.context(e))
     }
@@ -319,6 +378,43 @@ mod tests {
         o.commit().unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("created.jsonl")).unwrap(), "x");
         assert!(dangling.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    /// A file reached through this process's descriptor table is appended to in place (not
+    /// replaced), and refused when it is the file the run must not touch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_open_descriptor_is_appended_to_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "old\n").unwrap();
+        let ino = path.metadata().unwrap().ino();
+        let held = File::open(&path).unwrap();
+        let fd = held.as_raw_fd();
+        for (i, via) in [format!("/proc/self/fd/{fd}"), format!("/dev/fd/{fd}")].iter().enumerate() {
+            let via = Path::new(via);
+            assert_eq!(resolve(via).unwrap(), Target::Descriptor(via.to_owned()));
+            let mut o = Output::open(Some(via)).unwrap();
+            let e = o.refuse_to_replace(&path, "model").unwrap_err();
+            assert!(format!("{e}").contains("refusing to write the output over the model"), "{e}");
+            writeln!(o, "new {i}").unwrap();
+            o.commit().unwrap();
+            assert_eq!(path.metadata().unwrap().ino(), ino, "replaced through {}", via.display());
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\nnew 0\nnew 1\n");
+        // A link to a descriptor path is one too; a plain file whose folder is named `fd` is not.
+        let link = dir.path().join("to-fd");
+        std::os::unix::fs::symlink(format!("/dev/fd/{fd}"), &link).unwrap();
+        assert_eq!(resolve(&link).unwrap(), Target::Descriptor(link.clone()));
+        std::fs::create_dir(dir.path().join("fd")).unwrap();
+        let plain = dir.path().join("fd").join("1");
+        std::fs::write(&plain, "").unwrap();
+        assert!(matches!(resolve(&plain).unwrap(), Target::Regular(_)));
+        drop(held);
+        let e = resolve(Path::new(&format!("/proc/self/fd/{fd}"))).unwrap_err();
+        assert!(format!("{e}").contains("no such open file descriptor"), "{e}");
     }
 
     #[cfg(unix)]

@@ -113,6 +113,36 @@ fn output_into_a_fifo_a_device_or_a_symlink_keeps_the_node() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// `-o /dev/stdout` with standard output redirected to a file (`>> log`, or a loop's `> all`):
+/// the kernel shows `/dev/stdout` as that file, which must be appended to, never replaced.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_to_an_open_descriptor_appends_to_the_file_behind_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    std::fs::write(&log, "{\"previous\": true}\n").unwrap();
+    let ino = log.metadata().unwrap().ino();
+    for (i, path) in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].into_iter().enumerate() {
+        let redirected = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let o = bin()
+            .args(["tokenize", "--model", m(), "-o", path, &format!("run {i}")])
+            .stdout(redirected)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{path}: {}", stderr(&o));
+        assert_eq!(log.metadata().unwrap().ino(), ino, "{path}: the file was replaced");
+        let rows = jsonl_rows(&std::fs::read(&log).unwrap());
+        assert_eq!(rows.len(), i + 2, "{path}: {rows:?}");
+        assert_eq!(rows[0]["previous"], true, "{path}: what the file held is kept");
+    }
+    // A descriptor that is not open is an error that says so.
+    let o = run(&["tokenize", "--model", m(), "-o", "/dev/fd/987", "x"]);
+    assert!(one_error_line(&o).contains("no such open file descriptor"), "{}", stderr(&o));
+    let leftovers: Vec<String> = names_in(dir.path()).into_iter().filter(|n| n.ends_with(".partial")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[cfg(unix)]
 #[test]
 fn output_files_get_the_umask_and_replaced_files_keep_their_mode() {
