@@ -306,8 +306,12 @@ impl Modules {
             let kind = module.get("type").and_then(Value::as_str).unwrap_or_default();
             let path = module.get("path").and_then(Value::as_str).unwrap_or_default();
             if kind.ends_with("Dense") {
-                if !dir.join(path).join("model.safetensors").is_file() {
-                    continue;
+                // A declared module without its weights is a broken download, not a model
+                // without that module: converting anyway would give a GGUF that no runtime
+                // loads (llama.cpp's converter skips it, and its output then fails to load).
+                let weights = dir.join(path).join("model.safetensors");
+                if !weights.is_file() {
+                    return Err(ConvertError::MissingFile { path: weights });
                 }
                 // llama.cpp names the module 2_Dense dense_2 and any other Dense module dense_3.
                 let prefix = if path == "2_Dense" { "dense_2" } else { "dense_3" };
@@ -349,6 +353,26 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(data);
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_declared_dense_module_without_weights_is_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+            {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
+            {"idx":2,"name":"2","path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#;
+        std::fs::write(dir.path().join("modules.json"), modules).unwrap();
+        std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+        std::fs::write(dir.path().join("1_Pooling/config.json"), r#"{"pooling_mode_mean_tokens": true}"#).unwrap();
+        std::fs::create_dir_all(dir.path().join("2_Dense")).unwrap();
+        match Modules::load(dir.path()) {
+            Err(ConvertError::MissingFile { path }) => assert!(path.ends_with("2_Dense/model.safetensors"), "{path:?}"),
+            other => panic!("{other:?}"),
+        }
+        write_st(&dir.path().join("2_Dense/model.safetensors"), "{}", &[]);
+        let m = Modules::load(dir.path()).unwrap();
+        assert_eq!(m.dense.len(), 1);
+        assert_eq!(m.pooling, Some(PoolingType::Mean));
     }
 
     #[test]
