@@ -194,8 +194,9 @@ pub fn run(args: Args) -> Result<()> {
     sink.out.commit()?;
     if args.verbose {
         eprintln!(
-            "{} texts, {} tokens, {elapsed:.2} s, {:.1} texts/s",
+            "{} text{}, {} tokens, {elapsed:.2} s, {:.1} texts/s",
             input.len(),
+            if input.len() == 1 { "" } else { "s" },
             sink.tokens,
             input.len() as f64 / elapsed.max(1e-9)
         );

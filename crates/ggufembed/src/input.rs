@@ -154,7 +154,7 @@ impl InputArgs {
     pub fn read(&self) -> Result<Texts> {
         match &self.input {
             None if self.texts.is_empty() => {
-                bail!("no input: give texts as arguments or --input FILE (\"-\" for standard input)")
+                Err(UsageError::new("no input: give texts as arguments or --input FILE (\"-\" for standard input)").into())
             }
             None if self.jsonl => parse_jsonl_arguments(&self.texts),
             None => Ok(Texts {
@@ -234,6 +234,25 @@ impl<R: Read> Read for Tee<R> {
         Ok(n)
     }
 }
+
+/// A mistake in how the command was called that clap cannot see (no input at all): status 2,
+/// as for clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        UsageError(message.into())
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// The UTF-8 byte order mark some editors put at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";

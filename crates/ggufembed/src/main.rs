@@ -62,9 +62,17 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            if is_usage(&e) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// Whether the failure is a usage error: status 2, as clap gives its own (no input; `serve`
+/// options that the server's configuration refuses together).
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<input::UsageError>() || matches!(c.downcast_ref::<embed_server::ServerError>(), Some(embed_server::ServerError::Config(_)))
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

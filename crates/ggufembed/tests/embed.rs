@@ -190,7 +190,8 @@ fn a_missing_model_or_bad_option_is_a_one_line_error() {
     assert!(stderr.contains("'nope' for '--prompt") && stderr.contains("query, document"), "{stderr}");
 
     let r = run(&["embed", "--model", model().to_str().unwrap()]);
-    assert!(!r.status.success(), "no input is an error");
+    assert_eq!(r.status.code(), Some(2), "no input is a usage error");
+    assert!(String::from_utf8(r.stderr).unwrap().contains("no input"));
 }
 
 #[test]

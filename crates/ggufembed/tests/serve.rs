@@ -111,7 +111,7 @@ fn a_taken_port_and_bad_limits_fail_with_a_message() {
         .arg(model())
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "a taken port is not a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on") && err.contains(port), "{err}");
     sigterm(&child);
@@ -122,9 +122,18 @@ fn a_taken_port_and_bad_limits_fail_with_a_message() {
         .arg(model())
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    // Limits that do not fit together are a usage error, as a malformed option is: status 2.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max client batch"), "{err}");
+    for bad in [["--cors-allow-origin", "garb age"], ["--api-key", ""]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ggufembed"))
+            .args(["serve", "--port", "0", bad[0], bad[1], "--model"])
+            .arg(model())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_ggufembed"))
         .args(["serve", "--port", "0", "--max-concurrent-requests", "0", "--model"])
         .arg(model())
