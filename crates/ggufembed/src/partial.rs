@@ -29,6 +29,15 @@ pub struct PartialFile {
     file: Option<tempfile::NamedTempFile>,
 }
 
+/// tempfile's errors end with the temporary file's name (`… at path "/dir/.ggufembed-….partial"`),
+/// a name the user never chose; the caller's message names the output and its folder instead.
+fn without_temporary_name(e: std::io::Error) -> std::io::Error {
+    match e.to_string().rsplit_once(" at path ") {
+        Some((cause, _)) => std::io::Error::new(e.kind(), cause.to_owned()),
+        None => e,
+    }
+}
+
 impl PartialFile {
     /// Creates a temporary file in `dir` with mode `0666 & !umask` (what a plain `File::create`
     /// of the output would get), registered for removal on a terminating signal.
@@ -45,7 +54,7 @@ impl PartialFile {
         // Registered under the lock before the file exists: a signal in between then finds
         // the path and removes nothing, never a file it does not know about.
         let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        let file = builder.tempfile_in(dir)?;
+        let file = builder.tempfile_in(dir).map_err(without_temporary_name)?;
         live.push(file.path().to_owned());
         Ok(PartialFile { file: Some(file) })
     }
@@ -177,6 +186,18 @@ mod tests {
         ] {
             assert_eq!(owner_pid(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn a_failed_creation_does_not_name_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let e = PartialFile::create_in(&not_a_dir).err().expect("a file is not a folder");
+        let msg = e.to_string();
+        assert!(!msg.contains(".partial") && !msg.contains("at path"), "{msg}");
+        assert!(msg.contains("Not a directory"), "{msg}");
+        assert!(!LIVE.lock().unwrap().iter().any(|l| l.starts_with(&not_a_dir)), "nothing registered");
     }
 
     #[test]

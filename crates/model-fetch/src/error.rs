@@ -90,6 +90,12 @@ pub enum FetchError {
         /// The underlying error.
         source: zip::result::ZipError,
     },
+    /// The cache directory (`$GGUFEMBED_HOME`, say) names something that is not a directory.
+    #[error("the model cache {path} is not a directory (set GGUFEMBED_HOME to a folder)")]
+    NotADirectory {
+        /// The path given as the cache.
+        path: PathBuf,
+    },
     /// No cache directory: neither `$GGUFEMBED_HOME` nor a platform cache directory.
     #[error("no cache directory: set GGUFEMBED_HOME")]
     NoCacheDir,

@@ -15,6 +15,10 @@ pub struct StoreLock {
 
 fn open(path: &Path) -> Result<File, FetchError> {
     if let Some(parent) = path.parent() {
+        // create_dir_all on a path that is a file says only "File exists".
+        if parent.exists() && !parent.is_dir() {
+            return Err(FetchError::NotADirectory { path: parent.to_owned() });
+        }
         std::fs::create_dir_all(parent).map_err(FetchError::at(parent))?;
     }
     OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(FetchError::at(path))
@@ -50,6 +54,19 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn a_cache_that_is_a_file_is_named_as_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        std::fs::write(&file, "x").unwrap();
+        match StoreLock::acquire(&file.join(".lock")) {
+            Err(e @ FetchError::NotADirectory { .. }) => assert!(e.to_string().contains("is not a directory"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a lock inside a file"),
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    }
 
     #[test]
     fn second_holder_waits_for_the_first() {
