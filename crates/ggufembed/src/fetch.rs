@@ -46,6 +46,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.timings {
         eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
     }
-    writeln!(std::io::stdout().lock(), "{}", path.display())?;
+    anyhow::Context::context(writeln!(std::io::stdout().lock(), "{}", path.display()), "cannot write to standard output")?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+use anyhow::Context;
 use gguf_format::{Array, GgufError, GgufFile, TensorView, Value};
 use serde_json::{Value as Json, json};
 
@@ -36,15 +37,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ARRAY_PREVIEW
     };
     let mut out = io::BufWriter::new(io::stdout().lock());
-    if args.json {
+    let written: anyhow::Result<()> = if args.json {
         let doc = to_json(&args, &file, preview);
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
+        serde_json::to_writer_pretty(&mut out, &doc)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(writeln!(out)?))
     } else {
-        write_text(&mut out, &args, &file, preview)?;
-    }
-    out.flush()?;
-    Ok(())
+        write_text(&mut out, &args, &file, preview).map_err(anyhow::Error::from)
+    };
+    // A full disk or a closed pipe says where (the pipe then ends the run quietly in main).
+    written.and_then(|()| Ok(out.flush()?)).context("cannot write to standard output")
 }
 
 fn type_name(v: &Value<'_>) -> String {

@@ -106,6 +106,13 @@ fn output_into_a_fifo_a_device_or_a_symlink_keeps_the_node() {
             let err = one_error_line(&o);
             assert!(err.contains(full.to_str().unwrap()) && err.contains("No space left"), "{err}");
             assert!(file_type(&full).is_char_device());
+            // Every command's failed write to standard output says where it was writing.
+            for args in [&["inspect", m()][..], &["inspect", "--json", m()], &["tokenize", "--model", m(), "x"]] {
+                let stdout = std::fs::OpenOptions::new().write(true).open(&full).unwrap();
+                let o = bin().args(args).stdout(stdout).output().unwrap();
+                let err = one_error_line(&o);
+                assert!(err.contains("cannot write to standard output") && err.contains("No space left"), "{args:?}: {err}");
+            }
         }
         _ => eprintln!("note: cannot make device nodes here (not root?); the device cases were not run"),
     }
