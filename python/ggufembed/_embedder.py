@@ -74,6 +74,16 @@ def _matryoshka_dim(name: str, value: object) -> int:
     return n
 
 
+def _prompt_name(value: object) -> str:
+    """``value`` if it names one of the model's prompts, with the runtime's wording."""
+    if not isinstance(value, str):
+        raise TypeError(f"prompt_name must be a str, not {type(value).__name__}")
+    names = [name for name, _ in _native.NAMED_PROMPTS]
+    if value not in names:
+        raise ValueError(f"unknown prompt_name {value!r}; the model's prompts are {names}")
+    return value
+
+
 def _text_error(index: int, reason: str) -> _native.TextError:
     """A ``TextError`` as the runtime makes them: the message starts with "text INDEX: "."""
     err = _native.TextError(f"text {index}: {reason}")
@@ -495,11 +505,7 @@ class Embedder:
         # The runtime checks the prompt too, but only at the first batch; `embed` is lazy, so
         # these are checked here, at the call, with the runtime's wording.
         if prompt_name is not None:
-            if not isinstance(prompt_name, str):
-                raise TypeError(f"prompt_name must be a str, not {type(prompt_name).__name__}")
-            names = [name for name, _ in _native.NAMED_PROMPTS]
-            if prompt_name not in names:
-                raise ValueError(f"unknown prompt_name {prompt_name!r}; the model's prompts are {names}")
+            _prompt_name(prompt_name)
             if prompt is not None:
                 raise ValueError("give prompt_name or prompt, not both")
         if prompt is not None:

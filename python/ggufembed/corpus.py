@@ -12,7 +12,9 @@ interrupted job resumes where it stopped (a file in progress is redone).
 
 Every input is checked before Ray starts: a text that is not a string (a number in a JSON line,
 a Parquet text column of another type) is refused, naming the file and line. A null or missing
-text, or one the model cannot embed, gets a null vector and a warning.
+text, or one the model cannot embed, gets a null vector and a warning. A JSON Lines column gets
+the Arrow type of its JSON values (int64, double, bool, string, list, struct; null where a row
+lacks it); one whose values have no common type (numbers and strings) is refused by line.
 
 All pending files go through one Ray Data pipeline (one actor pool, each actor loading the model
 once); rows come back in input order, tagged with their file, and this process streams them into
@@ -26,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,8 @@ class Job:
     source: Path
     output: Path
     rows: int
+    schema: pa.Schema | None = None  # a JSON Lines file's (see _count_rows); None for Parquet
+    as_json: frozenset[str] = frozenset()  # its columns carried through Ray as JSON text (_json_lines)
 
     @property
     def marker(self) -> Path:
@@ -69,14 +73,22 @@ def _inputs(paths: Sequence[str]) -> list[Path]:
 _JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
 
 
-def _count_rows(path: Path, text_column: str) -> int:
-    """The file's rows. A JSON Lines file is parsed whole to count them, and every row's text is
-    checked on the way: a number or an object where the text should be is refused here, by line,
-    before anything runs (Ray would take it in, and turn that column of every file it batches
-    with into pickled objects). A null or missing text is let through (it gets a null vector)."""
+def _count_rows(path: Path, text_column: str) -> tuple[int, pa.Schema | None]:
+    """The file's rows, and for a JSON Lines file its Arrow schema. A JSON Lines file is parsed
+    whole to count them, and every row's text is checked on the way: a number or an object
+    where the text should be is refused here, by line, before anything runs (Ray would take it
+    in, and turn that column of every file it batches with into pickled objects). A null or
+    missing text is let through (it gets a null vector).
+
+    The schema is the file's own (see ``_json_table``), worked out here once so that every block
+    the workers read from the file has exactly these types: a column missing or null in some
+    rows stays int64 or bool with nulls, not pandas' float64 (which rounds integers above 2**53)."""
     if FORMATS[path.suffix] == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        return pq.ParquetFile(path).metadata.num_rows, None
     rows = 0
+    schema = pa.schema([])
+    chunk: list[dict[str, object]] = []
+    lines: list[int] = []
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -94,7 +106,96 @@ def _count_rows(path: Path, text_column: str) -> int:
                     f"{path}:{number}: {text_column!r} is {_JSON_KINDS[type(text)]}, not a string "
                     "(write texts as JSON strings)"
                 )
-    return rows
+            chunk.append(row)
+            lines.append(number)
+            if len(chunk) == _SCHEMA_CHUNK:
+                schema = _merge_schema(path, schema, chunk, lines)
+                chunk, lines = [], []
+    return rows, _merge_schema(path, schema, chunk, lines)
+
+
+# Rows typed at a time (by the scan of a JSON Lines file, and per block by the reader).
+_SCHEMA_CHUNK = 4096
+_JSON_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
+
+
+def _json_table(
+    rows: list[dict[str, object]], schema: pa.Schema | None = None, as_json: frozenset[str] = frozenset()
+) -> pa.Table:
+    """Parsed JSON objects as an Arrow table: a column per key, in order of first appearance,
+    null where a row lacks the key. Each column takes ``schema``'s type when it has the column,
+    else the type Arrow gives its values: JSON's own types (int64, double, bool, string, lists,
+    structs), never a date guessed from a string as pandas' and Arrow's JSON readers do. The
+    columns named in ``as_json`` hold each value's JSON text instead."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    if schema is not None:
+        names = schema.names + [n for n in names if n not in schema.names]
+    arrays = [
+        pa.array([None if row.get(n) is None else json.dumps(row[n]) for row in rows], type=pa.string())
+        if n in as_json else
+        pa.array(
+            [row.get(n) for row in rows],
+            type=schema.field(n).type if schema is not None and n in schema.names else None,
+        )
+        for n in names
+    ]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _typeable(value: object) -> bool:
+    try:
+        pa.array([value])
+    except _JSON_ERRORS:
+        return False
+    return True
+
+
+def _promoted(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type holding values of types ``a`` and ``b`` as Arrow promotes them (null gives way to
+    anything; int64 and double give double, as JSON numbers; string and large_string give
+    large_string), or None if there is none (numbers and strings). Vectors of different sizes
+    have none either: they would be one list column. Also used by ``ggufembed.lancedb`` to put
+    the corpus's outputs, whose types may disagree, in one table."""
+    if pa.types.is_fixed_size_list(a) or pa.types.is_fixed_size_list(b):
+        same = (pa.types.is_fixed_size_list(a) and pa.types.is_fixed_size_list(b)
+                and a.list_size == b.list_size and a.value_type == b.value_type)
+        return a if same else None  # the same vectors, whatever the writer named the list's item
+    try:
+        return pa.unify_schemas([pa.schema([("x", a)]), pa.schema([("x", b)])], promote_options="permissive").field(0).type
+    except _JSON_ERRORS:
+        return None
+
+
+def _merge_schema(path: Path, schema: pa.Schema, rows: list[dict[str, object]], lines: list[int]) -> pa.Schema:
+    """``schema`` widened to hold ``rows`` (from lines ``lines`` of ``path``); a column whose
+    values have no common type is refused, naming the first line that breaks it."""
+    try:
+        chunk = _json_table(rows).schema
+    except _JSON_ERRORS as e:
+        if len(rows) == 1:  # one value Arrow cannot type (an array of numbers and strings, ...)
+            bad = next((k for k, v in rows[0].items() if not _typeable(v)), "?")
+            raise SystemExit(f"{path}:{lines[0]}: column {bad!r}: {e}") from None
+        # Some column mixes types within these rows: go row by row to find the line.
+        for row, number in zip(rows, lines):
+            schema = _merge_schema(path, schema, [row], [number])
+        return schema
+    fields = {f.name: f for f in schema}
+    for f in chunk:
+        old = fields.get(f.name)
+        if old is None or old.type == f.type:
+            fields.setdefault(f.name, f)
+            continue
+        t = _promoted(old.type, f.type)
+        if t is None:
+            if len(rows) > 1:  # row by row, to name the line
+                for row, number in zip(rows, lines):
+                    schema = _merge_schema(path, schema, [row], [number])
+            raise SystemExit(
+                f"{path}: column {f.name!r} holds {f.type} values (line {lines[0]}) and {old.type} values before; "
+                "a column of a JSON Lines file needs one type (numbers, strings, booleans, ...)"
+            )
+        fields[f.name] = old.with_type(t)
+    return pa.schema(list(fields.values()))
 
 
 def _check_text_type(path: Path, text_column: str) -> None:
@@ -107,14 +208,11 @@ def _check_text_type(path: Path, text_column: str) -> None:
         raise SystemExit(f"{path}: column {text_column!r} is {t}, not strings")
 
 
-def _columns(path: Path) -> list[str]:
-    if FORMATS[path.suffix] == "parquet":
-        return pq.ParquetFile(path).schema_arrow.names
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                return list(json.loads(line))
-    return []
+def _columns(job: Job) -> list[str]:
+    """The file's columns (a JSON Lines file's: every key of any row, see ``_count_rows``)."""
+    if job.schema is not None:
+        return job.schema.names
+    return pq.ParquetFile(job.source).schema_arrow.names
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:
@@ -163,6 +261,28 @@ def _own_types(table: pa.Table) -> pa.Table:
     return table
 
 
+def _conform(table: pa.Table, schema: pa.Schema, as_json: frozenset[str], vector_column: str) -> pa.Table:
+    """``table`` (rows of one JSON Lines file, plus the vector column) with exactly the file's
+    columns and types, ``schema``, the ``as_json`` columns decoded. Batching blocks of several
+    files together, Ray gives a slice the other files' columns too (all null), and a type to a
+    column all null in this file."""
+    arrays = []
+    fields = []
+    for name in [*schema.names, vector_column]:
+        column = table.column(name)
+        field = schema.field(name) if name != vector_column else table.schema.field(name)
+        if name in as_json:
+            column = pa.array([None if v is None else json.loads(v) for v in column.to_pylist()], type=field.type)
+        elif column.type != field.type:
+            if getattr(column.type, "extension_name", None) == _PICKLED or pa.types.is_null(field.type):
+                column = pa.array(column.to_pylist(), type=field.type)
+            else:
+                column = column.cast(field.type)
+        arrays.append(column)
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
 class _Writer:
     """Streams one input file's rows into its output, then renames it and leaves the marker."""
 
@@ -174,6 +294,8 @@ class _Writer:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        if self.job.schema is not None:
+            table = _conform(table, self.job.schema, self.job.as_json, str(self.options["vector_column"]))
         table = _plain_strings(_own_types(table))
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
@@ -195,6 +317,61 @@ class _Writer:
         marker = {"input": str(self.job.source), "rows": self.rows, "options": self.options,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _write_atomically(self.job.marker, (json.dumps(marker, indent=1) + "\n").encode())
+
+
+def _json_lines_datasource() -> type:
+    from ray.data.datasource import FileBasedDatasource
+
+    class JsonLines(FileBasedDatasource):
+        """JSON Lines files read as ``_json_table`` types them, each with its own schema (from
+        ``_count_rows``), in blocks of up to ``_SCHEMA_CHUNK`` rows."""
+
+        def __init__(self, paths: list[str], jobs: dict[str, Job], **kwargs: object) -> None:
+            super().__init__(paths, **kwargs)
+            self.schemas = {p: (j.schema, j.as_json) for p, j in jobs.items()}
+
+        def _read_stream(self, f: pa.NativeFile, path: str):  # type: ignore[no-untyped-def]
+            schema, as_json = self.schemas[path] if path in self.schemas else self.schemas[str(Path(path).resolve())]
+            rows: list[dict[str, object]] = []
+            for line in _lines(f):
+                if line.strip():
+                    rows.append(json.loads(line))
+                    if len(rows) == _SCHEMA_CHUNK:
+                        yield _json_table(rows, schema, as_json)
+                        rows = []
+            if rows:
+                yield _json_table(rows, schema, as_json)
+
+    return JsonLines
+
+
+def _json_lines(jobs: list[Job], **kwargs: object) -> object:
+    """A Ray datasource of the JSON Lines files of ``jobs`` (the class is made on first use: Ray
+    is imported only by ``run``). Ray cannot put blocks whose column types disagree (``id``
+    numbers in one file, strings in another) in one batch, so a column that two files type
+    differently travels as each value's JSON text, and ``_conform`` decodes it to the file's
+    own type."""
+    types: dict[str, set[pa.DataType]] = {}
+    for j in jobs:
+        assert j.schema is not None
+        for f in j.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    as_json = frozenset(name for name, ts in types.items() if len(ts) > 1)
+    for j in jobs:
+        j.as_json = as_json & frozenset(j.schema.names)  # type: ignore[union-attr]
+    return _json_lines_datasource()([str(j.source) for j in jobs], {str(j.source): j for j in jobs}, **kwargs)
+
+
+def _lines(f: pa.NativeFile) -> Iterator[bytes]:
+    """The lines of a binary stream (without their newlines)."""
+    rest = b""
+    while chunk := f.read(1 << 20):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 class _Progress:
@@ -260,18 +437,20 @@ def run(args: argparse.Namespace) -> dict[str, int]:
                 )
             skipped += 1
             continue
-        job.rows = _count_rows(src, args.text_column)
+        job.rows, job.schema = _count_rows(src, args.text_column)
         jobs.append(job)
     print(f"{len(jobs)} input file(s) to embed, {skipped} already done in {out_dir}", file=sys.stderr, flush=True)
     if not jobs:
         return {"done": 0, "skipped": skipped}
 
     for job in jobs:
-        cols = _columns(job.source)
+        cols = _columns(job)
         if PATH_COLUMN in cols:
             raise SystemExit(f"{job.source}: a column named {PATH_COLUMN!r} clashes with the file tag Ray Data adds")
         if job.rows and args.text_column not in cols:
             raise SystemExit(f"{job.source}: no column {args.text_column!r} (columns: {cols})")
+        if args.vector_column in cols:
+            raise SystemExit(f"{job.source}: already has a column named {args.vector_column!r} (use --vector-column)")
         if job.rows:
             _check_text_type(job.source, args.text_column)
 
@@ -299,7 +478,10 @@ def run(args: argparse.Namespace) -> dict[str, int]:
             if fmt == "parquet":
                 ds = ray.data.read_parquet(paths, include_paths=True, num_cpus=0)
             else:
-                ds = ray.data.read_json(paths, lines=True, include_paths=True, num_cpus=0)
+                # Not ray.data.read_json: its JSON Lines reader goes through pandas, which makes an
+                # int or bool column with a missing value float64 (rounding integers above 2**53),
+                # and Arrow's JSON reader turns date-like strings into timestamps.
+                ds = ray.data.read_datasource(_json_lines(group, include_paths=True), num_cpus=0)
             out = embed_dataset(
                 ds, args.text_column, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                 prompt_name=args.prompt_name, dims=args.dims, model=args.model,
@@ -363,9 +545,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ggufembed import _native
+
     args = parser().parse_args(argv)
-    if args.dims is not None and args.dims not in (768, 512, 256, 128):
-        parser().error("--dims must be 768, 512, 256 or 128")
+    # Checked before Ray starts (an actor would only fail at its first batch, under a Ray
+    # traceback), against the lists the runtime itself checks.
+    if args.dims is not None and args.dims not in _native.MATRYOSHKA_DIMS:
+        parser().error(f"--dims must be one of {', '.join(map(str, _native.MATRYOSHKA_DIMS))}")
+    prompts = [name for name, _ in _native.NAMED_PROMPTS]
+    if args.prompt_name is not None and args.prompt_name not in prompts:
+        parser().error(f"--prompt-name must be one of {', '.join(prompts)}")
     if args.actors < 1 or args.cpus_per_actor < 1:
         parser().error("--actors and --cpus-per-actor must be at least 1")
     result = run(args)

@@ -26,18 +26,60 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ggufembed._embedder import Embedder
+from ggufembed.corpus import _promoted
 
 __all__ = ["create_table", "search", "corpus_batches"]
 
 
-def corpus_batches(folder: str | os.PathLike[str]) -> Iterator[pa.RecordBatch]:
-    """The rows of a ``ggufembed.corpus`` output folder, file by file (only complete files,
-    those with a ``.done`` marker), as record batches: memory stays bounded."""
+def _finished(folder: str | os.PathLike[str]) -> list[Path]:
     files = sorted(p for p in Path(folder).glob("*.parquet") if p.with_name(p.name + ".done").is_file())
     if not files:
         raise FileNotFoundError(f"no finished ggufembed.corpus outputs (NAME.parquet + NAME.parquet.done) in {folder}")
-    for f in files:
+    return files
+
+
+def corpus_batches(folder: str | os.PathLike[str]) -> Iterator[pa.RecordBatch]:
+    """The rows of a ``ggufembed.corpus`` output folder, file by file (only complete files,
+    those with a ``.done`` marker), as record batches: memory stays bounded. Each file's batches
+    have that file's own schema (see ``create_table`` for one schema over them all)."""
+    for f in _finished(folder):
         yield from pq.ParquetFile(f).iter_batches()
+
+
+def _corpus_schema(files: list[Path]) -> pa.Schema:
+    """One schema for the rows of ``files``, whose types may disagree (ggufembed.corpus keeps
+    each input's own): every column of any file, in order of first appearance, each of the type
+    Arrow promotes the files' types to. Columns with no common type are refused by name."""
+    fields: dict[str, tuple[pa.Field, Path]] = {}
+    for f in files:
+        if pq.ParquetFile(f).metadata.num_rows == 0:
+            continue  # an empty input's output has no columns, and no rows to type
+        for field in pq.read_schema(f):
+            seen = fields.get(field.name)
+            if seen is None:
+                fields[field.name] = (field.with_nullable(True), f)
+            elif seen[0].type != field.type:
+                t = _promoted(seen[0].type, field.type)
+                if t is None:
+                    raise ValueError(
+                        f"{f}: column {field.name!r} is {field.type}, but {seen[1]} has it as {seen[0].type}; "
+                        "the files of one table need types Arrow can promote to one (numbers and strings "
+                        "cannot be; make the inputs agree)"
+                    )
+                fields[field.name] = (seen[0].with_type(t), seen[1])
+    return pa.schema([field for field, _ in fields.values()])
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns, in its order (nulls for a column its file lacks)."""
+    if batch.schema == schema:
+        return batch
+    arrays = [
+        batch.column(field.name).cast(field.type) if field.name in batch.schema.names
+        else pa.nulls(batch.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def create_table(
@@ -48,22 +90,38 @@ def create_table(
     mode: str = "overwrite",
 ) -> Any:
     """Creates (or overwrites) table ``name`` in the LanceDB database ``db`` (a folder, or a
-    connection) from a corpus output folder or an Arrow table with a vector column."""
+    connection) from a corpus output folder or an Arrow table with a vector column.
+
+    Every row is kept. A row without a vector (the corpus and ``embed_dataset`` give a null,
+    missing or unembeddable text a null vector) is stored with a null vector: it counts in
+    ``count_rows()``, ``count_rows("vector IS NULL")`` counts these, and a vector search
+    (``search``) never returns them. (LanceDB also stores a vector holding a NaN as null.)
+
+    A folder's files may type a column differently (the corpus keeps each input's own types):
+    the table has every column of any file, null where a file lacks it, typed as Arrow promotes
+    the files' types (an all-null column takes the others' type; int64 and double give double).
+    Types with no common one (numbers in one file, strings in another) are refused with a
+    ``ValueError`` naming the file and column, before anything is written; so is a folder whose
+    finished outputs hold no rows."""
     import lancedb
 
     conn = lancedb.connect(os.fspath(db)) if isinstance(db, (str, os.PathLike)) else db
+    # LanceDB refuses a whole table for one null vector unless told what to do with it;
+    # "null" keeps the row (its other columns are data) and the vector search skips it.
     if isinstance(source, pa.Table):
-        return conn.create_table(name, data=source, mode=mode)
-    batches = corpus_batches(source)
-    first = next(batches)
+        return conn.create_table(name, data=source, mode=mode, on_bad_vectors="null")
+    files = _finished(source)
+    schema = _corpus_schema(files)
+    if not schema.names:
+        raise ValueError(f"the finished ggufembed.corpus outputs in {source} hold no rows ({len(files)} empty file(s))")
 
-    def all_batches() -> Iterator[pa.RecordBatch]:
-        yield first
-        for b in batches:
-            yield b if b.schema == first.schema else b.cast(first.schema)
+    def batches() -> Iterator[pa.RecordBatch]:
+        for f in files:
+            for b in pq.ParquetFile(f).iter_batches():
+                yield _conformed(b, schema)
 
-    reader = pa.RecordBatchReader.from_batches(first.schema, all_batches())
-    return conn.create_table(name, data=reader, mode=mode)
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    return conn.create_table(name, data=reader, mode=mode, on_bad_vectors="null")
 
 
 def _dims(table: Any, vector_column: str) -> int:
@@ -118,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import lancedb
 
     if args.source:
-        table = create_table(args.db, args.table, args.source)
-        print(f"{args.table}: {table.count_rows()} rows", file=sys.stderr)
+        try:
+            table = create_table(args.db, args.table, args.source)
+        except (FileNotFoundError, ValueError) as e:  # a folder that cannot make a table, said plainly
+            raise SystemExit(f"python -m ggufembed.lancedb: {e}") from None
+        missing = table.count_rows("vector IS NULL")
+        print(f"{args.table}: {table.count_rows()} rows" + (f", {missing} without a vector (never a hit)" if missing else ""),
+              file=sys.stderr)
     else:
         table = lancedb.connect(args.db).open_table(args.table)
     if args.query:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ggufembed._embedder import Embedder
+from ggufembed._embedder import Embedder, _matryoshka_dim, _positive_int, _prompt_name
 from ggufembed._native import TextError
 
 __all__ = ["EmbedBatch", "embed_dataset", "vector_array"]
@@ -152,11 +152,27 @@ def embed_dataset(
     Every other column is kept. ``batch_size`` rows go to an actor at a time. Rows come out in
     input order when the dataset context's ``execution_options.preserve_order`` is set (the
     ``ggufembed.corpus`` command sets it).
+
+    The options are checked here, at the call, not when the dataset runs (where a bad one would
+    fail every actor under a Ray traceback): ``dims`` and ``prompt_name`` as ``Embedder.encode``
+    checks them, and, when Ray knows ``ds``'s schema without reading it, that ``text_column``
+    exists and ``vector_column`` does not.
     """
     import ray.data
 
-    if actors < 1 or cpus_per_actor < 1:
-        raise ValueError("actors and cpus_per_actor must be at least 1")
+    actors = _positive_int("actors", actors)
+    cpus_per_actor = _positive_int("cpus_per_actor", cpus_per_actor)
+    batch_size = _positive_int("batch_size", batch_size)
+    if dims is not None:
+        dims = _matryoshka_dim("dims", dims)
+    if prompt_name is not None:
+        _prompt_name(prompt_name)
+    schema = ds.schema(fetch_if_missing=False)
+    if schema is not None:
+        if text_column not in schema.names:
+            raise ValueError(f"the dataset has no column {text_column!r} (columns: {schema.names})")
+        if vector_column in schema.names:
+            raise ValueError(f"the dataset already has a column named {vector_column!r}")
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs={

@@ -232,3 +232,132 @@ def test_each_output_keeps_its_own_input_column_types(cluster, tmp_path, model_p
     assert b.schema.field("id").type == pa.string() and b.column("id").to_pylist() == [f"b-{i}" for i in range(4)]
     assert b.schema.field("text").type == pa.string()
     assert a.column("vector").null_count == 0 and b.column("vector").null_count == 0
+
+
+def test_jsonl_columns_keep_their_types_and_a_first_row_may_lack_the_text(cluster, tmp_path, model_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    # An int or bool missing from a row stays int64 or bool with a null (pandas would make it
+    # float64, rounding 2**53 + 1); a date-like string stays a string.
+    _write_jsonl(inp / "types.jsonl", [
+        {"ext_id": 2**53 + 1, "flag": True, "when": "2024-01-01T10:00:00+02:00", "text": "first"},
+        {"text": "second", "score": 1},
+        {"ext_id": -5, "flag": False, "text": "third", "score": 0.5},
+    ])
+    # The first row has no text at all: it gets a null vector, as a later row without one does.
+    _write_jsonl(inp / "late.jsonl", [{"id": 1}, {"id": 2, "text": "hello"}])
+    out = tmp_path / "out"
+    assert corpus.run(_args(inp, out, model_path)) == {"done": 2, "skipped": 0}
+    t = pq.read_table(out / "types.parquet")
+    assert t.column_names == ["ext_id", "flag", "when", "text", "score", "vector"]
+    assert t.schema.field("ext_id").type == pa.int64()
+    assert t.column("ext_id").to_pylist() == [2**53 + 1, None, -5]
+    assert t.schema.field("flag").type == pa.bool_() and t.column("flag").to_pylist() == [True, None, False]
+    assert t.schema.field("when").type == pa.string()
+    assert t.column("when").to_pylist() == ["2024-01-01T10:00:00+02:00", None, None]
+    assert t.schema.field("score").type == pa.float64() and t.column("score").to_pylist() == [None, 1.0, 0.5]
+    assert t.column("vector").null_count == 0
+    late = pq.read_table(out / "late.parquet")
+    assert late.column_names == ["id", "text", "vector"]
+    assert late.column("id").to_pylist() == [1, 2] and late.column("text").to_pylist() == [None, "hello"]
+    assert late.column("vector")[0].as_py() is None and late.column("vector")[1].is_valid
+
+
+def test_a_jsonl_column_mixing_types_is_refused_by_line(tmp_path, model_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write_jsonl(inp / "mixed.jsonl", [{"id": i, "text": "t"} for i in range(5000)] + [{"id": "x", "text": "t"}])
+    with pytest.raises(SystemExit, match=r"mixed.jsonl: column 'id' holds string values \(line 5001\) and int64"):
+        corpus.run(_args(inp, tmp_path / "out", model_path))
+
+
+def test_options_are_checked_before_ray_starts(tmp_path, model_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write_jsonl(inp / "a.jsonl", [{"text": "a", "vector": [1, 2]}])
+    for flag, value in (("--prompt-name", "nope"), ("--dims", "300")):
+        with pytest.raises(SystemExit) as e:
+            corpus.main(["--input", str(inp), "--output", str(tmp_path / "out"), flag, value])
+        assert e.value.code == 2 and f"{flag} must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"a.jsonl: already has a column named 'vector'"):
+        corpus.run(_args(inp, tmp_path / "out", model_path))
+
+
+def test_embed_dataset_checks_its_options_at_the_call(cluster):
+    import ray.data
+
+    from ggufembed.ray import embed_dataset
+
+    ds = ray.data.from_items([{"text": "a", "vector": 1}])
+    with pytest.raises(ValueError, match="truncate_dim|dims 300 is not one of"):
+        embed_dataset(ds.drop_columns(["vector"]), dims=300)
+    with pytest.raises(ValueError, match="unknown prompt_name 'nope'"):
+        embed_dataset(ds.drop_columns(["vector"]), prompt_name="nope")
+    with pytest.raises(ValueError, match="no column 'body'"):
+        embed_dataset(ds.drop_columns(["vector"]), "body")
+    with pytest.raises(ValueError, match="already has a column named 'vector'"):
+        embed_dataset(ds)
+    with pytest.raises(ValueError, match="actors must be at least 1"):
+        embed_dataset(ds.drop_columns(["vector"]), actors=0)
+
+
+def _corpus_folder(folder, tables):
+    """A folder as ggufembed.corpus leaves it: NAME.parquet and its NAME.parquet.done marker."""
+    folder.mkdir()
+    for name, table in tables.items():
+        pq.write_table(table, folder / name)
+        (folder / (name + ".done")).write_text(json.dumps({"rows": table.num_rows}))
+    return folder
+
+
+def test_lancedb_keeps_a_row_without_a_vector_and_never_returns_it(embedder, tmp_path):
+    import ggufembed.lancedb as gl
+    from ggufembed.ray import _with_nulls, vector_array
+
+    texts = ["the flute player", "a cat on a mat", None, "stock prices fell"]
+    column = _with_nulls(vector_array(embedder.encode_document([t for t in texts if t])), [0, 1, 3], 4)
+    data = pa.table({"id": [0, 1, 2, 3], "text": texts, "vector": column})
+    for source in (data, _corpus_folder(tmp_path / "vectors", {"a.parquet": data.slice(0, 2), "b.parquet": data.slice(2)})):
+        table = gl.create_table(tmp_path / "db", "passages", source)
+        assert table.count_rows() == 4, "the row without a vector is kept"
+        assert table.count_rows("vector IS NULL") == 1
+        for exact in (True, False):
+            hits = gl.search(table, embedder, "who plays the flute?", k=10, exact=exact)
+            assert sorted(hits.column("id").to_pylist()) == [0, 1, 3], "never the row without a vector"
+            assert hits.column("id")[0].as_py() == 0
+
+
+def test_lancedb_unifies_the_files_types_or_names_the_clash(embedder, tmp_path):
+    import ggufembed.lancedb as gl
+    from ggufembed.ray import vector_array
+
+    v = vector_array(embedder.encode_document(["alpha", "beta", "gamma"]))
+    folder = _corpus_folder(tmp_path / "ok", {
+        "a.parquet": pa.table({"id": [1], "text": ["alpha"], "vector": v.slice(0, 1)}),
+        # `id` all null (Arrow type null), and a column the other files lack.
+        "b.parquet": pa.table({"id": pa.nulls(1), "text": ["beta"], "lang": ["en"], "vector": v.slice(1, 1)}),
+        "c.parquet": pa.table({"text": ["gamma"], "id": [2**53 + 1], "vector": v.slice(2, 1)}),
+    })
+    table = gl.create_table(tmp_path / "db", "t", folder)
+    got = table.to_arrow()
+    assert got.column_names == ["id", "text", "vector", "lang"]
+    assert got.schema.field("id").type == pa.int64()
+    assert got.sort_by("text").select(["id", "lang"]).to_pylist() == [
+        {"id": 1, "lang": None}, {"id": None, "lang": "en"}, {"id": 2**53 + 1, "lang": None}]
+
+    clash = _corpus_folder(tmp_path / "clash", {
+        "c1.parquet": pa.table({"id": [1], "text": ["alpha"], "vector": v.slice(0, 1)}),
+        "c2.parquet": pa.table({"id": ["x"], "text": ["gamma"], "vector": v.slice(2, 1)}),
+    })
+    with pytest.raises(ValueError, match=r"c2.parquet: column 'id' is string, but .*c1.parquet has it as int64"):
+        gl.create_table(tmp_path / "db", "t2", clash)
+
+
+def test_lancedb_refuses_a_folder_of_empty_outputs(tmp_path):
+    import ggufembed.lancedb as gl
+
+    folder = _corpus_folder(tmp_path / "empty", {"e.parquet": pa.table({}), "f.parquet": pa.table({})})
+    with pytest.raises(ValueError, match=r"hold no rows \(2 empty file\(s\)\)"):
+        gl.create_table(tmp_path / "db", "e", folder)
+    with pytest.raises(SystemExit, match="hold no rows"):
+        gl.main(["--db", str(tmp_path / "db"), "--table", "e", "--from", str(folder)])
