@@ -42,6 +42,9 @@ class TruncationWarning(UserWarning):
 
 
 def _truncation(truncate: Truncate) -> _Truncation:
+    # NumPy's booleans too (a flag read from an array or a config loaded with NumPy).
+    if isinstance(truncate, np.bool_):
+        truncate = bool(truncate)
     if truncate is True or truncate == "right":
         return "right"
     if truncate == "left":
@@ -188,7 +191,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | None = None,
+        model: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
         *,
         threads: int | None = None,
         parallelism: Literal["auto", "coarse", "fine"] = "auto",
@@ -202,8 +205,13 @@ class Embedder:
         if parallelism not in _PARALLELISM:
             raise ValueError(f"parallelism must be one of {_PARALLELISM}, not {parallelism!r}")
         # Absolute, so that `model_path`, a pickle and a forked child all name the same file
-        # whatever the working directory becomes.
-        path = None if model is None else os.path.abspath(os.fspath(model))
+        # whatever the working directory becomes. A bytes path is the file system's own name.
+        if model is not None and not isinstance(model, (str, bytes, os.PathLike)):
+            raise TypeError(f"model must be a path (str or os.PathLike), not {type(model).__name__}")
+        path = None if model is None else os.path.abspath(os.fsdecode(model))
+        if model is not None and not os.fsdecode(model):
+            # abspath("") is the working directory, which would be refused as "a directory".
+            raise ValueError("model is an empty path; pass None for the default model")
         # How to build this embedder again, as the caller asked for it (no path: the default
         # model; no thread count: the process's own cores): what a pickle carries, and what a
         # forked child rebuilds from.

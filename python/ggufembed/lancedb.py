@@ -146,6 +146,11 @@ def search(
 
     ``exact`` searches every vector (LanceDB's flat search, right for up to a few million rows
     or a table without an index); ``exact=False`` uses the table's vector index if it has one."""
+    if isinstance(queries, (bytes, bytearray)):
+        # Iterated, bytes would be a sequence of ints, each refused as "text 0 is int".
+        raise TypeError("queries must be a str or a sequence of str, not bytes (decode them first)")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, not {k!r}")
     single = isinstance(queries, str)
     dims = _dims(table, vector_column)
     vectors = embedder.encode_query(
@@ -173,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--show", default="text", help="column to print for each hit")
     args = ap.parse_args(argv)
+    # Usage errors as argparse reports them, before a table or a model is touched.
+    if args.k < 1:
+        ap.error("-k must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be at least 1")
     import lancedb
 
     if args.source:

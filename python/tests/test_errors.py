@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,16 @@ def test_bad_constructor_arguments(model_path):
         ggufembed.Embedder(model_path, threads=0)
     with pytest.raises(ValueError, match="per available core"):
         ggufembed.Embedder(model_path, threads=100_000)
+    # An empty path is not the working directory ("is a directory"), a number is not a path.
+    with pytest.raises(ValueError, match="empty path"):
+        ggufembed.Embedder("")
+    with pytest.raises(TypeError, match="model must be a path"):
+        ggufembed.Embedder(42)
+
+
+def test_a_bytes_path_is_a_path(model_path):
+    e = ggufembed.Embedder(os.fsencode(model_path), threads=1)
+    assert str(e.model_path) == os.path.abspath(model_path)
 
 
 def test_model_problems_are_model_errors(tmp_path):
@@ -133,6 +145,11 @@ def test_numpy_integers_are_integers_and_bools_are_not(embedder, model_path):
     for bad in (True, np.bool_(True), 2.0):
         with pytest.raises(TypeError, match="batch_size must be an int"):
             embedder.encode(["a"], batch_size=bad)
+    # A flag is a flag, NumPy's too.
+    long = "word " * 3000
+    assert np.array_equal(embedder.encode(long, truncate=np.True_), embedder.encode(long, truncate=True))
+    with pytest.raises(ggufembed.TextError, match="context"):
+        embedder.encode(long, truncate=np.False_)
 
 
 def test_huge_values_are_value_errors_before_anything_is_allocated(embedder, model_path):

@@ -353,6 +353,21 @@ def test_lancedb_unifies_the_files_types_or_names_the_clash(embedder, tmp_path):
         gl.create_table(tmp_path / "db", "t2", clash)
 
 
+def test_lancedb_search_checks_its_arguments(corpus_output, embedder, tmp_path):
+    import ggufembed.lancedb as gl
+
+    table = gl.create_table(tmp_path / "db", "passages", corpus_output)
+    with pytest.raises(TypeError, match="not bytes"):
+        gl.search(table, embedder, b"who plays the flute?")
+    for k in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="k must be a positive int"):
+            gl.search(table, embedder, "who plays the flute?", k=k)
+    for bad in (["-k", "0"], ["--threads", "0"]):
+        with pytest.raises(SystemExit) as e:
+            gl.main(["--db", str(tmp_path / "db"), "--table", "passages", "--query", "flute", *bad])
+        assert e.value.code == 2, bad
+
+
 def test_lancedb_refuses_a_folder_of_empty_outputs(tmp_path):
     import ggufembed.lancedb as gl
 
