@@ -36,3 +36,36 @@ def test_ctrl_c_during_the_first_call_is_a_keyboard_interrupt(model_path):
     assert out.returncode == 0, out.stderr
     assert "panicked" not in out.stderr, out.stderr
     assert out.stdout.splitlines() == ["interrupted", "next call: (1, 768)"], out.stdout + out.stderr
+
+
+def test_ctrl_c_stops_a_long_batch_within_a_layer_not_at_its_end(model_path):
+    """One native call over minutes of work (256 texts of about 400 tokens, one batch): Ctrl-C
+    stops the runtime within a layer of its current forward pass, so the KeyboardInterrupt comes
+    seconds after the signal, not when the whole batch would have finished."""
+    code = f"""
+        import os, signal, threading, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from ggufembed import Embedder
+        m = Embedder({str(model_path)!r}, threads=2)
+        texts = ["the quick brown fox jumps over the lazy dog " * 45] * 256
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            m.encode(texts, batch_size=256)
+        except KeyboardInterrupt:
+            print(f"interrupted after {{time.monotonic() - start:.1f}} s")
+        else:
+            print(f"finished after {{time.monotonic() - start:.1f}} s")
+        print("next call:", m.encode(["still works"]).shape)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
+        env={**os.environ},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("interrupted after "), out.stdout + out.stderr
+    # The whole batch is about 100,000 tokens: a minute or more on two cores. One layer of one
+    # forward pass is a fraction of a second; 20 s leaves room for a loaded machine.
+    assert float(lines[0].split()[2]) < 20, lines[0]
+    assert lines[1] == "next call: (1, 768)", out.stdout

@@ -59,6 +59,10 @@ pub enum EmbedError {
     /// The worker pool could not be started.
     #[error("cannot start worker threads: {0}")]
     Pool(String),
+    /// The caller's stop condition held (see [`Embedder::embed_with_options_until`](crate::Embedder::embed_with_options_until)):
+    /// the call gave up within a layer's time, its vectors unfinished and not returned.
+    #[error("the call was stopped before it finished")]
+    Stopped,
 }
 
 /// Why one input cannot be embedded. Checked when the input is tokenized, before any work, so a

@@ -21,7 +21,8 @@ use crate::scratch::{AttnWork, HEAD_CHUNK, ModelScratch};
 use crate::trace::{MaybeTrace, TracePoint};
 
 /// Runs `texts` (all non-empty, valid ids, total tokens within the scratch budget) and writes
-/// one unit-length embedding per text to `out`.
+/// one unit-length embedding per text to `out`. Returns false, with `out` unfinished, when
+/// `stop` said so before a layer.
 pub(crate) fn forward_group<T: MaybeTrace>(
     model: &GemmaModel,
     texts: &[&[u32]],
@@ -29,7 +30,8 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     par: &dyn ParallelFor,
     out: &mut [f32],
     tr: &mut T,
-) {
+    stop: &dyn Fn() -> bool,
+) -> bool {
     let c = model.config();
     let d = c.embedding_length;
     s.offsets.clear();
@@ -96,6 +98,9 @@ pub(crate) fn forward_group<T: MaybeTrace>(
     let mut bufs = bufs;
     let mut prev = None;
     for (l, layer) in model.layers.iter().enumerate() {
+        if stop() {
+            return false;
+        }
         layer_forward(model, l, layer, prev, &mut bufs, &mut exec, tr);
         prev = Some(layer);
     }
@@ -142,6 +147,7 @@ pub(crate) fn forward_group<T: MaybeTrace>(
         }
         tr.record(TracePoint::Normalized, out_chunk);
     }
+    true
 }
 
 /// The activation buffers of one group, cut to its token count.

@@ -365,6 +365,21 @@ impl GemmaModel {
         par: &dyn ParallelFor,
         out: &mut [f32],
     ) -> Result<(), InputError> {
+        self.embed_batch_until(texts, scratch, par, out, &|| false).map(drop)
+    }
+
+    /// [`GemmaModel::embed_batch`] that asks `stop` before each layer of each forward pass and
+    /// gives up at once when it says so, returning `Ok(false)` with `out` unfinished (a caller
+    /// interrupted by its user wants the threads back within a layer's time, not the batch's).
+    /// `Ok(true)`: every vector is written, bit-identical to `embed_batch`'s.
+    pub fn embed_batch_until(
+        &self,
+        texts: &[&[u32]],
+        scratch: &mut ModelScratch,
+        par: &dyn ParallelFor,
+        out: &mut [f32],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, InputError> {
         self.check_inputs(texts, out)?;
         let dim = self.config.embedding_dim;
         let mut start = 0;
@@ -380,17 +395,20 @@ impl GemmaModel {
             }
             scratch.ensure(self, tokens);
             scratch.ensure_workers(par.num_threads());
-            forward_group(
+            if !forward_group(
                 self,
                 &texts[start..end],
                 scratch,
                 par,
                 &mut out[start * dim..end * dim],
                 &mut NoTrace,
-            );
+                stop,
+            ) {
+                return Ok(false);
+            }
             start = end;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Runs one text serially and hands every intermediate value to `tracer`
@@ -412,6 +430,7 @@ impl GemmaModel {
             &quant_kernels::Serial,
             out,
             &mut On(tracer),
+            &|| false,
         );
         Ok(())
     }
@@ -937,6 +956,41 @@ mod tests {
             assert!((n - 1.0).abs() < 1e-5, "norm {n}");
         }
         assert_ne!(out[..64], out[64..]);
+    }
+
+    #[test]
+    fn a_stop_is_asked_before_each_layer_and_gives_up_at_once() {
+        use std::cell::Cell;
+        let m = load(tiny(|_, _| {})).unwrap();
+        let layers = m.config().block_count;
+        // A budget of 4 tokens: the two texts are two forward passes.
+        let mut s = ModelScratch::new(&m, 4);
+        let texts: [&[u32]; 2] = [&[2, 5, 7, 1], &[2, 39, 1]];
+        let mut want = vec![0.0; 2 * 64];
+        m.embed_batch(&texts, &mut s, &quant_kernels::Serial, &mut want).unwrap();
+
+        let asked = Cell::new(0);
+        let never = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let mut out = vec![0.0; 2 * 64];
+        assert_eq!(m.embed_batch_until(&texts, &mut s, &quant_kernels::Serial, &mut out, &never), Ok(true));
+        assert_eq!(asked.get(), 2 * layers, "once per layer of each pass");
+        assert_eq!(out, want, "bit-identical when never stopped");
+
+        for stop_at in [1, layers + 1] {
+            asked.set(0);
+            let stop = || {
+                asked.set(asked.get() + 1);
+                asked.get() >= stop_at
+            };
+            assert_eq!(m.embed_batch_until(&texts, &mut s, &quant_kernels::Serial, &mut out, &stop), Ok(false));
+            assert_eq!(asked.get(), stop_at, "no layer after the stop");
+        }
+        // The scratch serves the next call as before.
+        m.embed_batch(&texts, &mut s, &quant_kernels::Serial, &mut out).unwrap();
+        assert_eq!(out, want);
     }
 
     #[test]

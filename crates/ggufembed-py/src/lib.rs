@@ -10,13 +10,18 @@
 //!
 //! Every call into the runtime runs with the GIL released ([`Python::detach`]) and inside
 //! `catch_unwind`, so other Python threads run during a forward pass and no panic reaches the
-//! interpreter: a panic becomes a `RuntimeError`.
+//! interpreter: a panic becomes a `RuntimeError`. `embed` and `tokenize` run on a scoped thread
+//! while the caller's thread looks for Ctrl-C ([`interruptible`]), so a long batch stops within a
+//! layer of the model instead of running to its end.
 #![deny(missing_docs)]
 // PyO3's macros expand to `unsafe` FFI glue; this crate writes none itself.
 #![deny(unsafe_code)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::Duration;
 
 use embed_runtime::{
     Dims, EmbedError, EmbedOptions, Embedder, Input, MATRYOSHKA_DIMS, NAMED_PROMPTS, Parallelism, Prompt, Truncation,
@@ -63,7 +68,63 @@ fn to_py(py: Python<'_>, e: EmbedError) -> PyErr {
 
 /// Runs `f` with the GIL released and any panic caught, mapping its error.
 fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, EmbedError> + Send) -> PyResult<T> {
-    match py.detach(move || catch_unwind(AssertUnwindSafe(f))) {
+    finish(py, py.detach(move || catch_unwind(AssertUnwindSafe(f))))
+}
+
+/// How often a call waiting for the runtime looks for a pending signal.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// [`detached`] for work its user may interrupt. `f` runs on a scoped thread and is handed a
+/// stop condition for the runtime; this thread, the caller's, waits for it and every
+/// [`SIGNAL_POLL`] takes the GIL back for a moment to run pending signal handlers, which Python
+/// runs only on its main thread and only with the GIL. When a handler raises (Ctrl-C's
+/// `KeyboardInterrupt`), the runtime is told to stop, gives the threads back within a layer,
+/// and that exception is raised. A call from another thread never sees a handler run (Python
+/// leaves them to the main thread), so it simply waits, as `detached` does.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&(dyn Fn() -> bool + Sync)) -> Result<T, EmbedError> + Send,
+) -> PyResult<T> {
+    let stop = AtomicBool::new(false);
+    let (result, raised) = py.detach(|| {
+        std::thread::scope(|s| {
+            let (tx, rx) = channel();
+            let stop = &stop;
+            s.spawn(move || {
+                let stopped = || stop.load(Ordering::Relaxed);
+                // The receiver waits for this unless it is gone, which it never is first.
+                let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&stopped))));
+            });
+            let mut raised = None;
+            loop {
+                match rx.recv_timeout(SIGNAL_POLL) {
+                    Ok(result) => return (result, raised),
+                    Err(RecvTimeoutError::Timeout) if raised.is_none() => {
+                        if let Err(e) = Python::attach(|py| py.check_signals()) {
+                            stop.store(true, Ordering::Relaxed);
+                            raised = Some(e);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    // The sender is dropped only after sending (a panic is caught before it).
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return (Err(Box::new("the embedding thread ended without an answer") as _), raised);
+                    }
+                }
+            }
+        })
+    });
+    // The handler's exception wins over the runtime's `Stopped` (and over a result that
+    // finished in the same instant: the user asked to stop, and Python raises it either way).
+    match raised {
+        Some(e) => Err(e),
+        None => finish(py, result),
+    }
+}
+
+/// The Python outcome of a runtime call run under `catch_unwind`.
+fn finish<T>(py: Python<'_>, result: std::thread::Result<Result<T, EmbedError>>) -> PyResult<T> {
+    match result {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py(py, e)),
         Err(panic) => {
@@ -185,7 +246,7 @@ impl NativeEmbedder {
         self.check_process()?;
         let opts = options(prompt_name, prompt, dims, normalize, truncation)?;
         let (inner, parallelism) = (&self.inner, self.parallelism);
-        let out = detached(py, || inner.embed_with_options(&texts, &opts, parallelism))?;
+        let out = interruptible(py, |stop| inner.embed_with_options_until(&texts, &opts, parallelism, stop))?;
         let (n, d) = (out.len(), out.dim());
         let tokens = out.token_counts().to_vec();
         let truncated = out.truncated().to_vec();
@@ -208,11 +269,14 @@ impl NativeEmbedder {
         self.check_process()?;
         let opts = options(prompt_name, prompt, None, false, truncation)?;
         let inner = &self.inner;
-        detached(py, || {
+        interruptible(py, |stop| {
             texts
                 .iter()
                 .enumerate()
                 .map(|(index, t)| {
+                    if stop() {
+                        return Err(EmbedError::Stopped);
+                    }
                     inner
                         .prepare(Input::Text(t), &opts)
                         .map(|p| p.ids().to_vec())

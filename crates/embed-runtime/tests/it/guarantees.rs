@@ -108,3 +108,42 @@ fn auto_plans_fine_for_one_text_and_coarse_for_a_full_batch() {
     let many: Vec<&String> = texts.iter().take(24).collect();
     assert_eq!(e.plan(&many), Parallelism::Coarse);
 }
+
+/// A call that its caller stops (Python's Ctrl-C) gives up within a layer and leaves the
+/// `Embedder` as it was; one never stopped returns exactly what `embed_with_options` does.
+#[test]
+fn a_stopped_call_gives_up_within_a_layer_and_loses_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use embed_runtime::{EmbedError, EmbedOptions};
+
+    let texts = mixed_texts();
+    let options = EmbedOptions::default();
+    for mode in [Parallelism::Fine, Parallelism::Coarse] {
+        let e = embedder(2, mode);
+        let want = e.embed_with_options(&texts, &options, mode).expect("embed");
+        let asked = AtomicUsize::new(0);
+        let never = || {
+            asked.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        let got = e.embed_with_options_until(&texts, &options, mode, &never).expect("not stopped");
+        assert_eq!(got.as_slice(), want.as_slice(), "{mode:?}: bits as without a stop condition");
+        let per_call = asked.load(Ordering::Relaxed);
+        // Asked before every layer of every forward pass (24 layers; the budget of 512 tokens
+        // makes several passes), not once per call.
+        assert!(per_call >= 2 * 24, "{mode:?}: asked {per_call} times");
+
+        // Stopped after the third question: no layer runs after the stop is seen, so the call
+        // ends after at most one more question per worker.
+        asked.store(0, Ordering::Relaxed);
+        let soon = || asked.fetch_add(1, Ordering::Relaxed) >= 2;
+        match e.embed_with_options_until(&texts, &options, mode, &soon) {
+            Err(EmbedError::Stopped) => {}
+            other => panic!("{mode:?}: {:?}", other.map(|r| r.len())),
+        }
+        let after = asked.load(Ordering::Relaxed);
+        assert!(after <= 3 + 2, "{mode:?}: {after} questions, work went on after the stop");
+        assert_eq!(e.embed_with_options(&texts, &options, mode).expect("usable").as_slice(), want.as_slice());
+    }
+}
