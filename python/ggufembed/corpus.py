@@ -309,8 +309,15 @@ class _Writer:
     def finish(self) -> None:
         if self.rows != self.job.rows:
             raise RuntimeError(f"{self.job.source}: {self.rows} rows embedded, the file has {self.job.rows}")
-        if self.writer is None:  # an empty input file: an empty output with no columns to guess
-            pq.write_table(pa.table({}), self.tmp)
+        if self.writer is None:
+            # An empty input: no rows, but its columns (a Parquet file's schema; a JSON Lines
+            # file has no keys without rows) and the vector column, as the other outputs have.
+            from ggufembed import _native
+
+            columns = self.job.schema if self.job.schema is not None else pq.read_schema(self.job.source)
+            dims = int(self.options["dims"] or _native.MATRYOSHKA_DIMS[0])
+            vector = pa.field(str(self.options["vector_column"]), pa.list_(pa.float32(), dims))
+            pq.write_table(_plain_strings(pa.schema([*columns, vector]).empty_table()), self.tmp)
         else:
             self.writer.close()
         os.replace(self.tmp, self.job.output)

@@ -234,6 +234,20 @@ def test_each_output_keeps_its_own_input_column_types(cluster, tmp_path, model_p
     assert a.column("vector").null_count == 0 and b.column("vector").null_count == 0
 
 
+def test_an_empty_input_gives_an_empty_output_with_its_columns_and_the_vector(cluster, tmp_path, model_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}), inp / "e.parquet")
+    pq.write_table(pa.table({"id": [1], "text": ["one text"]}), inp / "f.parquet")
+    out = tmp_path / "out"
+    assert corpus.run(_args(inp, out, model_path)) == {"done": 2, "skipped": 0}
+    empty, full = pq.read_table(out / "e.parquet"), pq.read_table(out / "f.parquet")
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["id", "text", "vector"]
+    assert empty.schema.field("vector").type == full.schema.field("vector").type == pa.list_(pa.float32(), 768)
+    assert empty.schema.field("id").type == pa.int64()
+
+
 def test_jsonl_columns_keep_their_types_and_a_first_row_may_lack_the_text(cluster, tmp_path, model_path):
     inp = tmp_path / "in"
     inp.mkdir()
