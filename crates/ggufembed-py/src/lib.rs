@@ -90,7 +90,7 @@ fn interruptible<T: Send>(
         std::thread::scope(|s| {
             let (tx, rx) = channel();
             let stop = &stop;
-            s.spawn(move || {
+            let worker = s.spawn(move || {
                 let stopped = || stop.load(Ordering::Relaxed);
                 // The receiver waits for this unless it is gone, which it never is first.
                 let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&stopped))));
@@ -98,7 +98,12 @@ fn interruptible<T: Send>(
             let mut raised = None;
             loop {
                 match rx.recv_timeout(SIGNAL_POLL) {
-                    Ok(result) => return (result, raised),
+                    Ok(result) => {
+                        // Joined, not just finished: the scope alone waits for the closure to
+                        // return, not for its thread to exit, and a call leaves no thread behind.
+                        let _ = worker.join();
+                        return (result, raised);
+                    }
                     Err(RecvTimeoutError::Timeout) if raised.is_none() => {
                         if let Err(e) = Python::attach(|py| py.check_signals()) {
                             stop.store(true, Ordering::Relaxed);
