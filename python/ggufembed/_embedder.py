@@ -552,11 +552,10 @@ def _matrix(name: str, value: object) -> np.ndarray:
     m = m.astype(np.float64)
     if not np.all(np.isfinite(m)):
         raise ValueError(f"{name} holds a value that is not finite")
-    if m.ndim == 1:
-        m = m[np.newaxis, :]
-    if m.ndim != 2 or m.shape[1] == 0:
+    if m.ndim not in (1, 2) or m.shape[-1] == 0:
+        # The shape as given: a 1-D argument is made a row only once it is a valid vector.
         raise ValueError(f"{name} must be a non-empty vector or a matrix of vectors, not shape {m.shape}")
-    return m
+    return m[np.newaxis, :] if m.ndim == 1 else m
 
 
 def _rebuild(

@@ -95,7 +95,10 @@ class EmbedBatch:
                 # so a batch is embedded at most once more, not once per bad row.
                 for row, reason in [(keep[e.index], _reason(e)), *self._refused(texts, keep[e.index + 1 :])]:
                     bad.add(row)
-                    warnings.warn(f"row {row} of a batch gets no vector: {reason}", stacklevel=1)
+                    # The row number is within Ray's batch; the text's start finds it in the data.
+                    warnings.warn(
+                        f"row {row} of a batch ({_excerpt(texts[row])}) gets no vector: {reason}", stacklevel=1
+                    )
         column = vector_array(vectors)
         if bad:
             column = _with_nulls(column, keep, len(texts))
@@ -117,6 +120,11 @@ class EmbedBatch:
 def _reason(e: TextError) -> str:
     """``e``'s message without its leading "text N: " (N counts within the call that raised it)."""
     return re.sub(r"^text \d+: ", "", str(e))
+
+
+def _excerpt(text: str, n: int = 40) -> str:
+    """The start of ``text``, quoted, to find a refused row in the data by."""
+    return repr(text[:n]) + ("..." if len(text) > n else "")
 
 
 def _shown(rows: list[int]) -> str:

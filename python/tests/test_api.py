@@ -273,6 +273,8 @@ def test_similarity_is_the_models_cosine(embedder):
         embedder.similarity(q, p)
     with pytest.raises(ValueError):
         embedder.similarity(np.zeros((2, 2, 2)), q)
+    with pytest.raises(ValueError, match=r"not shape \(0,\)"):
+        embedder.similarity([], [])
     with pytest.raises(TypeError):
         embedder.similarity("not a vector", q)
     # Numbers only, as sentence-transformers' tensors: no digit strings, no complex values.
