@@ -88,35 +88,25 @@ fn interruptible<T: Send>(
     let stop = AtomicBool::new(false);
     let (result, raised) = py.detach(|| {
         std::thread::scope(|s| {
-            let (tx, rx) = channel();
+            let (done, finished) = channel::<()>();
             let stop = &stop;
             let worker = s.spawn(move || {
-                let stopped = || stop.load(Ordering::Relaxed);
-                // The receiver waits for this unless it is gone, which it never is first.
-                let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&stopped))));
+                // Dropped when the work ends, a panic included: that wakes the waiting thread.
+                let _done = done;
+                f(&|| stop.load(Ordering::Relaxed))
             });
             let mut raised = None;
-            loop {
-                match rx.recv_timeout(SIGNAL_POLL) {
-                    Ok(result) => {
-                        // Joined, not just finished: the scope alone waits for the closure to
-                        // return, not for its thread to exit, and a call leaves no thread behind.
-                        let _ = worker.join();
-                        return (result, raised);
-                    }
-                    Err(RecvTimeoutError::Timeout) if raised.is_none() => {
-                        if let Err(e) = Python::attach(|py| py.check_signals()) {
-                            stop.store(true, Ordering::Relaxed);
-                            raised = Some(e);
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    // The sender is dropped only after sending (a panic is caught before it).
-                    Err(RecvTimeoutError::Disconnected) => {
-                        return (Err(Box::new("the embedding thread ended without an answer") as _), raised);
-                    }
+            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(SIGNAL_POLL) {
+                if raised.is_none()
+                    && let Err(e) = Python::attach(|py| py.check_signals())
+                {
+                    stop.store(true, Ordering::Relaxed);
+                    raised = Some(e);
                 }
             }
+            // Joined, not just finished: a call leaves no thread behind, and a panic comes back
+            // here as `Err` (the scope re-raises only those of threads nobody joined).
+            (worker.join(), raised)
         })
     });
     // The handler's exception wins over the runtime's `Stopped` (and over a result that

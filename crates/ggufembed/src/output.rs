@@ -198,16 +198,10 @@ impl Output {
         };
         let name = path.display().to_string();
         let sink = match resolve(path)? {
-            Target::Stream(target) => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&target)
-                    .with_context(|| format!("cannot open {name}"))?;
-                Sink::InPlace { out: BufWriter::new(file), path: target }
-            }
-            Target::Descriptor(target) => {
-                // Appending: a file behind the descriptor keeps what it holds, as `>>` would,
-                // and what earlier writers to a shared `>` wrote stays before this output.
+            Target::Stream(target) | Target::Descriptor(target) => {
+                // Appending: a file behind a descriptor keeps what it holds, as `>>` would, and
+                // what earlier writers to a shared `>` wrote stays before this output (a device
+                // or a FIFO has no end to append at, so this changes nothing for them).
                 let file = std::fs::OpenOptions::new()
                     .append(true)
                     .open(&target)
